@@ -1,0 +1,97 @@
+// Package config is berth's configuration: the YAML file, its embedded
+// default, and validation. Only cmd/berth reads files, flags and env; every
+// other package receives the values it needs.
+package config
+
+import "time"
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen          Listen     `yaml:"listen"`
+	Cache           Cache      `yaml:"cache"`
+	TagTTL          Duration   `yaml:"tagTTL"`          // how long a tag's digest is trusted without asking upstream
+	FillTimeout     Duration   `yaml:"fillTimeout"`     // bound on one blob fetch
+	DefaultRegistry string     `yaml:"defaultRegistry"` // registry of requests that name none
+	Registries      []Registry `yaml:"registries"`
+	Peers           Peers      `yaml:"peers"`
+	Log             Log        `yaml:"log"`
+	Metrics         Metrics    `yaml:"metrics"`
+	ShutdownGrace   Duration   `yaml:"shutdownGrace"` // how long in-flight responses may finish on SIGTERM
+}
+
+// Listen holds the serving addresses.
+type Listen struct {
+	Addr string `yaml:"addr"` // plain HTTP, for node-local containerd
+	TLS  TLS    `yaml:"tls"`
+}
+
+// TLS is an optional HTTPS listener beside the plain one.
+type TLS struct {
+	Addr     string `yaml:"addr"`
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// Cache is the content store.
+type Cache struct {
+	Dir           string   `yaml:"dir"`
+	MaxSize       string   `yaml:"maxSize"`       // "50GiB", "80%" of the filesystem, or "" for no quota
+	HighWatermark float64  `yaml:"highWatermark"` // fraction of MaxSize that starts eviction
+	LowWatermark  float64  `yaml:"lowWatermark"`  // fraction of MaxSize eviction stops at
+	GCInterval    Duration `yaml:"gcInterval"`    // period of the background gc; 0 disables it
+}
+
+// Registry is one upstream registry, reachable under its Name.
+type Registry struct {
+	Name         string   `yaml:"name"`      // as clients write it: docker.io, 127.0.0.1:5000
+	Endpoints    []string `yaml:"endpoints"` // URLs tried in order, with failover
+	Username     string   `yaml:"username,omitempty"`
+	Password     string   `yaml:"password,omitempty"`
+	PasswordFile string   `yaml:"passwordFile,omitempty"`
+	DockerConfig string   `yaml:"dockerConfig,omitempty"` // a Docker config.json to take credentials from
+	CAFile       string   `yaml:"caFile,omitempty"`
+	CertFile     string   `yaml:"certFile,omitempty"` // client certificate
+	KeyFile      string   `yaml:"keyFile,omitempty"`
+	Insecure     bool     `yaml:"insecure,omitempty"` // skip TLS verification (lab registries)
+	Timeouts     Timeouts `yaml:"timeouts"`
+	// FailBackoff is how long a failing endpoint is skipped.
+	FailBackoff Duration `yaml:"failBackoff"`
+	// MaxRetryAfter bounds how long a 429's Retry-After is waited out.
+	MaxRetryAfter Duration `yaml:"maxRetryAfter"`
+}
+
+// Timeouts bound each phase of an upstream request. None bounds a whole
+// body: a slow large layer that is still moving is never cut.
+type Timeouts struct {
+	Connect        Duration `yaml:"connect"`
+	TLSHandshake   Duration `yaml:"tlsHandshake"`
+	ResponseHeader Duration `yaml:"responseHeader"`
+	IdleRead       Duration `yaml:"idleRead"` // longest pause between body bytes
+}
+
+// Peers configures the cluster. An empty Bind runs the node alone.
+type Peers struct {
+	Bind       string   `yaml:"bind"`       // gossip address, host:port
+	Advertise  string   `yaml:"advertise"`  // HTTP address peers reach this node at
+	Join       []string `yaml:"join"`       // seed addresses or DNS names, re-resolved
+	SecretFile string   `yaml:"secretFile"` // gossip key; also signs peer HTTP requests
+	Timeout    Duration `yaml:"timeout"`    // time to first byte from a peer
+	AskNext    int      `yaml:"askNext"`    // ranked nodes asked besides the owner
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Metrics configures /metrics.
+type Metrics struct {
+	TopRepos int `yaml:"topRepos"` // repositories with their own pull counter; the rest count as "other"
+}
+
+// Duration is a time.Duration written as "60s" in YAML.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
