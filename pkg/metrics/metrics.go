@@ -1,0 +1,170 @@
+// Package metrics holds berth's Prometheus collectors. One Metrics value is
+// made by cmd/berth and handed to the packages that count; a nil *Metrics is
+// valid everywhere and counts nothing, so tests and tools need no registry.
+package metrics
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sources of bytes, the values of the "source" label.
+const (
+	SourceLocal    = "local"
+	SourcePeer     = "peer"
+	SourceUpstream = "upstream"
+)
+
+// Metrics is the set of berth's collectors. Its methods are safe for
+// concurrent use and do nothing on a nil receiver.
+type Metrics struct {
+	Requests         *prometheus.CounterVec   // route, method, code
+	CacheHits        *prometheus.CounterVec   // kind (blob, manifest, tag)
+	CacheMisses      *prometheus.CounterVec   // kind
+	BytesServed      *prometheus.CounterVec   // source: bytes written to clients
+	BytesFetched     *prometheus.CounterVec   // source: bytes read from peers and upstreams into the store
+	FillsInFlight    prometheus.Gauge         // fetches under way
+	FillsDeduped     prometheus.Counter       // callers that joined a fetch under way
+	FillsFailed      *prometheus.CounterVec   // reason: digest, source, disk, timeout
+	UpstreamErrors   *prometheus.CounterVec   // registry, kind
+	UpstreamLatency  *prometheus.HistogramVec // registry, op: time to response headers
+	Evictions        prometheus.Counter       // blobs evicted
+	EvictedBytes     prometheus.Counter       // bytes evicted
+	StoreBytes       prometheus.Gauge         // bytes in the store
+	StoreBlobs       prometheus.Gauge         // blobs in the store
+	StoreQuota       prometheus.Gauge         // quota in bytes; 0 means none
+	Peers            prometheus.Gauge         // live members besides this node
+	Pulls            *prometheus.CounterVec   // registry, repository: manifest pulls, top-N bounded
+	StaleServed      *prometheus.CounterVec   // kind: answers from cache because upstream failed
+
+	topMu   sync.Mutex          // guards topSeen
+	topSeen map[string]struct{} // repositories that have their own Pulls series
+	topN    int
+}
+
+// New creates the collectors and registers them with reg. topRepos bounds
+// the repositories that get their own pull counter; later ones count under
+// repository="other".
+func New(reg prometheus.Registerer, topRepos int) *Metrics {
+	m := &Metrics{
+		Requests:        counterVec("berth_http_requests_total", "HTTP requests by route, method and status code.", "route", "method", "code"),
+		CacheHits:       counterVec("berth_cache_hits_total", "Requests answered from the local store.", "kind"),
+		CacheMisses:     counterVec("berth_cache_misses_total", "Requests the local store could not answer.", "kind"),
+		BytesServed:     counterVec("berth_served_bytes_total", "Bytes sent to clients, by where they came from.", "source"),
+		BytesFetched:    counterVec("berth_fetched_bytes_total", "Bytes fetched into the store, by source.", "source"),
+		FillsInFlight:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_fills_in_flight", Help: "Blob fetches under way."}),
+		FillsDeduped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_fills_deduplicated_total", Help: "Requests that joined a fetch already under way."}),
+		FillsFailed:     counterVec("berth_fills_failed_total", "Blob fetches that stored nothing, by reason.", "reason"),
+		UpstreamErrors:  counterVec("berth_upstream_errors_total", "Upstream request errors by registry and kind.", "registry", "kind"),
+		UpstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_upstream_request_seconds", Help: "Time to upstream response headers.", Buckets: prometheus.DefBuckets}, []string{"registry", "op"}),
+		Evictions:       prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evictions_total", Help: "Blobs evicted by the quota."}),
+		EvictedBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evicted_bytes_total", Help: "Bytes evicted by the quota."}),
+		StoreBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_bytes", Help: "Bytes of content in the store."}),
+		StoreBlobs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_blobs", Help: "Blobs and manifests in the store."}),
+		StoreQuota:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_quota_bytes", Help: "Store quota in bytes; 0 means none."}),
+		Peers:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peers", Help: "Live cluster members besides this node."}),
+		Pulls:           counterVec("berth_pulls_total", "Manifest pulls by registry and repository (top repositories; the rest are \"other\").", "registry", "repository"),
+		StaleServed:     counterVec("berth_stale_served_total", "Answers from the cache because the upstream failed.", "kind"),
+		topSeen:         map[string]struct{}{},
+		topN:            topRepos,
+	}
+	if reg != nil {
+		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
+			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency,
+			m.Evictions, m.EvictedBytes, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed)
+	}
+	return m
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+// Hit counts a request answered from the store.
+func (m *Metrics) Hit(kind string) {
+	if m != nil {
+		m.CacheHits.WithLabelValues(kind).Inc()
+	}
+}
+
+// Miss counts a request the store could not answer.
+func (m *Metrics) Miss(kind string) {
+	if m != nil {
+		m.CacheMisses.WithLabelValues(kind).Inc()
+	}
+}
+
+// Served counts n bytes sent to a client from source.
+func (m *Metrics) Served(source string, n int64) {
+	if m != nil && n > 0 {
+		m.BytesServed.WithLabelValues(source).Add(float64(n))
+	}
+}
+
+// Fetched counts n bytes read into the store from source.
+func (m *Metrics) Fetched(source string, n int64) {
+	if m != nil && n > 0 {
+		m.BytesFetched.WithLabelValues(source).Add(float64(n))
+	}
+}
+
+// FillStarted and FillEnded bracket one blob fetch.
+func (m *Metrics) FillStarted() {
+	if m != nil {
+		m.FillsInFlight.Inc()
+	}
+}
+
+// FillEnded ends a fetch begun with FillStarted; reason is "" on success.
+func (m *Metrics) FillEnded(reason string) {
+	if m == nil {
+		return
+	}
+	m.FillsInFlight.Dec()
+	if reason != "" {
+		m.FillsFailed.WithLabelValues(reason).Inc()
+	}
+}
+
+// Deduped counts a caller that joined a fetch under way.
+func (m *Metrics) Deduped() {
+	if m != nil {
+		m.FillsDeduped.Inc()
+	}
+}
+
+// UpstreamError counts an upstream failure of a kind (connect, timeout,
+// 5xx, 429, auth, notfound, digest).
+func (m *Metrics) UpstreamError(registry, kind string) {
+	if m != nil {
+		m.UpstreamErrors.WithLabelValues(registry, kind).Inc()
+	}
+}
+
+// Stale counts an answer from the cache because the upstream failed.
+func (m *Metrics) Stale(kind string) {
+	if m != nil {
+		m.StaleServed.WithLabelValues(kind).Inc()
+	}
+}
+
+// Pull counts a manifest pull of a repository. The first topN repositories
+// seen get their own series; the rest count as "other", so a scan of many
+// names cannot grow the metric without bound.
+func (m *Metrics) Pull(registry, repository string) {
+	if m == nil {
+		return
+	}
+	key := registry + "/" + repository
+	m.topMu.Lock()
+	_, ok := m.topSeen[key]
+	if !ok && len(m.topSeen) < m.topN {
+		m.topSeen[key], ok = struct{}{}, true
+	}
+	m.topMu.Unlock()
+	if !ok {
+		repository = "other"
+	}
+	m.Pulls.WithLabelValues(registry, repository).Inc()
+}
