@@ -1,6 +1,8 @@
 package oci
 
 import (
+	"encoding/json"
+
 	"github.com/distribution/distribution/v3/manifest/manifestlist"
 	"github.com/distribution/distribution/v3/manifest/schema2"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -23,4 +25,21 @@ const MaxManifestSize = 4 << 20
 // IsIndex reports whether a media type is a multi-platform index.
 func IsIndex(mediaType string) bool {
 	return mediaType == v1.MediaTypeImageIndex || mediaType == manifestlist.MediaTypeManifestList
+}
+
+// SniffMediaType reads a manifest's own mediaType field, for an upstream
+// that sent no Content-Type. An OCI manifest without one is an image
+// manifest, or an index when it has manifests.
+func SniffMediaType(data []byte) string {
+	var m struct {
+		MediaType string            `json:"mediaType"`
+		Manifests []json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(data, &m) == nil && m.MediaType != "" {
+		return m.MediaType
+	}
+	if m.Manifests != nil {
+		return v1.MediaTypeImageIndex
+	}
+	return v1.MediaTypeImageManifest
 }

@@ -1,0 +1,134 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Blob is content opened for reading: a committed file, or a fill still
+// downloading. A Blob is used by one goroutine; Close it when done.
+type Blob struct {
+	file *os.File // committed content
+	size int64
+
+	f   *fill // fill under way; nil for committed content
+	ctx context.Context
+	pos int64
+}
+
+func newFillBlob(ctx context.Context, f *fill) *Blob {
+	f.acquire()
+	return &Blob{f: f, ctx: ctx, size: -1}
+}
+
+// File returns the committed file, or nil while the blob is downloading.
+// Serving the *os.File itself lets the kernel send it (sendfile).
+func (b *Blob) File() *os.File { return b.file }
+
+// Filling reports whether the blob is still downloading.
+func (b *Blob) Filling() bool { return b.f != nil }
+
+// Wait blocks until the blob's size is known and returns it. It fails when
+// the fill fails before that, or when the Blob's context ends.
+func (b *Blob) Wait() (int64, error) {
+	if b.f == nil {
+		return b.size, nil
+	}
+	for {
+		st := b.f.state()
+		if st.err != nil {
+			return 0, st.err
+		}
+		if st.size >= 0 { // a known size is final once a source has said it
+			b.size = st.size
+			return st.size, nil
+		}
+		select {
+		case <-st.wake:
+		case <-b.ctx.Done():
+			return 0, b.ctx.Err()
+		}
+	}
+}
+
+// Read reads the next bytes, waiting for them to land when the blob is
+// still downloading. The last byte is held back until the blob is
+// verified and committed, so a reader never sees a clean end of bytes that
+// fail their digest: it sees the fill's error instead.
+func (b *Blob) Read(p []byte) (int, error) {
+	if b.f == nil {
+		return b.file.Read(p)
+	}
+	for {
+		st := b.f.state()
+		if st.err != nil {
+			return 0, st.err
+		}
+		limit := st.written
+		if !st.done {
+			limit-- // hold back the last byte until the commit
+		}
+		if st.done && b.pos >= st.written {
+			return 0, io.EOF
+		}
+		if b.pos < limit {
+			n, err := b.f.file.ReadAt(p[:min(int64(len(p)), limit-b.pos)], b.pos)
+			b.pos += int64(n)
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return n, err
+		}
+		select {
+		case <-st.wake:
+		case <-b.ctx.Done():
+			return 0, b.ctx.Err()
+		}
+	}
+}
+
+// Seek sets the offset of the next Read. Seeking from the end waits for
+// the size; http.ServeContent seeks that way to learn it.
+func (b *Blob) Seek(offset int64, whence int) (int64, error) {
+	if b.f == nil {
+		return b.file.Seek(offset, whence)
+	}
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += b.pos
+	case io.SeekEnd:
+		size, err := b.Wait()
+		if err != nil {
+			return 0, err
+		}
+		offset += size
+	default:
+		return 0, fmt.Errorf("seek: invalid whence %d", whence)
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("seek: negative offset %d", offset)
+	}
+	b.pos = offset
+	return offset, nil
+}
+
+// Close releases the Blob. A fill goes on without its readers.
+func (b *Blob) Close() error {
+	switch {
+	case b.f != nil:
+		b.f.release()
+		b.f = nil
+	case b.file != nil:
+		err := b.file.Close()
+		b.file = nil
+		return err
+	}
+	return nil
+}
+
+// Committed wraps a committed file from Store.Open as a Blob.
+func Committed(f *os.File, size int64) *Blob { return &Blob{file: f, size: size} }

@@ -1,0 +1,93 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+// commit moves a fully written temp file into place as d. The caller has
+// hashed every byte into dg while writing. Order matters for crash safety:
+// check, fsync the bytes, rename, fsync the directory, then index. A crash
+// before the rename leaves only a temp file; after it, a verified file the
+// next start indexes.
+func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, size int64, mediaType string) error {
+	if got := dg.Digest(); got != d {
+		return fmt.Errorf("blob %s: got %s: %w", d, got, oci.ErrDigestMismatch)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", d, err)
+	}
+	if err := f.Chmod(0o444); err != nil {
+		return fmt.Errorf("commit %s: %w", d, err)
+	}
+	dst := s.BlobPath(d)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("commit %s: %w", d, err)
+	}
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return fmt.Errorf("commit %s: %w", d, err)
+	}
+	// The rename is done and cannot be undone: from here on, only log.
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		s.log.Warn("sync blob directory", "digest", d, "err", err)
+	}
+	now := time.Now()
+	if err := s.putInfo(Info{Digest: d, Size: size, MediaType: mediaType, Created: now, Access: now}); err != nil {
+		s.log.Warn("index committed blob", "digest", d, "err", err)
+	}
+	return nil
+}
+
+// Put stores small content (a manifest) held in memory. It verifies data
+// against d first; content already committed is left as it is.
+func (s *Store) Put(d digest.Digest, mediaType string, data []byte) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("put %q: %w", d, oci.ErrDigestInvalid)
+	}
+	if s.Has(d) {
+		return nil
+	}
+	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "put-")
+	if err != nil {
+		return fmt.Errorf("put %s: %w", d, err)
+	}
+	defer f.Close()
+	dg := d.Algorithm().Digester()
+	if _, err := io.Copy(io.MultiWriter(f, dg.Hash()), bytes.NewReader(data)); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("put %s: %w", d, err)
+	}
+	if err := s.commit(f, dg, d, int64(len(data)), mediaType); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
+
+// ReadAll returns committed content d, for small content such as manifests.
+func (s *Store) ReadAll(d digest.Digest) ([]byte, Info, error) {
+	f, size, err := s.Open(d)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	defer f.Close()
+	if size > oci.MaxManifestSize {
+		return nil, Info{}, fmt.Errorf("read %s: %d bytes: %w", d, size, oci.ErrTooLarge)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("read %s: %w", d, err)
+	}
+	info, err := s.Info(d)
+	if err != nil {
+		info = Info{Digest: d, Size: size}
+	}
+	return data, info, nil
+}

@@ -1,0 +1,281 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+// Opener fetches a blob from offset on. It returns the bytes (unverified),
+// the blob's total size (-1 when unknown) and the name of the source for
+// logs and metrics. A fill calls it again with the offset it reached when a
+// stream breaks, so an Opener may move to another source between calls.
+type Opener func(ctx context.Context, offset int64) (rc io.ReadCloser, size int64, source string, err error)
+
+// fill is one blob download under way. The writer goroutine appends to a
+// temp file; readers read the same file with ReadAt as it grows. Every
+// change of state closes wake and makes a new one, so waiting readers can
+// select on it together with their request's context.
+type fill struct {
+	d    digest.Digest
+	file *os.File // O_RDWR temp file; renamed into place on commit
+
+	mu      sync.Mutex    // guards the fields below
+	size    int64         // total size, -1 until a source tells it
+	written int64         // bytes in the file
+	done    bool          // committed (err == nil) or failed
+	err     error         // why the fill failed
+	wake    chan struct{} // closed on each change of state
+	refs    int           // writer + open readers; the file closes at 0
+	source  string        // the source of the latest bytes
+}
+
+type fillState struct {
+	size, written int64
+	done          bool
+	err           error
+	wake          <-chan struct{}
+}
+
+func (f *fill) state() fillState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fillState{f.size, f.written, f.done, f.err, f.wake}
+}
+
+// update changes the state under the lock and wakes every waiting reader.
+func (f *fill) update(change func()) {
+	f.mu.Lock()
+	change()
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *fill) acquire() {
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+}
+
+func (f *fill) release() {
+	f.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	f.mu.Unlock()
+	if last {
+		f.file.Close()
+	}
+}
+
+// Fill returns blob d for reading: the committed file when the store has
+// it, else a reader of the fill under way, starting one with open if none
+// is. Fill does not wait for the source; Blob.Wait does. The fill outlives
+// ctx: a download goes on (and is kept) when its first client leaves.
+// mediaType is recorded in the index on commit.
+func (s *Store) Fill(ctx context.Context, d digest.Digest, mediaType string, open Opener) (*Blob, error) {
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("fill %q: %w", d, oci.ErrDigestInvalid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.fills[d]; ok {
+		s.m.Deduped()
+		return newFillBlob(ctx, f), nil
+	}
+	// Committed between the caller's miss and this lock? Then serve that.
+	if file, size, err := s.Open(d); err == nil {
+		return &Blob{file: file, size: size}, nil
+	}
+	if s.ctx.Err() != nil {
+		return nil, fmt.Errorf("fill %s: store closed", d)
+	}
+	tmp, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "fill-")
+	if err != nil {
+		return nil, fmt.Errorf("fill %s: %w", d, err)
+	}
+	f := &fill{d: d, file: tmp, size: -1, wake: make(chan struct{}), refs: 1}
+	s.fills[d] = f
+	s.m.FillStarted()
+	s.wg.Add(1)
+	go s.run(f, mediaType, open)
+	return newFillBlob(ctx, f), nil
+}
+
+// run downloads f, commits it, and removes it from the fills map.
+func (s *Store) run(f *fill, mediaType string, open Opener) {
+	defer s.wg.Done()
+	defer f.release()
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.FillTimeout)
+	defer cancel()
+	start := time.Now()
+	dg := f.d.Algorithm().Digester()
+	err := s.download(ctx, f, dg.Hash(), open)
+	if err == nil {
+		err = s.commit(f.file, dg, f.d, f.written, mediaType)
+	}
+	if err != nil {
+		os.Remove(f.file.Name())
+	}
+	// Remove from the map before waking readers: a caller arriving now
+	// finds the committed file, or starts afresh after a failure.
+	s.mu.Lock()
+	delete(s.fills, f.d)
+	s.mu.Unlock()
+	f.update(func() { f.done, f.err = true, err })
+	s.m.FillEnded(failReason(err))
+	attrs := []any{"digest", f.d, "bytes", f.written, "source", f.source, "duration", time.Since(start).Round(time.Millisecond)}
+	if err != nil {
+		s.log.Warn("fill failed", append(attrs, "err", err)...)
+		return
+	}
+	s.log.Info("fill", attrs...)
+}
+
+// download copies from the sources into f until the blob is whole. A broken
+// stream resumes at the byte reached; MaxAttempts calls in a row that bring
+// no byte end the fill.
+func (s *Store) download(ctx context.Context, f *fill, h io.Writer, open Opener) error {
+	buf := make([]byte, 256<<10)
+	for failures := 0; ; {
+		st := f.state()
+		if st.size >= 0 && st.written == st.size {
+			return nil
+		}
+		n, done, err := s.attempt(ctx, f, h, open, buf)
+		if done {
+			return err
+		}
+		if n > 0 {
+			failures = 0
+		}
+		if failures++; failures >= s.opts.MaxAttempts || !retryable(err) {
+			return err
+		}
+		s.log.Debug("fill resumes", "digest", f.d, "offset", f.state().written, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(failures) * 100 * time.Millisecond):
+		}
+	}
+}
+
+// attempt reads one stream from open. done reports that the fill is over:
+// the blob is whole (err nil) or it cannot succeed (err set).
+func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, buf []byte) (n int64, done bool, err error) {
+	offset := f.state().written
+	rc, size, source, err := open(ctx, offset)
+	if err != nil {
+		return 0, false, err
+	}
+	defer rc.Close()
+	if err := f.setSize(size); err != nil {
+		return 0, true, err
+	}
+	f.mu.Lock()
+	f.source = source
+	f.mu.Unlock()
+	for {
+		m, rerr := rc.Read(buf)
+		if m > 0 {
+			if werr := f.append(buf[:m], h); werr != nil {
+				return n, true, werr
+			}
+			n += int64(m)
+			s.m.Fetched(source, int64(m))
+		}
+		switch {
+		case rerr == io.EOF:
+			st := f.state()
+			if st.size < 0 { // unknown size: the end of the stream is the end
+				f.update(func() { f.size = f.written })
+				return n, true, nil
+			}
+			if st.written == st.size {
+				return n, true, nil
+			}
+			return n, false, fmt.Errorf("%s: stream ended at %d of %d bytes: %w", source, st.written, st.size, io.ErrUnexpectedEOF)
+		case rerr != nil:
+			return n, false, fmt.Errorf("%s: %w", source, rerr)
+		}
+	}
+}
+
+// setSize records the total size a source reported, refusing a source that
+// contradicts an earlier one.
+func (f *fill) setSize(size int64) error {
+	st := f.state()
+	switch {
+	case size < 0 || size == st.size:
+		return nil
+	case st.size >= 0:
+		return fmt.Errorf("blob %s: sources disagree on its size (%d, %d): %w", f.d, st.size, size, oci.ErrDigestMismatch)
+	}
+	f.update(func() { f.size = size })
+	return nil
+}
+
+// append writes p at the end of the file and into the hash, refusing bytes
+// past the known size.
+func (f *fill) append(p []byte, h io.Writer) error {
+	st := f.state()
+	if st.size >= 0 && st.written+int64(len(p)) > st.size {
+		return fmt.Errorf("blob %s: more than %d bytes: %w", f.d, st.size, oci.ErrDigestMismatch)
+	}
+	if _, err := f.file.WriteAt(p, st.written); err != nil {
+		return fmt.Errorf("write %s: %w", f.d, err)
+	}
+	h.Write(p) // hash.Hash never fails
+	f.update(func() { f.written += int64(len(p)) })
+	return nil
+}
+
+// retryable reports whether another attempt may succeed where err failed.
+func retryable(err error) bool {
+	for _, final := range []error{oci.ErrBlobUnknown, oci.ErrManifestUnknown, oci.ErrNameUnknown,
+		oci.ErrUnauthorized, oci.ErrDenied, oci.ErrDigestMismatch, oci.ErrTooManyRequests,
+		context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, final) {
+			return false
+		}
+	}
+	return true
+}
+
+func failReason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, oci.ErrDigestMismatch):
+		return "digest"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	default:
+		return "source"
+	}
+}
+
+// Join returns a reader of d when the store holds it or a fill of it is
+// under way, and starts nothing.
+func (s *Store) Join(ctx context.Context, d digest.Digest) (*Blob, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.fills[d]; ok {
+		return newFillBlob(ctx, f), true
+	}
+	if file, size, err := s.Open(d); err == nil {
+		return Committed(file, size), true
+	}
+	return nil, false
+}

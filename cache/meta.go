@@ -1,0 +1,26 @@
+package cache
+
+import (
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+)
+
+// metaCache keeps hot index values in memory (golang-lru), so manifest and
+// tag lookups rarely open a bbolt transaction. It is a read-through cache:
+// bbolt stays the truth, and every write goes there first.
+type metaCache struct {
+	infos *lru.Cache[digest.Digest, Info]
+	tags  *lru.Cache[string, Tag]
+}
+
+func newMetaCache() *metaCache {
+	infos, _ := lru.New[digest.Digest, Info](8192) // errors only on size <= 0
+	tags, _ := lru.New[string, Tag](8192)
+	return &metaCache{infos: infos, tags: tags}
+}
+
+func (c *metaCache) info(d digest.Digest) (Info, bool) { return c.infos.Get(d) }
+func (c *metaCache) addInfo(i Info)                    { c.infos.Add(i.Digest, i) }
+func (c *metaCache) forget(d digest.Digest)            { c.infos.Remove(d) }
+func (c *metaCache) tag(key string) (Tag, bool)        { return c.tags.Get(key) }
+func (c *metaCache) addTag(key string, t Tag)          { c.tags.Add(key, t) }

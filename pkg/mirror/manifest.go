@@ -1,0 +1,161 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+// Manifest is a manifest's descriptor and, for GET, its bytes.
+type Manifest struct {
+	oci.Descriptor
+	Data []byte // nil for a HEAD answered without the bytes
+}
+
+// Manifest resolves ref (a tag or digest) of repo. With head, the bytes
+// are not needed: a tag answers from its cached mapping alone. Errors wrap
+// oci.ErrManifestUnknown, oci.ErrUnavailable and the other oci errors.
+func (m *Mirror) Manifest(ctx context.Context, repo oci.Repo, ref string, head bool, via Via) (Manifest, error) {
+	if d, err := digest.Parse(ref); err == nil {
+		return m.manifestByDigest(ctx, repo, d, via)
+	}
+	desc, data, err := m.resolveTag(ctx, repo, ref, head, via)
+	if err != nil || head || data != nil {
+		return Manifest{Descriptor: desc, Data: data}, err
+	}
+	return m.manifestByDigest(ctx, repo, desc.Digest, via)
+}
+
+// manifestByDigest answers from the store, else fetches the manifest once
+// however many ask, verifies it against d and stores it.
+func (m *Mirror) manifestByDigest(ctx context.Context, repo oci.Repo, d digest.Digest, via Via) (Manifest, error) {
+	if data, info, err := m.store.ReadAll(d); err == nil {
+		m.m.Hit("manifest")
+		return Manifest{Descriptor: oci.Descriptor{MediaType: info.MediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
+	}
+	m.m.Miss("manifest")
+	if via == ViaPeerHolder {
+		return Manifest{}, fmt.Errorf("manifest %s: %w", d, oci.ErrManifestUnknown)
+	}
+	v, err, _ := m.manifests.Do(string(d), func() (any, error) {
+		return m.fetchManifest(context.WithoutCancel(ctx), repo, d, via)
+	})
+	if err != nil {
+		return Manifest{}, err
+	}
+	return v.(Manifest), nil
+}
+
+func (m *Mirror) fetchManifest(ctx context.Context, repo oci.Repo, d digest.Digest, via Via) (Manifest, error) {
+	if via == ViaClient {
+		desc, data, err := m.peers.FetchManifest(ctx, repo, d)
+		if err == nil && digest.FromBytes(data) == d {
+			return m.keepManifest(d, desc.MediaType, data)
+		}
+	}
+	desc, data, err := m.up.GetManifest(ctx, repo, d.String())
+	if err != nil {
+		return Manifest{}, err
+	}
+	return m.keepManifest(d, desc.MediaType, data)
+}
+
+// keepManifest verifies data against d and stores it.
+func (m *Mirror) keepManifest(d digest.Digest, mediaType string, data []byte) (Manifest, error) {
+	if got := d.Algorithm().FromBytes(data); got != d {
+		return Manifest{}, fmt.Errorf("manifest %s: got %s: %w", d, got, oci.ErrDigestMismatch)
+	}
+	if mediaType == "" {
+		mediaType = oci.SniffMediaType(data)
+	}
+	if err := m.store.Put(d, mediaType, data); err != nil {
+		m.log.Warn("store manifest", "digest", d, "err", err)
+	}
+	return Manifest{Descriptor: oci.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
+}
+
+// resolveTag returns the digest a tag points at. Within the TTL the cached
+// mapping answers with no upstream request. After it, the tag's owner among
+// the peers or the upstream is asked once (HEAD, which Docker Hub does not
+// count as a pull); if that fails, the cached mapping answers
+// (stale-if-error). A tag never seen is fetched with GET, keeping the bytes.
+func (m *Mirror) resolveTag(ctx context.Context, repo oci.Repo, tag string, head bool, via Via) (oci.Descriptor, []byte, error) {
+	key := cache.TagKey(repo.Registry, repo.Name, tag)
+	cached, cerr := m.store.Tag(key)
+	if cerr == nil && m.cfg.Now().Sub(cached.Checked) < m.cfg.TagTTL {
+		m.m.Hit("tag")
+		return tagDesc(cached), nil, nil
+	}
+	if via == ViaPeerHolder {
+		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: %w", tag, oci.ErrManifestUnknown)
+	}
+	m.m.Miss("tag")
+	type answer struct {
+		desc oci.Descriptor
+		data []byte
+	}
+	v, err, _ := m.tags.Do(key, func() (any, error) {
+		ctx := context.WithoutCancel(ctx)
+		desc, data, err := m.revalidate(ctx, repo, tag, cerr == nil && m.store.Has(cached.Digest), via)
+		if err != nil {
+			return nil, err
+		}
+		t := cache.Tag{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Checked: m.cfg.Now()}
+		if err := m.store.SetTag(key, t); err != nil {
+			m.log.Warn("store tag", "repo", repo, "tag", tag, "err", err)
+		}
+		return answer{desc, data}, nil
+	})
+	if err == nil {
+		a := v.(answer)
+		return a.desc, a.data, nil
+	}
+	if cerr == nil && staleAllowed(err) {
+		m.m.Stale("tag")
+		m.log.Warn("serve stale tag", "repo", repo, "tag", tag, "digest", cached.Digest, "err", err)
+		return tagDesc(cached), nil, nil
+	}
+	return oci.Descriptor{}, nil, err
+}
+
+// revalidate asks where the tag points now: the tag's owner among the
+// peers, else the upstream with HEAD when the content is already stored,
+// or GET (keeping the bytes) when it is not.
+func (m *Mirror) revalidate(ctx context.Context, repo oci.Repo, tag string, haveContent bool, via Via) (oci.Descriptor, []byte, error) {
+	if via == ViaClient {
+		desc, err := m.peers.ResolveTag(ctx, repo, tag)
+		if err == nil && desc.Digest != "" {
+			return desc, nil, nil
+		}
+	}
+	if haveContent {
+		desc, err := m.up.HeadManifest(ctx, repo, tag)
+		if err == nil && desc.Digest != "" {
+			return desc, nil, nil
+		}
+		if err != nil {
+			return oci.Descriptor{}, nil, err
+		}
+	}
+	desc, data, err := m.up.GetManifest(ctx, repo, tag)
+	if err != nil {
+		return oci.Descriptor{}, nil, err
+	}
+	d := desc.Digest
+	if d == "" {
+		d = digest.FromBytes(data)
+	}
+	man, err := m.keepManifest(d, desc.MediaType, data)
+	if errors.Is(err, oci.ErrDigestMismatch) {
+		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: upstream digest header disagrees with its bytes: %w", tag, err)
+	}
+	return man.Descriptor, man.Data, err
+}
+
+func tagDesc(t cache.Tag) oci.Descriptor {
+	return oci.Descriptor{MediaType: t.MediaType, Digest: t.Digest, Size: t.Size}
+}

@@ -1,0 +1,111 @@
+// Package mirror is berth's miss path: answer from the store, else fill it
+// from peers, then from the upstream, verifying every byte by digest.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/metrics"
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config tunes a Mirror. The zero value is ready to use.
+type Config struct {
+	TagTTL  time.Duration    // how long a tag's digest is trusted; 0 means 60s
+	Logger  *slog.Logger     // nil discards
+	Metrics *metrics.Metrics // nil counts nothing
+	Now     func() time.Time // nil means time.Now
+}
+
+// Mirror answers for content: from the store, else from peers, else from
+// the upstream. Its methods are safe for concurrent use.
+type Mirror struct {
+	store *cache.Store
+	peers Peers
+	up    Upstream
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics.Metrics
+
+	tags      singleflight.Group // one revalidation per tag at a time
+	manifests singleflight.Group // one manifest fetch per digest at a time
+}
+
+// New returns a Mirror over store that asks peers, then up. Pass NoPeers{}
+// when there are none. New starts no goroutines.
+func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
+	if cfg.TagTTL <= 0 {
+		cfg.TagTTL = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if peers == nil {
+		peers = NoPeers{}
+	}
+	return &Mirror{store: store, peers: peers, up: up, cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
+}
+
+// Store returns the mirror's content store.
+func (m *Mirror) Store() *cache.Store { return m.store }
+
+// Upstream returns the mirror's upstream.
+func (m *Mirror) Upstream() Upstream { return m.up }
+
+// Blob returns blob d of repo: the committed file on a hit, else a reader
+// of the fill that downloads it (joined if one is under way). The caller
+// closes it. Errors wrap oci.ErrBlobUnknown when no source has it.
+func (m *Mirror) Blob(ctx context.Context, repo oci.Repo, d digest.Digest, via Via) (*cache.Blob, error) {
+	if f, size, err := m.store.Open(d); err == nil {
+		m.m.Hit("blob")
+		return cache.Committed(f, size), nil
+	}
+	m.m.Miss("blob")
+	if via == ViaPeerHolder {
+		if b, ok := m.store.Join(ctx, d); ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("blob %s: %w", d, oci.ErrBlobUnknown)
+	}
+	return m.store.Fill(ctx, d, "", m.opener(repo, d, via))
+}
+
+// opener is where a fill of d gets its bytes: peers first (for clients),
+// then the upstream. Called again on a broken stream, it starts over at
+// the peers, which skip one that just failed.
+func (m *Mirror) opener(repo oci.Repo, d digest.Digest, via Via) cache.Opener {
+	return func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		if via == ViaClient {
+			rc, size, err := m.peers.FetchBlob(ctx, repo, d, offset)
+			if err == nil {
+				return rc, size, metrics.SourcePeer, nil
+			}
+			if ctx.Err() != nil {
+				return nil, 0, "", ctx.Err()
+			}
+			if !errors.Is(err, ErrNoPeer) {
+				m.log.Debug("peers miss", "digest", d, "err", err)
+			}
+		}
+		rc, size, err := m.up.FetchBlob(ctx, repo, d, offset)
+		return rc, size, metrics.SourceUpstream, err
+	}
+}
+
+// IsTagKnown reports whether a stale tag may answer after upstream err:
+// anything but the upstream saying the tag or repository is gone.
+func staleAllowed(err error) bool {
+	return !errors.Is(err, oci.ErrManifestUnknown) && !errors.Is(err, oci.ErrNameUnknown) &&
+		!errors.Is(err, context.Canceled)
+}
