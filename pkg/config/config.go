@@ -53,11 +53,11 @@ type Registry struct {
 	CertFile     string   `yaml:"certFile,omitempty"` // client certificate
 	KeyFile      string   `yaml:"keyFile,omitempty"`
 	Insecure     bool     `yaml:"insecure,omitempty"` // skip TLS verification (lab registries)
-	Timeouts     Timeouts `yaml:"timeouts"`
-	// FailBackoff is how long a failing endpoint is skipped.
-	FailBackoff Duration `yaml:"failBackoff"`
-	// MaxRetryAfter bounds how long a 429's Retry-After is waited out.
-	MaxRetryAfter Duration `yaml:"maxRetryAfter"`
+	Timeouts     Timeouts `yaml:"timeouts,omitempty"` // zero fields mean pkg/upstream's defaults
+	// FailBackoff is how long a failing endpoint is skipped; 0 means pkg/upstream's default.
+	FailBackoff Duration `yaml:"failBackoff,omitempty"`
+	// MaxRetryAfter bounds how long a 429's Retry-After is waited out; 0 means pkg/upstream's default.
+	MaxRetryAfter Duration `yaml:"maxRetryAfter,omitempty"`
 }
 
 // Timeouts bound each phase of an upstream request. None bounds a whole
@@ -77,6 +77,11 @@ type Peers struct {
 	SecretFile string   `yaml:"secretFile"` // gossip key; also signs peer HTTP requests
 	Timeout    Duration `yaml:"timeout"`    // time to first byte from a peer
 	AskNext    int      `yaml:"askNext"`    // ranked nodes asked besides the owner
+	// NodeName names this node in the cluster; "" means the hostname.
+	NodeName string `yaml:"nodeName"`
+	// RejoinInterval is how often Join is re-resolved and re-joined, so a
+	// headless Service's new pods are found; 0 disables it.
+	RejoinInterval Duration `yaml:"rejoinInterval"`
 }
 
 // Log configures log/slog.

@@ -1,0 +1,162 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// schemaCheck walks a YAML tree beside the Go type it decodes into, to name
+// unknown fields by their path (the decoder names only a Go type) and to
+// know the field path at each line for the decoder's own errors.
+type schemaCheck struct {
+	errs      []lineError
+	paths     map[int]string // line -> the most specific field path on it
+	unknownAt map[int]bool   // lines with an unknown field
+}
+
+func newSchemaCheck() *schemaCheck {
+	return &schemaCheck{paths: map[int]string{}, unknownAt: map[int]bool{}}
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+func reflectType(v any) reflect.Type { return reflect.TypeOf(v).Elem() }
+
+// resolve follows document and alias nodes to the node they stand for.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			if len(n.Content) == 0 {
+				return n
+			}
+			n = n.Content[0]
+		case yaml.AliasNode:
+			n = n.Alias
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func (s *schemaCheck) check(n *yaml.Node, t reflect.Type, path string) {
+	n = resolve(n)
+	if n == nil || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return
+	}
+	if n.Kind == yaml.ScalarNode && path != "" {
+		s.paths[n.Line] = path
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		s.checkStruct(n, t, path)
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, e := range n.Content {
+			s.check(e, t.Elem(), path+"["+strconv.Itoa(i)+"]")
+		}
+	}
+}
+
+func (s *schemaCheck) checkStruct(n *yaml.Node, t reflect.Type, path string) {
+	fields := yamlFields(t)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value == "<<" && k.Tag == "!!merge" {
+			s.checkMerge(v, t, path)
+			continue
+		}
+		p := join(path, k.Value)
+		s.paths[k.Line] = p
+		f, ok := fields[k.Value]
+		if !ok {
+			s.unknownAt[k.Line] = true
+			s.errs = append(s.errs, lineError{line: k.Line, path: p, msg: unknownMsg(k.Value, fields)})
+			continue
+		}
+		s.check(v, f.Type, p)
+	}
+}
+
+func (s *schemaCheck) checkMerge(v *yaml.Node, t reflect.Type, path string) {
+	v = resolve(v)
+	if v.Kind == yaml.SequenceNode {
+		for _, e := range v.Content {
+			s.check(e, t, path)
+		}
+		return
+	}
+	s.check(v, t, path)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// yamlFields maps the YAML names of t's exported fields to the fields.
+func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	m := map[string]reflect.StructField{}
+	for _, f := range reflect.VisibleFields(t) {
+		if name := yamlName(f); name != "" {
+			m[name] = f
+		}
+	}
+	return m
+}
+
+// yamlName is f's key in YAML, or "" for a field YAML skips.
+func yamlName(f reflect.StructField) string {
+	if !f.IsExported() {
+		return ""
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	switch name {
+	case "-":
+		return ""
+	case "":
+		return strings.ToLower(f.Name)
+	}
+	return name
+}
+
+func unknownMsg(key string, fields map[string]reflect.StructField) string {
+	best, bestD := "", 3
+	for name := range fields {
+		d := editDistance(strings.ToLower(key), strings.ToLower(name))
+		if d < bestD || (d == bestD && name < best) {
+			best, bestD = name, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("unknown field (did you mean %q?)", best)
+	}
+	return "unknown field"
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,298 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// FieldError is one invalid setting: its field path as written in the file
+// (registries[1].endpoints[0], cache.lowWatermark) and what is wrong.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// problems collects FieldErrors.
+type problems []error
+
+func (p *problems) add(path, format string, args ...any) {
+	*p = append(*p, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *problems) check(path string, err error) {
+	if err != nil {
+		p.add(path, "%v", err)
+	}
+}
+
+// Validate checks every setting and reports every problem it finds, joined
+// (errors.Join), each a *FieldError naming the field path. It reads no files:
+// a passwordFile or certFile that does not exist is found when it is used.
+func (c *Config) Validate() error {
+	var p problems
+	c.validateListen(&p)
+	c.validateCache(&p)
+	checkDuration(&p, "tagTTL", c.TagTTL)
+	checkDuration(&p, "fillTimeout", c.FillTimeout)
+	checkDuration(&p, "shutdownGrace", c.ShutdownGrace)
+	c.validateRegistries(&p)
+	c.validatePeers(&p)
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "text", "json":
+	default:
+		p.add("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if c.Metrics.TopRepos < 0 {
+		p.add("metrics.topRepos", "must not be negative, got %d", c.Metrics.TopRepos)
+	}
+	return errors.Join(p...)
+}
+
+func (c *Config) validateListen(p *problems) {
+	tls := c.Listen.TLS
+	if c.Listen.Addr == "" && tls.Addr == "" {
+		p.add("listen.addr", "required (or listen.tls.addr)")
+	}
+	if c.Listen.Addr != "" {
+		p.check("listen.addr", checkHostPort(c.Listen.Addr, false))
+	}
+	if tls.Addr != "" {
+		p.check("listen.tls.addr", checkHostPort(tls.Addr, false))
+		if tls.CertFile == "" {
+			p.add("listen.tls.certFile", "required when listen.tls.addr is set")
+		}
+		if tls.KeyFile == "" {
+			p.add("listen.tls.keyFile", "required when listen.tls.addr is set")
+		}
+		return
+	}
+	if tls.CertFile != "" || tls.KeyFile != "" {
+		p.add("listen.tls.addr", "required when listen.tls.certFile or keyFile is set")
+	}
+}
+
+func (c *Config) validateCache(p *problems) {
+	if strings.TrimSpace(c.Cache.Dir) == "" {
+		p.add("cache.dir", "required")
+	}
+	p.check("cache.maxSize", checkMaxSize(c.Cache.MaxSize))
+	lo, hi := c.Cache.LowWatermark, c.Cache.HighWatermark
+	if !(hi > 0 && hi <= 1) {
+		p.add("cache.highWatermark", "must be more than 0 and at most 1, got %v", hi)
+	}
+	if !(lo > 0 && lo < 1) {
+		p.add("cache.lowWatermark", "must be more than 0 and less than 1, got %v", lo)
+	} else if lo >= hi {
+		p.add("cache.lowWatermark", "must be less than cache.highWatermark (%v), got %v", hi, lo)
+	}
+	checkDuration(p, "cache.gcInterval", c.Cache.GCInterval)
+}
+
+func (c *Config) validateRegistries(p *problems) {
+	if len(c.Registries) == 0 {
+		p.add("registries", "at least one registry is required: berth serves only configured registries")
+	}
+	first := map[string]int{}
+	for i, r := range c.Registries {
+		path := fmt.Sprintf("registries[%d]", i)
+		if j, dup := first[r.Name]; dup && r.Name != "" {
+			p.add(path+".name", "%q is already the name of registries[%d]", r.Name, j)
+		} else {
+			first[r.Name] = i
+		}
+		r.validate(p, path)
+	}
+	if c.DefaultRegistry != "" && c.registry(c.DefaultRegistry) < 0 {
+		p.add("defaultRegistry", "%q is not the name of a configured registry", c.DefaultRegistry)
+	}
+}
+
+func (r *Registry) validate(p *problems, path string) {
+	p.check(path+".name", CheckRegistryName(r.Name))
+	if len(r.Endpoints) == 0 {
+		p.add(path+".endpoints", "at least one endpoint URL is required")
+	}
+	for j, e := range r.Endpoints {
+		p.check(fmt.Sprintf("%s.endpoints[%d]", path, j), CheckEndpoint(e))
+	}
+	switch {
+	case r.Password != "" && r.PasswordFile != "":
+		p.add(path+".passwordFile", "password and passwordFile are both set; set one")
+	case r.Username == "" && (r.Password != "" || r.PasswordFile != ""):
+		p.add(path+".username", "required when a password is set")
+	case r.Username != "" && r.Password == "" && r.PasswordFile == "":
+		p.add(path+".password", "username is set without password or passwordFile")
+	}
+	if r.DockerConfig != "" && r.Username != "" {
+		p.add(path+".dockerConfig", "username and dockerConfig are both set; set one credential source")
+	}
+	if (r.CertFile == "") != (r.KeyFile == "") {
+		p.add(path+".keyFile", "certFile and keyFile go together; set both or neither")
+	}
+	t := r.Timeouts
+	checkDuration(p, path+".timeouts.connect", t.Connect)
+	checkDuration(p, path+".timeouts.tlsHandshake", t.TLSHandshake)
+	checkDuration(p, path+".timeouts.responseHeader", t.ResponseHeader)
+	checkDuration(p, path+".timeouts.idleRead", t.IdleRead)
+	checkDuration(p, path+".failBackoff", r.FailBackoff)
+	checkDuration(p, path+".maxRetryAfter", r.MaxRetryAfter)
+}
+
+func (c *Config) validatePeers(p *problems) {
+	pe := c.Peers
+	if pe.Bind == "" {
+		for _, f := range []struct {
+			path string
+			set  bool
+		}{{"peers.advertise", pe.Advertise != ""}, {"peers.join", len(pe.Join) > 0}, {"peers.secretFile", pe.SecretFile != ""}} {
+			if f.set {
+				p.add(f.path, "set without peers.bind, which turns peers on")
+			}
+		}
+	} else {
+		p.check("peers.bind", checkHostPort(pe.Bind, false))
+		switch {
+		case pe.Advertise == "":
+			p.add("peers.advertise", "required when peers.bind is set: the HTTP address peers reach this node at")
+		default:
+			p.check("peers.advertise", checkAdvertise(pe.Advertise))
+		}
+		if pe.SecretFile == "" {
+			p.add("peers.secretFile", "required when peers.bind is set: it encrypts gossip and authenticates peer requests")
+		}
+	}
+	for i, j := range pe.Join {
+		p.check(fmt.Sprintf("peers.join[%d]", i), checkJoin(j))
+	}
+	checkDuration(p, "peers.timeout", pe.Timeout)
+	checkDuration(p, "peers.rejoinInterval", pe.RejoinInterval)
+	if pe.AskNext < 0 {
+		p.add("peers.askNext", "must not be negative, got %d", pe.AskNext)
+	}
+}
+
+func checkDuration(p *problems, path string, d Duration) {
+	if d < 0 {
+		p.add(path, "must not be negative, got %s", d)
+	}
+}
+
+var (
+	dnsLabel = `[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?`
+	dnsRE    = regexp.MustCompile(`^` + dnsLabel + `(?:\.` + dnsLabel + `)*$`)
+	anyDNSRE = regexp.MustCompile(`(?i)^` + dnsLabel + `(?:\.` + dnsLabel + `)*\.?$`)
+)
+
+// CheckRegistryName reports whether name is a registry name as clients
+// write it: a lowercase host name or IP address, with an optional port
+// (docker.io, 127.0.0.1:5000, [::1]:5000).
+func CheckRegistryName(name string) error {
+	if name == "" {
+		return errors.New("required")
+	}
+	host, port := name, ""
+	if h, pt, err := net.SplitHostPort(name); err == nil {
+		host, port = h, pt
+	} else if strings.Contains(name, ":") && !strings.HasPrefix(name, "[") {
+		return fmt.Errorf("%q is not host[:port]", name)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: invalid port %q", name, port)
+		}
+	}
+	if strings.Contains(name, "[") && port == "" {
+		return fmt.Errorf("%q: an IPv6 address takes a port: [::1]:5000", name)
+	}
+	if net.ParseIP(host) == nil && (!dnsRE.MatchString(host) || len(host) > 253) {
+		return fmt.Errorf("%q is not a lowercase host name or IP address with an optional port", name)
+	}
+	return nil
+}
+
+// CheckEndpoint reports whether e is an upstream endpoint: an http or https
+// URL with a host, without credentials, query or fragment.
+func CheckEndpoint(e string) error {
+	u, err := url.Parse(e)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a URL", e)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: want an http:// or https:// URL", e)
+	case u.Host == "":
+		return fmt.Errorf("%q: the URL has no host", e)
+	case u.User != nil:
+		return errors.New("credentials in an endpoint URL: use username and password or passwordFile")
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("%q: an endpoint takes no query or fragment", e)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: invalid port %q", e, p)
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks a listening address: host:port where host may be
+// empty (all interfaces) and port may be 0 (chosen by the system).
+func checkHostPort(addr string, needHost bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: invalid port %q", addr, port)
+	}
+	if host == "" {
+		if needHost {
+			return fmt.Errorf("%q has no host", addr)
+		}
+		return nil
+	}
+	if net.ParseIP(host) == nil && !anyDNSRE.MatchString(host) {
+		return fmt.Errorf("%q: invalid host %q", addr, host)
+	}
+	return nil
+}
+
+// checkAdvertise checks an address other nodes dial: a host and a port.
+func checkAdvertise(addr string) error {
+	if err := checkHostPort(addr, true); err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("%q: peers cannot reach an unspecified address; advertise this node's own address", addr)
+	}
+	if port == "0" {
+		return fmt.Errorf("%q: peers need a real port", addr)
+	}
+	return nil
+}
+
+// checkJoin checks a seed: host or host:port, an address or a DNS name.
+func checkJoin(s string) error {
+	if strings.Contains(s, "://") {
+		return fmt.Errorf("%q: want host or host:port, not a URL", s)
+	}
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		return checkHostPort(s, true)
+	}
+	if net.ParseIP(s) == nil && !anyDNSRE.MatchString(s) {
+		return fmt.Errorf("%q is not a host or host:port", s)
+	}
+	return nil
+}
