@@ -1,0 +1,94 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-registry/berth/pkg/hoststoml"
+)
+
+// hostsTomlCmd is `berth hosts-toml`: write containerd hosts.toml files that
+// make berth the mirror of each registry. The chart's opt-in init container
+// runs it on every node.
+func hostsTomlCmd() *cobra.Command {
+	var (
+		dir, mirror string
+		registries  []string
+		dial        time.Duration
+		skipVerify  bool
+		prune       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "hosts-toml",
+		Short: "Write containerd hosts.toml files that mirror registries through berth",
+		Long: `Write <dir>/<registry>/hosts.toml for each --registry, so containerd asks berth
+first and falls back to the registry itself when berth cannot be reached within
+--dial-timeout. containerd's config_path must point at --dir
+(/etc/containerd/certs.d by default).
+
+Each file starts with the line "` + hoststoml.Marker + `". A hosts.toml without that
+line, or a registry directory holding other files (Docker-style certificates),
+is never touched: it is reported as skipped. --prune removes berth's files for
+registries no longer listed.
+
+--registry takes NAME=URL (docker.io=https://registry-1.docker.io) or NAME alone
+(docker.io means https://registry-1.docker.io, any other NAME https://NAME).
+NAME "` + hoststoml.Default + `" is containerd's catch-all for registries without a directory.`,
+		Example: `  berth hosts-toml --dir /etc/containerd/certs.d --mirror http://127.0.0.1:5000 \
+    --registry docker.io=https://registry-1.docker.io --registry registry.k8s.io --registry _default`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			hosts, err := parseRegistryFlags(registries)
+			if err != nil {
+				return err
+			}
+			opt := hoststoml.Options{Mirror: mirror, DialTimeout: dial, SkipVerify: skipVerify}
+			results, err := hoststoml.Write(dir, hosts, opt, prune)
+			printResults(cmd.OutOrStdout(), results)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "/etc/containerd/certs.d", "containerd's hosts directory (its registry config_path)")
+	f.StringVar(&mirror, "mirror", "", "berth's URL as containerd reaches it, e.g. http://127.0.0.1:5000")
+	f.StringArrayVar(&registries, "registry", nil, "registry to mirror: NAME[=URL]; repeat for each")
+	f.DurationVar(&dial, "dial-timeout", hoststoml.DefaultDialTimeout, "how long containerd tries to connect to berth before falling back")
+	f.BoolVar(&skipVerify, "skip-verify", false, "let containerd skip TLS verification of an https --mirror")
+	f.BoolVar(&prune, "prune", false, "remove berth's hosts.toml of registries not listed")
+	_ = cmd.MarkFlagRequired("mirror")
+	return cmd
+}
+
+// parseRegistryFlags turns NAME[=URL] values into hosts.
+func parseRegistryFlags(values []string) ([]hoststoml.Host, error) {
+	if len(values) == 0 {
+		return nil, errors.New("no --registry given")
+	}
+	hosts := make([]hoststoml.Host, 0, len(values))
+	for _, v := range values {
+		name, server, ok := strings.Cut(v, "=")
+		if !ok {
+			server = hoststoml.KnownServer(name)
+		}
+		if name == "" || (ok && server == "" && name != hoststoml.Default) {
+			return nil, fmt.Errorf("--registry %q: want NAME or NAME=URL", v)
+		}
+		hosts = append(hosts, hoststoml.Host{Name: name, Server: server})
+	}
+	return hosts, nil
+}
+
+func printResults(w io.Writer, results []hoststoml.Result) {
+	for _, r := range results {
+		if r.Reason != "" {
+			fmt.Fprintf(w, "%-9s %s: %s\n", r.Action, r.Path, r.Reason)
+			continue
+		}
+		fmt.Fprintf(w, "%-9s %s\n", r.Action, r.Path)
+	}
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/berth-registry/berth/pkg/hoststoml"
+)
+
+func TestParseRegistryFlags(t *testing.T) {
+	t.Parallel()
+	got, err := parseRegistryFlags([]string{"docker.io", "quay.io=https://quay.example:8443", "_default", "ghcr.io"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []hoststoml.Host{
+		{Name: "docker.io", Server: "https://registry-1.docker.io"},
+		{Name: "quay.io", Server: "https://quay.example:8443"},
+		{Name: "_default"},
+		{Name: "ghcr.io", Server: "https://ghcr.io"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for _, bad := range [][]string{nil, {"=https://x"}, {"quay.io="}} {
+		if _, err := parseRegistryFlags(bad); err == nil {
+			t.Errorf("parseRegistryFlags(%q) accepted", bad)
+		}
+	}
+}
+
+func TestHostsTomlCmd(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "quay.io", "hosts.toml")
+	if err := os.MkdirAll(filepath.Dir(foreign), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(foreign, []byte("server = \"https://quay.io\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := hostsTomlCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--dir", dir, "--mirror", "http://127.0.0.1:5000", "--dial-timeout", "2s",
+		"--registry", "docker.io", "--registry", "quay.io"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "docker.io", "hosts.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{hoststoml.Marker, `server = "https://registry-1.docker.io"`, `[host."http://127.0.0.1:5000"]`, `dial_timeout = "2s"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("hosts.toml lacks %q:\n%s", want, b)
+		}
+	}
+	if !strings.Contains(out.String(), "written") || !strings.Contains(out.String(), "skipped") {
+		t.Errorf("output does not report written and skipped:\n%s", out.String())
+	}
+}
+
+func TestPrepareDirCmd(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "cache", "berth")
+	cmd := prepareDirCmd()
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetArgs([]string{"--uid", itoa(os.Getuid()), "--gid", itoa(os.Getgid()), "--mode", "0700", dir})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s: mode %v, want a 0700 directory", dir, fi.Mode())
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
