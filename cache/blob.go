@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/berth-registry/berth/pkg/metrics"
 )
 
 // Blob is content opened for reading: a committed file, or a fill still
@@ -132,3 +134,14 @@ func (b *Blob) Close() error {
 
 // Committed wraps a committed file from Store.Open as a Blob.
 func Committed(f *os.File, size int64) *Blob { return &Blob{file: f, size: size} }
+
+// Source names where the blob's bytes come from: "local" for committed
+// content, else the source of the fill's latest bytes.
+func (b *Blob) Source() string {
+	if b.f == nil {
+		return metrics.SourceLocal
+	}
+	b.f.mu.Lock()
+	defer b.f.mu.Unlock()
+	return b.f.source
+}

@@ -1,0 +1,79 @@
+package registry
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/metrics"
+	"github.com/berth-registry/berth/pkg/mirror"
+)
+
+// blob serves GET and HEAD /v2/<name>/blobs/<digest>, with Range, from the
+// store or from a fill as it downloads.
+func (h *Handler) blob(w http.ResponseWriter, r *http.Request) error {
+	rq := requestOf(r)
+	b, err := h.mirror.Blob(r.Context(), rq.Repo, rq.Digest, rq.via)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if b.Filling() && rq.via == mirror.ViaPeerOwner {
+		// Tell the asking peer at once that this node is working on it, so
+		// its short time-to-first-byte bound is met before upstream answers.
+		w.WriteHeader(http.StatusEarlyHints)
+	}
+	if _, err := b.Wait(); err != nil {
+		return err
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "application/octet-stream") // before ServeContent, or it sniffs
+	hd.Set("Docker-Content-Digest", rq.Digest.String())
+	hd.Set("ETag", `"`+rq.Digest.String()+`"`)
+	hd.Set("Cache-Control", "max-age=31536000")
+	sw, _ := w.(*statusWriter)
+	before := written(sw)
+	if f := b.File(); f != nil {
+		http.ServeContent(w, r, "", time.Time{}, f) // the bare *os.File keeps sendfile
+		h.m.Served(metrics.SourceLocal, written(sw)-before)
+		return nil
+	}
+	er := &errReader{r: b}
+	http.ServeContent(w, r, "", time.Time{}, struct {
+		io.Reader
+		io.Seeker
+	}{er, b})
+	h.m.Served(b.Source(), written(sw)-before)
+	if er.err != nil {
+		// The fill failed after the body began: break the response so the
+		// client sees a broken body, never a clean end of wrong bytes.
+		h.log.Warn("blob stream broken", "digest", rq.Digest, "repo", rq.Repo, "err", er.err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+func written(sw *statusWriter) int64 {
+	if sw == nil {
+		return 0
+	}
+	return sw.bytes
+}
+
+// errReader remembers the first error other than io.EOF its reader gave.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+var _ io.ReadSeekCloser = (*cache.Blob)(nil)

@@ -1,0 +1,91 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/mirror"
+	"github.com/berth-registry/berth/pkg/oci"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// manifest serves GET and HEAD /v2/<name>/manifests/<reference>. Headers
+// are exact on HEAD too: containerd resolves tags with HEAD alone.
+func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
+	rq := requestOf(r)
+	man, err := h.mirror.Manifest(r.Context(), rq.Repo, rq.Reference, rq.head, rq.via)
+	if err != nil {
+		return err
+	}
+	if oci.IsIndex(man.MediaType) && !accepts(r, man.MediaType) {
+		// A client that cannot read an index gets the linux/amd64 image,
+		// as a registry answers old Docker clients.
+		if man, err = h.platformManifest(r.Context(), rq, man); err != nil {
+			return err
+		}
+	}
+	if !rq.head && rq.via == mirror.ViaClient {
+		h.m.Pull(rq.Repo.Registry, rq.Repo.Name)
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", man.MediaType)
+	hd.Set("Docker-Content-Digest", man.Digest.String())
+	hd.Set("ETag", `"`+man.Digest.String()+`"`)
+	if man.Data == nil { // HEAD answered from a tag mapping alone
+		if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, man.Digest.String()) {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		hd.Set("Content-Length", strconv.FormatInt(man.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(man.Data))
+	return nil
+}
+
+// accepts reports whether the request's Accept headers allow mediaType. No
+// Accept, or */*, allows anything.
+func accepts(r *http.Request, mediaType string) bool {
+	values := r.Header.Values("Accept")
+	if len(values) == 0 {
+		return true
+	}
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err == nil && (mt == mediaType || mt == "*/*") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// platformManifest picks the linux/amd64 entry of an index.
+func (h *Handler) platformManifest(ctx context.Context, rq *request, index mirror.Manifest) (mirror.Manifest, error) {
+	if index.Data == nil {
+		full, err := h.mirror.Manifest(ctx, rq.Repo, index.Digest.String(), false, rq.via)
+		if err != nil {
+			return mirror.Manifest{}, err
+		}
+		index = full
+	}
+	var idx v1.Index
+	if err := json.Unmarshal(index.Data, &idx); err != nil {
+		return mirror.Manifest{}, fmt.Errorf("index %s: %v: %w", index.Digest, err, oci.ErrManifestUnknown)
+	}
+	for _, m := range idx.Manifests {
+		if m.Platform != nil && m.Platform.OS == "linux" && m.Platform.Architecture == "amd64" {
+			return h.mirror.Manifest(ctx, rq.Repo, m.Digest.String(), rq.head, rq.via)
+		}
+	}
+	return mirror.Manifest{}, fmt.Errorf("index %s has no linux/amd64 image for a client that accepts no index: %w", index.Digest, oci.ErrManifestUnknown)
+}
