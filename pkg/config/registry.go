@@ -14,7 +14,7 @@ func ParseRegistryFlag(s string) (Registry, error) {
 	name, urls, ok := strings.Cut(s, "=")
 	name = strings.TrimSpace(name)
 	if !ok {
-		return Registry{}, fmt.Errorf("registry %q: want NAME=URL[,URL...]", s)
+		return Registry{}, fmt.Errorf("registry %q: want NAME=URL[,URL...]", redact(s))
 	}
 	if err := CheckRegistryName(name); err != nil {
 		return Registry{}, fmt.Errorf("registry name: %w", err)

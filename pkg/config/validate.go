@@ -226,24 +226,38 @@ func CheckRegistryName(name string) error {
 // URL with a host, without credentials, query or fragment.
 func CheckEndpoint(e string) error {
 	u, err := url.Parse(e)
+	shown := redact(e)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%q is not a URL", e)
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("%q: want an http:// or https:// URL", e)
-	case u.Host == "":
-		return fmt.Errorf("%q: the URL has no host", e)
+		return fmt.Errorf("%q is not a URL", shown)
 	case u.User != nil:
-		return errors.New("credentials in an endpoint URL: use username and password or passwordFile")
+		return fmt.Errorf("%q: credentials in an endpoint URL: use username and password or passwordFile", shown)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: want an http:// or https:// URL", shown)
+	case u.Host == "":
+		return fmt.Errorf("%q: the URL has no host", shown)
 	case u.RawQuery != "" || u.Fragment != "":
-		return fmt.Errorf("%q: an endpoint takes no query or fragment", e)
+		return fmt.Errorf("%q: an endpoint takes no query or fragment", shown)
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q: invalid port %q", e, p)
+			return fmt.Errorf("%q: invalid port %q", shown, p)
 		}
 	}
 	return nil
+}
+
+// redact hides the user information of a URL-like string, parsable or not.
+func redact(s string) string {
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := strings.Index(s, "://") + 3
+	if start < 3 || start > at {
+		start = 0
+	}
+	return s[:start] + "xxxxx" + s[at:]
 }
 
 // checkHostPort checks a listening address: host:port where host may be

@@ -1,0 +1,148 @@
+package config
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fieldPaths returns the Path of every FieldError joined in err.
+func fieldPaths(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("Validate error %T is not joined", err)
+	}
+	var paths []string
+	for _, e := range j.Unwrap() {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("error %q is not a *FieldError", e)
+		}
+		if !strings.HasPrefix(e.Error(), fe.Path+": ") {
+			t.Errorf("error %q does not begin with its path", e)
+		}
+		paths = append(paths, fe.Path)
+	}
+	return paths
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		paths []string // nil: valid
+	}{
+		{"full file as is", func(*Config) {}, nil},
+		{"listen on port 0, all interfaces", func(c *Config) { c.Listen.Addr = ":0" }, nil},
+		{"listen addr without port", func(c *Config) { c.Listen.Addr = "127.0.0.1" }, []string{"listen.addr"}},
+		{"listen addr bad port", func(c *Config) { c.Listen.Addr = "127.0.0.1:http" }, []string{"listen.addr"}},
+		{"no listener at all", func(c *Config) { c.Listen.Addr, c.Listen.TLS = "", TLS{} }, []string{"listen.addr"}},
+		{"only TLS listener", func(c *Config) { c.Listen.Addr = "" }, nil},
+		{"tls without key", func(c *Config) { c.Listen.TLS.KeyFile = "" }, []string{"listen.tls.keyFile"}},
+		{"tls without cert and key", func(c *Config) { c.Listen.TLS.CertFile, c.Listen.TLS.KeyFile = "", "" }, []string{"listen.tls.certFile", "listen.tls.keyFile"}},
+		{"tls cert without addr", func(c *Config) { c.Listen.TLS.Addr = "" }, []string{"listen.tls.addr"}},
+		{"no cache dir", func(c *Config) { c.Cache.Dir = " " }, []string{"cache.dir"}},
+		{"max size bytes", func(c *Config) { c.Cache.MaxSize = "1073741824" }, nil},
+		{"max size no quota", func(c *Config) { c.Cache.MaxSize = "" }, nil},
+		{"max size bad unit", func(c *Config) { c.Cache.MaxSize = "50GB!" }, []string{"cache.maxSize"}},
+		{"max size bad percent", func(c *Config) { c.Cache.MaxSize = "120%" }, []string{"cache.maxSize"}},
+		{"max size zero", func(c *Config) { c.Cache.MaxSize = "0" }, []string{"cache.maxSize"}},
+		{"low above high", func(c *Config) { c.Cache.LowWatermark, c.Cache.HighWatermark = 0.9, 0.8 }, []string{"cache.lowWatermark"}},
+		{"low equals high", func(c *Config) { c.Cache.LowWatermark, c.Cache.HighWatermark = 0.8, 0.8 }, []string{"cache.lowWatermark"}},
+		{"low zero", func(c *Config) { c.Cache.LowWatermark = 0 }, []string{"cache.lowWatermark"}},
+		{"high above one", func(c *Config) { c.Cache.HighWatermark = 1.5 }, []string{"cache.highWatermark"}},
+		{"high exactly one", func(c *Config) { c.Cache.HighWatermark = 1 }, nil},
+		{"negative durations", func(c *Config) {
+			c.TagTTL, c.FillTimeout, c.ShutdownGrace, c.Cache.GCInterval = -1, -1, -1, -1
+			c.Peers.Timeout, c.Peers.RejoinInterval = -1, -1
+			c.Registries[0].Timeouts = Timeouts{-1, -1, -1, -1}
+			c.Registries[0].FailBackoff, c.Registries[0].MaxRetryAfter = -1, -1
+		}, []string{
+			"cache.gcInterval", "tagTTL", "fillTimeout", "shutdownGrace",
+			"registries[0].timeouts.connect", "registries[0].timeouts.tlsHandshake", "registries[0].timeouts.responseHeader",
+			"registries[0].timeouts.idleRead", "registries[0].failBackoff", "registries[0].maxRetryAfter",
+			"peers.timeout", "peers.rejoinInterval",
+		}},
+		{"zero durations", func(c *Config) { c.TagTTL, c.Cache.GCInterval, c.Peers.RejoinInterval = 0, 0, 0 }, nil},
+		{"no registries", func(c *Config) { c.Registries, c.DefaultRegistry = nil, "" }, []string{"registries"}},
+		{"duplicate registry", func(c *Config) { c.Registries[2].Name = c.Registries[0].Name }, []string{"registries[2].name"}},
+		{"registry without name", func(c *Config) { c.Registries[1].Name = "" }, []string{"registries[1].name"}},
+		{"registry name a URL", func(c *Config) { c.Registries[1].Name = "https://quay.io" }, []string{"registries[1].name"}},
+		{"registry name upper case", func(c *Config) { c.Registries[1].Name = "Quay.io" }, []string{"registries[1].name"}},
+		{"registry name with path", func(c *Config) { c.Registries[1].Name = "quay.io/org" }, []string{"registries[1].name"}},
+		{"registry name bad port", func(c *Config) { c.Registries[1].Name = "localhost:99999" }, []string{"registries[1].name"}},
+		{"registry name ipv6", func(c *Config) { c.Registries[1].Name = "[::1]:5000" }, nil},
+		{"registry name localhost", func(c *Config) { c.Registries[1].Name = "localhost" }, nil},
+		{"registry without endpoints", func(c *Config) { c.Registries[2].Endpoints = nil }, []string{"registries[2].endpoints"}},
+		{"bad endpoints", func(c *Config) {
+			c.Registries[0].Endpoints = []string{"https://ok.test", "ftp://x.test", "https://user:pw@x.test", "https://x.test?a=b", "registry.test", "http://x.test:0"}
+		}, []string{"registries[0].endpoints[1]", "registries[0].endpoints[2]", "registries[0].endpoints[3]", "registries[0].endpoints[4]", "registries[0].endpoints[5]"}},
+		{"default registry unknown", func(c *Config) { c.DefaultRegistry = "quay.io" }, []string{"defaultRegistry"}},
+		{"default registry empty", func(c *Config) { c.DefaultRegistry = "" }, nil},
+		{"password and passwordFile", func(c *Config) { c.Registries[0].Password = "x" }, []string{"registries[0].passwordFile"}},
+		{"password without username", func(c *Config) { c.Registries[1].Username = "" }, []string{"registries[1].username"}},
+		{"username without password", func(c *Config) { c.Registries[1].Password = "" }, []string{"registries[1].password"}},
+		{"username and dockerConfig", func(c *Config) { c.Registries[2].Username, c.Registries[2].Password = "u", "p" }, []string{"registries[2].dockerConfig"}},
+		{"client cert without key", func(c *Config) { c.Registries[0].KeyFile = "" }, []string{"registries[0].keyFile"}},
+		{"peers off", func(c *Config) { c.Peers.Bind, c.Peers.Advertise, c.Peers.Join, c.Peers.SecretFile = "", "", nil, "" }, nil},
+		{"peer settings without bind", func(c *Config) { c.Peers.Bind = "" }, []string{"peers.advertise", "peers.join", "peers.secretFile"}},
+		{"bind without advertise and secret", func(c *Config) { c.Peers.Advertise, c.Peers.SecretFile = "", "" }, []string{"peers.advertise", "peers.secretFile"}},
+		{"bind not host:port", func(c *Config) { c.Peers.Bind = "7946" }, []string{"peers.bind"}},
+		{"advertise unspecified", func(c *Config) { c.Peers.Advertise = "0.0.0.0:5000" }, []string{"peers.advertise"}},
+		{"advertise without host", func(c *Config) { c.Peers.Advertise = ":5000" }, []string{"peers.advertise"}},
+		{"advertise port 0", func(c *Config) { c.Peers.Advertise = "10.0.0.1:0" }, []string{"peers.advertise"}},
+		{"bad join", func(c *Config) { c.Peers.Join = []string{"ok.test", "http://x.test", "a b", "x.test:port"} }, []string{"peers.join[1]", "peers.join[2]", "peers.join[3]"}},
+		{"negative askNext", func(c *Config) { c.Peers.AskNext = -1 }, []string{"peers.askNext"}},
+		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{"log.level"}},
+		{"log level upper case", func(c *Config) { c.Log.Level = "WARN" }, nil},
+		{"log format", func(c *Config) { c.Log.Format = "logfmt" }, []string{"log.format"}},
+		{"negative topRepos", func(c *Config) { c.Metrics.TopRepos = -5 }, []string{"metrics.topRepos"}},
+		{"many at once", func(c *Config) {
+			c.Listen.Addr = "nope"
+			c.Registries[1].Endpoints[0] = "quay.io"
+			c.Cache.LowWatermark = 2
+			c.Log.Format = "xml"
+		}, []string{"listen.addr", "cache.lowWatermark", "registries[1].endpoints[0]", "log.format"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := Load(filepath.Join("testdata", "full.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.edit(cfg)
+			err = cfg.Validate()
+			if diff := cmp.Diff(tt.paths, fieldPaths(t, err)); diff != "" {
+				t.Errorf("paths of %v (-want +got):\n%s", err, diff)
+			}
+		})
+	}
+}
+
+func TestValidateKeepsSecretsOut(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(filepath.Join("testdata", "full.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Registries[1].Endpoints = []string{"https://admin:s3cr3t-pw@x.test", "https://admin:s3cr3t-pw @x.test", "admin:s3cr3t-pw@x.test"}
+	cfg.Registries[1].Username = ""
+	err = cfg.Validate()
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, secret := range []string{"s3cr3t-pw", "hunter2"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error %q shows a secret", err)
+		}
+	}
+}
