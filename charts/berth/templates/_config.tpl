@@ -1,0 +1,28 @@
+{{/*
+berth.config renders berth's config file (pkg/config) from the values.
+The pod's environment completes it: BERTH_PEERS_BIND, BERTH_PEERS_ADVERTISE
+and BERTH_PEERS_NODE_NAME come from the pod's IP and node (daemonset.yaml).
+*/}}
+{{- define "berth.config" -}}
+{{- $v := .Values -}}
+{{- $listen := dict "addr" (printf ":%d" (int $v.http.port)) -}}
+{{- if $v.tls.enabled -}}
+{{- $_ := set $listen "tls" (dict "addr" (printf ":%d" (int $v.tls.port)) "certFile" (printf "%s/tls.crt" (include "berth.tlsDir" .)) "keyFile" (printf "%s/tls.key" (include "berth.tlsDir" .))) -}}
+{{- end -}}
+{{- $cache := dict "dir" (include "berth.cacheDir" .) "maxSize" (toString $v.cache.maxSize) "highWatermark" $v.cache.highWatermark "lowWatermark" $v.cache.lowWatermark -}}
+{{- $regs := list -}}
+{{- range $v.registries -}}
+{{- $r := omit . "password" "existingSecret" -}}
+{{- if or .password .existingSecret -}}
+{{- $_ := set $r "passwordFile" (printf "%s/registries/%s/password" (include "berth.secretsDir" $) (include "berth.registryKey" .name)) -}}
+{{- end -}}
+{{- $regs = append $regs $r -}}
+{{- end -}}
+{{- $c := dict "listen" $listen "cache" $cache "defaultRegistry" $v.defaultRegistry "registries" $regs "log" (deepCopy $v.log) "metrics" (deepCopy $v.metrics) -}}
+{{- if $v.peers.enabled -}}
+{{- $join := printf "%s.%s.svc.%s:%d" (include "berth.peersService" .) .Release.Namespace $v.peers.clusterDomain (int $v.peers.port) -}}
+{{- $_ := set $c "peers" (dict "join" (list $join) "secretFile" (printf "%s/gossip-key" (include "berth.secretsDir" .)) "timeout" $v.peers.timeout "askNext" $v.peers.askNext) -}}
+{{- end -}}
+{{- $c = mergeOverwrite $c (deepCopy $v.config) -}}
+{{- toYaml $c -}}
+{{- end -}}
