@@ -1,0 +1,101 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/pkg/oci"
+)
+
+// FetchBlob returns the bytes of blob d of repo from offset on, and the
+// blob's total size (-1 if the upstream does not say). The bytes are
+// unverified: the caller hashes them. A stream broken mid-way returns an
+// error wrapping oci.ErrUnavailable from Read and puts its endpoint into
+// back-off; the caller resumes by calling FetchBlob again with the offset
+// it reached (Range: bytes=offset-; an upstream that ignores Range and
+// answers 200 has the first offset bytes skipped). Redirects (to object
+// storage) are followed without the registry's Authorization. Errors wrap
+// oci.ErrBlobUnknown (404), oci.ErrUnauthorized, oci.ErrDenied,
+// oci.ErrTooManyRequests, oci.ErrUnavailable or oci.ErrRegistryUnknown.
+// Safe for concurrent use; the caller closes the body.
+func (c *Client) FetchBlob(ctx context.Context, repo oci.Repo, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	r, err := c.registry(repo)
+	if err != nil {
+		return nil, 0, err
+	}
+	h := http.Header{}
+	if offset > 0 {
+		h.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	cl := call{op: "blob", method: http.MethodGet, repo: repo, path: "blobs/" + d.String(), header: h, notFound: oci.ErrBlobUnknown}
+	resp, ep, err := r.do(ctx, cl)
+	var ue *Error
+	if offset > 0 && errors.As(err, &ue) && ue.StatusCode == http.StatusRequestedRangeNotSatisfiable {
+		// Some registries (go-containerregistry's) take no open-ended
+		// Range: ask for the whole blob and skip to offset.
+		cl.header = nil
+		resp, ep, err = r.do(ctx, cl)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetch %s: %w", d, err)
+	}
+	body := resp.Body.(*idleBody)
+	body.onFail = func(err error) { r.markFailed(ep, errorKind(err), err) }
+	size, err := r.blobRange(resp, offset)
+	if err != nil {
+		_ = body.Close()
+		r.markFailed(ep, "range", err)
+		return nil, 0, fmt.Errorf("fetch %s from %s: %w", d, ep.url.Host, err)
+	}
+	return body, size, nil
+}
+
+// blobRange checks that resp starts at offset, skipping bytes of a 200
+// answer to a Range request, and returns the blob's total size.
+func (r *registry) blobRange(resp *http.Response, offset int64) (int64, error) {
+	if resp.StatusCode == http.StatusOK {
+		if offset > 0 {
+			if n, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
+				return 0, fmt.Errorf("skip %d bytes of a 200 to a Range request (got %d): %w: %w", offset, n, err, oci.ErrUnavailable)
+			}
+		}
+		return resp.ContentLength, nil
+	}
+	start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || start != offset {
+		return 0, fmt.Errorf("206 with Content-Range %q to Range bytes=%d-: %w", resp.Header.Get("Content-Range"), offset, oci.ErrUnavailable)
+	}
+	return total, nil
+}
+
+// parseContentRange reads "bytes start-end/total" ("*" total is -1).
+func parseContentRange(v string) (start, total int64, ok bool) {
+	rest, ok := strings.CutPrefix(v, "bytes ")
+	if !ok {
+		return 0, 0, false
+	}
+	rng, tot, ok := strings.Cut(rest, "/")
+	if !ok {
+		return 0, 0, false
+	}
+	s, _, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, false
+	}
+	start, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	if tot == "*" {
+		return start, -1, true
+	}
+	total, err = strconv.ParseInt(tot, 10, 64)
+	return start, total, err == nil
+}

@@ -1,0 +1,198 @@
+package upstream
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/metrics"
+	"github.com/berth-registry/berth/pkg/oci"
+)
+
+// Defaults for the zero values of config.Registry.
+const (
+	DefaultConnectTimeout        = 10 * time.Second
+	DefaultTLSHandshakeTimeout   = 10 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultIdleReadTimeout       = 60 * time.Second
+	DefaultFailBackoff           = 30 * time.Second
+	DefaultMaxRetryAfter         = 10 * time.Second
+)
+
+// Options are the optional collaborators of a Client. The zero value works.
+type Options struct {
+	Logger  *slog.Logger     // nil discards
+	Metrics *metrics.Metrics // nil counts nothing
+	// Transport is the base of every registry's transport. An
+	// *http.Transport is cloned per registry and given that registry's
+	// timeouts and TLS settings; any other RoundTripper is used as it is.
+	// nil means a clone of http.DefaultTransport (proxy from environment).
+	Transport http.RoundTripper
+	UserAgent string // "berth" when empty
+}
+
+// Client fetches from the configured upstream registries. Its methods are
+// safe for concurrent use; each blocks for at most the configured timeouts
+// per endpoint (bodies are bounded by the idle-read timeout only).
+type Client struct {
+	regs    map[string]*registry
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	ua      string
+}
+
+// New returns a Client for regs. It reads credential, CA and certificate
+// files now and fails on a registry without a name, a duplicate name, an
+// endpoint that is not an http(s) URL, or a file it cannot read. New
+// starts no goroutines.
+func New(regs []config.Registry, opts Options) (*Client, error) {
+	c := &Client{regs: map[string]*registry{}, log: opts.Logger, metrics: opts.Metrics, ua: opts.UserAgent}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.ua == "" {
+		c.ua = "berth"
+	}
+	for _, rc := range regs {
+		if rc.Name == "" {
+			return nil, fmt.Errorf("registry without a name")
+		}
+		if _, dup := c.regs[rc.Name]; dup {
+			return nil, fmt.Errorf("registry %s: configured twice", rc.Name)
+		}
+		r, err := newRegistry(c, rc, opts.Transport)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: %w", rc.Name, err)
+		}
+		c.regs[rc.Name] = r
+	}
+	return c, nil
+}
+
+// Known reports whether registry is configured.
+func (c *Client) Known(registry string) bool {
+	_, ok := c.regs[registry]
+	return ok
+}
+
+// Reload re-reads every registry's credential files and environment
+// variables (on SIGHUP). A registry whose files cannot be read keeps its
+// previous credentials; the first such error is returned. Cached tokens of
+// a registry whose credentials changed are dropped.
+func (c *Client) Reload() error {
+	var first error
+	for _, r := range c.regs {
+		if err := r.auth.reload(); err != nil && first == nil {
+			first = fmt.Errorf("registry %s: %w", r.name, err)
+		}
+	}
+	return first
+}
+
+func (c *Client) registry(repo oci.Repo) (*registry, error) {
+	r, ok := c.regs[repo.Registry]
+	if !ok {
+		return nil, fmt.Errorf("registry %q: %w", repo.Registry, oci.ErrRegistryUnknown)
+	}
+	return r, nil
+}
+
+// registry is one configured upstream: its endpoints, auth and limits.
+type registry struct {
+	c             *Client
+	name          string
+	endpoints     []*endpoint
+	client        *http.Client // follows redirects; auth is added per hop
+	base          http.RoundTripper
+	auth          *authenticator
+	limit         rateLimit
+	idleRead      time.Duration
+	failBackoff   time.Duration
+	maxRetryAfter time.Duration
+}
+
+func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*registry, error) {
+	r := &registry{
+		c:             c,
+		name:          rc.Name,
+		idleRead:      orDefault(rc.Timeouts.IdleRead.D(), DefaultIdleReadTimeout),
+		failBackoff:   orDefault(rc.FailBackoff.D(), DefaultFailBackoff),
+		maxRetryAfter: orDefault(rc.MaxRetryAfter.D(), DefaultMaxRetryAfter),
+	}
+	urls := rc.Endpoints
+	if len(urls) == 0 {
+		urls = []string{defaultEndpoint(rc.Name)}
+	}
+	for _, raw := range urls {
+		u, err := url.Parse(strings.TrimSuffix(raw, "/"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("endpoint %q: not an http or https URL", raw)
+		}
+		r.endpoints = append(r.endpoints, &endpoint{url: u})
+	}
+	rt, err := registryTransport(rc, base)
+	if err != nil {
+		return nil, err
+	}
+	r.base = &uaTransport{ua: c.ua, inner: rt}
+	r.auth, err = newAuthenticator(rc, r.base)
+	if err != nil {
+		return nil, err
+	}
+	r.client = &http.Client{Transport: &authTransport{r: r}, CheckRedirect: checkRedirect}
+	return r, nil
+}
+
+// defaultEndpoint is the URL of a registry configured without endpoints.
+func defaultEndpoint(name string) string {
+	if name == oci.DockerHub {
+		return "https://registry-1.docker.io"
+	}
+	return "https://" + name
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// checkRedirect follows at most 10 redirects and never carries an
+// Authorization header to another host (the auth transport adds it only
+// for the endpoint's own host, so this is a second guard).
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return fmt.Errorf("stopped after 10 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host {
+		req.Header.Del("Authorization")
+	}
+	return nil
+}
+
+// uaTransport sets the User-Agent.
+type uaTransport struct {
+	ua    string
+	inner http.RoundTripper
+}
+
+func (t *uaTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("User-Agent") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("User-Agent", t.ua)
+	}
+	return t.inner.RoundTrip(req)
+}
+
+// drain reads a little of an unwanted body so its connection may be reused,
+// and closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	_ = body.Close()
+}

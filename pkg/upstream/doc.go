@@ -1,0 +1,46 @@
+// Package upstream is berth's client of upstream registries: the read side
+// of the distribution API (manifests, blobs, tags/list, referrers) with
+// authentication, redirects, endpoint failover, resumable blob streams,
+// rate limits and per-registry timeouts and TLS.
+//
+// # Authentication
+//
+// Each endpoint is pinged once (GET /v2/) to learn its WWW-Authenticate
+// challenge. Bearer challenges are answered by go-containerregistry's token
+// exchange (pkg/v1/remote/transport.Exchange: realm, service and scope
+// repository:<name>:pull; basic credentials, or the OAuth2 refresh-token
+// flow for an identity token; a realm-URL guard against SSRF). berth keeps
+// the tokens, one per endpoint and scope, until their expires_in (60s when
+// the token server gives none) and renews a token on a 401. Basic
+// challenges get the credentials on every request. go-containerregistry is
+// used rather than distribution's client because distribution v3 keeps its
+// client auth internal, and ggcr's exchange is the one crane and many
+// tools rely on against Docker Hub, GHCR, GCR/AR, ECR, Quay and Harbor.
+//
+// Credentials of a registry come from, first match wins:
+//   - the environment: BERTH_REGISTRY_<NAME>_USERNAME and
+//     BERTH_REGISTRY_<NAME>_PASSWORD, where <NAME> is the registry name
+//     upper-cased with every character other than A-Z and 0-9 replaced by
+//     '_' (docker.io: BERTH_REGISTRY_DOCKER_IO_USERNAME; 127.0.0.1:5000:
+//     BERTH_REGISTRY_127_0_0_1_5000_USERNAME);
+//   - the config: username with password or passwordFile;
+//   - the config's dockerConfig, a Docker config.json whose "auths" entry
+//     for the registry name or an endpoint host (for docker.io also
+//     https://index.docker.io/v1/) holds "auth" (base64 user:password),
+//     "username"/"password", "identitytoken" or "registrytoken".
+//     Credential helpers (credsStore) are not run.
+//
+// Reload re-reads passwordFile, dockerConfig and the environment. Secrets
+// never appear in logs, metrics or errors; an Authorization header is only
+// ever sent to the endpoint's own host and port, never to a redirect target.
+//
+// # Mirror of a mirror
+//
+// berth may itself be the upstream of another berth. Every request carries
+// the query parameter ns=<registry name>, so a berth upstream routes it to
+// the same registry (real registries ignore unknown query parameters), and
+// the header X-Berth-Hops (HopHeader) with the number of berth hops the
+// request has made. A berth server reads the incoming value with Hops,
+// refuses the request when it is MaxHops or more (a loop), and passes it on
+// with WithHops so the client here sends one more.
+package upstream

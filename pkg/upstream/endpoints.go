@@ -1,0 +1,182 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/oci"
+)
+
+// endpoint is one URL of a registry, with its failure back-off.
+type endpoint struct {
+	url *url.URL
+
+	mu          sync.Mutex // guards failedUntil
+	failedUntil time.Time  // skipped until then, unless every endpoint is
+}
+
+func (ep *endpoint) failing(now time.Time) (bool, time.Time) {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	return now.Before(ep.failedUntil), ep.failedUntil
+}
+
+func (ep *endpoint) fail(d time.Duration) {
+	ep.mu.Lock()
+	ep.failedUntil = time.Now().Add(d)
+	ep.mu.Unlock()
+}
+
+func (ep *endpoint) recovered() {
+	ep.mu.Lock()
+	ep.failedUntil = time.Time{}
+	ep.mu.Unlock()
+}
+
+// order returns the endpoints to try: healthy ones in configured order,
+// then those backing off, the one that recovers first first.
+func (r *registry) order() []*endpoint {
+	now := time.Now()
+	var healthy, failing []*endpoint
+	until := map[*endpoint]time.Time{}
+	for _, ep := range r.endpoints {
+		if bad, t := ep.failing(now); bad {
+			failing = append(failing, ep)
+			until[ep] = t
+		} else {
+			healthy = append(healthy, ep)
+		}
+	}
+	slices.SortStableFunc(failing, func(a, b *endpoint) int { return until[a].Compare(until[b]) })
+	return append(healthy, failing...)
+}
+
+// markFailed puts ep into back-off after err and counts it.
+func (r *registry) markFailed(ep *endpoint, kind string, err error) {
+	ep.fail(r.failBackoff)
+	r.c.metrics.UpstreamError(r.name, kind)
+	r.c.log.Warn("upstream endpoint failing", "registry", r.name, "endpoint", ep.url.Host, "kind", kind, "backoff", r.failBackoff, "err", err)
+}
+
+// call is one request of the distribution API, before an endpoint is chosen.
+type call struct {
+	op       string // metrics label: manifest_head, manifest_get, blob, get
+	method   string
+	repo     oci.Repo
+	path     string // after /v2/<name>/
+	rawQuery string
+	header   http.Header
+	notFound error // the sentinel of a 404 without an errcode
+}
+
+// maxTooMany bounds the 429 answers one call waits out.
+const maxTooMany = 3
+
+// do sends cl to the registry's endpoints in turn until one answers 2xx
+// and returns that response (body wrapped with the idle-read timeout) and
+// its endpoint. Connect errors, timeouts and 5xx move to the next endpoint
+// and put the failing one into back-off; a 429 is waited out when its
+// Retry-After fits in MaxRetryAfter; any other answer is returned as an
+// error wrapping the oci sentinel of its status or errcode.
+func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, error) {
+	if n := hopsFrom(ctx); n >= MaxHops {
+		return nil, nil, fmt.Errorf("upstream %s: request has passed %d berth hops, a mirror loop: %w", r.name, n, oci.ErrUnavailable)
+	}
+	var lastErr error
+	eps, tooMany := r.order(), 0
+	for i := 0; i < len(eps); {
+		ep := eps[i]
+		if err := r.limit.wait(ctx, r.maxRetryAfter); err != nil {
+			return nil, nil, fmt.Errorf("upstream %s: %w", r.name, err)
+		}
+		resp, err := r.send(ctx, ep, cl)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, fmt.Errorf("upstream %s: %w", r.name, context.Cause(ctx))
+			}
+			if !errors.Is(err, oci.ErrUnavailable) {
+				r.c.metrics.UpstreamError(r.name, errorKind(err))
+				return nil, nil, err
+			}
+			r.markFailed(ep, errorKind(err), err)
+			lastErr, i = err, i+1
+			continue
+		}
+		switch code := resp.StatusCode; {
+		case code == http.StatusOK || code == http.StatusPartialContent:
+			ep.recovered()
+			return resp, ep, nil
+		case code == http.StatusTooManyRequests:
+			wait := retryAfter(resp.Header)
+			err := responseError(r.name, resp, cl.notFound)
+			r.c.metrics.UpstreamError(r.name, "429")
+			if tooMany++; wait > r.maxRetryAfter || tooMany > maxTooMany {
+				return nil, nil, err
+			}
+			r.c.log.Info("upstream rate limit, waiting", "registry", r.name, "wait", wait)
+			r.limit.block(wait)
+		case code >= 500:
+			err := responseError(r.name, resp, cl.notFound)
+			r.markFailed(ep, "5xx", err)
+			lastErr, i = err, i+1
+		default:
+			err := responseError(r.name, resp, cl.notFound)
+			r.c.metrics.UpstreamError(r.name, errorKind(err))
+			return nil, nil, err
+		}
+	}
+	return nil, nil, fmt.Errorf("every endpoint failed, last: %w", lastErr)
+}
+
+// send makes one request of cl to ep, following redirects.
+func (r *registry) send(ctx context.Context, ep *endpoint, cl call) (*http.Response, error) {
+	u := *ep.url
+	u.Path = ep.url.Path + "/v2/" + cl.repo.Name + "/" + cl.path
+	u.RawPath = ""
+	q, _ := url.ParseQuery(cl.rawQuery)
+	q.Set("ns", r.name) // a berth upstream routes by it; registries ignore it
+	u.RawQuery = q.Encode()
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	reqCtx = context.WithValue(reqCtx, callKey{}, &callInfo{ep: ep, scope: "repository:" + cl.repo.Name + ":pull"})
+	req, err := http.NewRequestWithContext(reqCtx, cl.method, u.String(), nil)
+	if err != nil {
+		cancel(nil)
+		return nil, fmt.Errorf("upstream %s: request: %w", r.name, err)
+	}
+	for k, v := range cl.header {
+		req.Header[k] = v
+	}
+	req.Header.Set(HopHeader, strconv.Itoa(hopsFrom(ctx)+1))
+	start := time.Now()
+	resp, err := r.client.Do(req)
+	if m := r.c.metrics; m != nil {
+		m.UpstreamLatency.WithLabelValues(r.name, cl.op).Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, r.transportError(ep, err)
+	}
+	resp.Body = newIdleBody(resp.Body, reqCtx, ctx, cancel, r.idleRead)
+	return resp, nil
+}
+
+// transportError describes a request that got no response. Errors of the
+// auth layer keep their sentinel; every other one (connect, TLS, timeout)
+// wraps oci.ErrUnavailable. No URL is included: a redirect target's query
+// may carry a signature.
+func (r *registry) transportError(ep *endpoint, err error) error {
+	err = redactURLError(err)
+	for _, s := range []error{oci.ErrUnauthorized, oci.ErrDenied, oci.ErrTooManyRequests, oci.ErrUnavailable, oci.ErrNameUnknown, oci.ErrNameInvalid} {
+		if errors.Is(err, s) {
+			return fmt.Errorf("upstream %s (%s): %w", r.name, ep.url.Host, err)
+		}
+	}
+	return fmt.Errorf("upstream %s (%s): %w: %w", r.name, ep.url.Host, err, oci.ErrUnavailable)
+}

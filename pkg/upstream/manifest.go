@@ -1,0 +1,176 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/pkg/oci"
+)
+
+var acceptManifests = strings.Join(oci.ManifestTypes, ", ")
+
+// HeadManifest resolves ref (a tag or a digest) of repo with a HEAD and
+// the full Accept list, and returns the manifest's descriptor. When the
+// upstream's HEAD lacks Docker-Content-Digest, Content-Type or
+// Content-Length, it falls back to GetManifest. Errors wrap
+// oci.ErrManifestUnknown (404), oci.ErrNameUnknown, oci.ErrUnauthorized,
+// oci.ErrDenied, oci.ErrTooManyRequests, oci.ErrUnavailable,
+// oci.ErrDigestMismatch or oci.ErrRegistryUnknown. Safe for concurrent use.
+func (c *Client) HeadManifest(ctx context.Context, repo oci.Repo, ref string) (oci.Descriptor, error) {
+	r, err := c.registry(repo)
+	if err != nil {
+		return oci.Descriptor{}, err
+	}
+	resp, _, err := r.do(ctx, manifestCall("manifest_head", http.MethodHead, repo, ref))
+	if err != nil {
+		return oci.Descriptor{}, fmt.Errorf("resolve %s:%s: %w", repo, ref, err)
+	}
+	drain(resp.Body)
+	desc := oci.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Size: resp.ContentLength}
+	desc.Digest, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if want, err := digest.Parse(ref); err == nil {
+		if desc.Digest != "" && desc.Digest.Algorithm() == want.Algorithm() && desc.Digest != want {
+			return oci.Descriptor{}, fmt.Errorf("resolve %s@%s: upstream says %s: %w", repo, ref, desc.Digest, oci.ErrDigestMismatch)
+		}
+		desc.Digest = want
+	}
+	if desc.Digest == "" || desc.Size < 0 || !isManifestType(desc.MediaType) {
+		desc, _, err = c.GetManifest(ctx, repo, ref)
+	}
+	return desc, err
+}
+
+// GetManifest fetches ref (a tag or a digest) of repo with the full Accept
+// list and returns its descriptor and bytes (at most oci.MaxManifestSize).
+// The bytes are verified against a digest ref and against the upstream's
+// Docker-Content-Digest. A body broken mid-way is fetched again from the
+// next endpoint. Errors are those of HeadManifest, plus oci.ErrTooLarge.
+// Safe for concurrent use.
+func (c *Client) GetManifest(ctx context.Context, repo oci.Repo, ref string) (oci.Descriptor, []byte, error) {
+	r, err := c.registry(repo)
+	if err != nil {
+		return oci.Descriptor{}, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		desc, b, err := r.getManifest(ctx, repo, ref)
+		if err == nil || !errors.Is(err, errBodyBroken) || attempt+1 >= len(r.endpoints) || ctx.Err() != nil {
+			if err != nil {
+				err = fmt.Errorf("fetch %s:%s: %w", repo, ref, err)
+			}
+			return desc, b, err
+		}
+	}
+}
+
+var errBodyBroken = errors.New("body broken")
+
+func (r *registry) getManifest(ctx context.Context, repo oci.Repo, ref string) (oci.Descriptor, []byte, error) {
+	resp, ep, err := r.do(ctx, manifestCall("manifest_get", http.MethodGet, repo, ref))
+	if err != nil {
+		return oci.Descriptor{}, nil, err
+	}
+	body := resp.Body.(*idleBody)
+	body.onFail = func(err error) { r.markFailed(ep, errorKind(err), err) }
+	defer body.Close()
+	if resp.ContentLength > oci.MaxManifestSize {
+		return oci.Descriptor{}, nil, fmt.Errorf("manifest of %d bytes: %w", resp.ContentLength, oci.ErrTooLarge)
+	}
+	b, err := io.ReadAll(io.LimitReader(body, oci.MaxManifestSize+1))
+	if err != nil {
+		return oci.Descriptor{}, nil, fmt.Errorf("read manifest: %w: %w", err, errBodyBroken)
+	}
+	if len(b) > oci.MaxManifestSize {
+		return oci.Descriptor{}, nil, fmt.Errorf("manifest over %d bytes: %w", oci.MaxManifestSize, oci.ErrTooLarge)
+	}
+	d, err := manifestDigest(b, ref, resp.Header.Get("Docker-Content-Digest"))
+	if err != nil {
+		return oci.Descriptor{}, nil, err
+	}
+	mt := mediaType(resp.Header.Get("Content-Type"))
+	if !isManifestType(mt) {
+		var m struct {
+			MediaType string `json:"mediaType"`
+		}
+		if json.Unmarshal(b, &m) == nil && m.MediaType != "" {
+			mt = m.MediaType
+		}
+	}
+	return oci.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}, b, nil
+}
+
+// manifestDigest digests b in the algorithm of ref (a digest) or of the
+// upstream's header, and checks it against both.
+func manifestDigest(b []byte, ref, header string) (digest.Digest, error) {
+	alg := digest.SHA256
+	want, refErr := digest.Parse(ref)
+	hdr, hdrErr := digest.Parse(header)
+	switch {
+	case refErr == nil:
+		alg = want.Algorithm()
+	case hdrErr == nil && hdr.Algorithm().Available():
+		alg = hdr.Algorithm()
+	}
+	if !alg.Available() {
+		return "", fmt.Errorf("digest algorithm %s: %w", alg, oci.ErrDigestInvalid)
+	}
+	got := alg.FromBytes(b)
+	if refErr == nil && got != want {
+		return "", fmt.Errorf("manifest is %s, asked for %s: %w", got, want, oci.ErrDigestMismatch)
+	}
+	if hdrErr == nil && hdr.Algorithm() == alg && got != hdr {
+		return "", fmt.Errorf("manifest is %s, upstream says %s: %w", got, hdr, oci.ErrDigestMismatch)
+	}
+	return got, nil
+}
+
+func manifestCall(op, method string, repo oci.Repo, ref string) call {
+	h := http.Header{}
+	h.Set("Accept", acceptManifests)
+	return call{op: op, method: method, repo: repo, path: "manifests/" + ref, header: h, notFound: oci.ErrManifestUnknown}
+}
+
+// mediaType strips parameters from a Content-Type.
+func mediaType(ct string) string {
+	if mt, _, err := mime.ParseMediaType(ct); err == nil {
+		return mt
+	}
+	return strings.TrimSpace(ct)
+}
+
+// isManifestType tells a manifest media type from a generic Content-Type
+// (application/json, text/plain, application/octet-stream).
+func isManifestType(mt string) bool {
+	return slices.Contains(oci.ManifestTypes, mt) || strings.HasPrefix(mt, "application/vnd.")
+}
+
+// Get passes a GET of /v2/<repo>/<subpath>?<rawQuery> through to the
+// upstream: subpath is "tags/list" or "referrers/<digest>". It returns the
+// 200 response (body with the idle-read timeout); the caller closes it.
+// Other answers are errors wrapping oci.ErrNameUnknown (tags/list 404),
+// oci.ErrManifestUnknown (referrers 404), oci.ErrUnauthorized, ...
+// A Link header, if any, is the upstream's own. Safe for concurrent use.
+func (c *Client) Get(ctx context.Context, repo oci.Repo, subpath, rawQuery string) (*http.Response, error) {
+	r, err := c.registry(repo)
+	if err != nil {
+		return nil, err
+	}
+	notFound := oci.ErrNameUnknown
+	if strings.HasPrefix(subpath, "referrers/") {
+		notFound = oci.ErrManifestUnknown
+	}
+	resp, ep, err := r.do(ctx, call{op: "get", method: http.MethodGet, repo: repo, path: subpath, rawQuery: rawQuery, notFound: notFound})
+	if err != nil {
+		return nil, fmt.Errorf("get %s/%s: %w", repo, subpath, err)
+	}
+	resp.Body.(*idleBody).onFail = func(err error) { r.markFailed(ep, errorKind(err), err) }
+	return resp, nil
+}
