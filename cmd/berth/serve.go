@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/server"
+	"github.com/spf13/cobra"
+)
+
+type serveFlags struct {
+	config, addr, cacheDir, defaultRegistry, tagTTL, maxSize string
+	registries                                               []string
+	peerBind, peerAdvertise, peerSecretFile                  string
+	peerJoin                                                 []string
+	logLevel, logFormat                                      string
+}
+
+func serveCmd() *cobra.Command {
+	var f serveFlags
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the registry mirror",
+		Long: "Serve the registry mirror. With no flags it runs on the embedded default configuration\n" +
+			"(`berth config default`): cache under ./berth-data, Docker Hub, registry.k8s.io, quay.io and ghcr.io.\n" +
+			"Settings come from the config file, then BERTH_* environment variables, then flags.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.resolve(cmd)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.config, "config", "", "YAML configuration file (default: the embedded default)")
+	fl.StringVar(&f.addr, "addr", "", "HTTP listen address, host:port")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory of the content store")
+	fl.StringArrayVar(&f.registries, "registry", nil, "upstream registry NAME=URL[,URL...] (repeatable); replaces a configured registry of the same NAME")
+	fl.StringVar(&f.defaultRegistry, "default-registry", "", "registry of requests that name none")
+	fl.StringVar(&f.tagTTL, "tag-ttl", "", "how long a tag's digest is trusted without asking upstream (e.g. 60s)")
+	fl.StringVar(&f.maxSize, "cache-max-size", "", "store quota: 50GiB, or a percentage of the filesystem such as 80%")
+	fl.StringVar(&f.peerBind, "peer-bind", "", "gossip address host:port; empty runs the node alone")
+	fl.StringVar(&f.peerAdvertise, "peer-advertise", "", "HTTP address host:port peers reach this node at")
+	fl.StringSliceVar(&f.peerJoin, "peer-join", nil, "seed addresses or DNS names to join (comma separated)")
+	fl.StringVar(&f.peerSecretFile, "peer-secret-file", "", "file holding the cluster's shared secret")
+	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	fl.StringVar(&f.logFormat, "log-format", "", "text or json")
+	return c
+}
+
+// resolve builds the configuration: file or embedded default, then env,
+// then the flags that were set, then validation.
+func (f *serveFlags) resolve(cmd *cobra.Command) (*config.Config, error) {
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		return nil, err
+	}
+	set := func(name string, apply func() error) {
+		if err == nil && cmd.Flags().Changed(name) {
+			err = apply()
+		}
+	}
+	set("addr", func() error { cfg.Listen.Addr = f.addr; return nil })
+	set("cache-dir", func() error { cfg.Cache.Dir = f.cacheDir; return nil })
+	set("default-registry", func() error { cfg.DefaultRegistry = f.defaultRegistry; return nil })
+	set("cache-max-size", func() error { cfg.Cache.MaxSize = f.maxSize; return nil })
+	set("tag-ttl", func() (e error) { cfg.TagTTL, e = config.ParseDuration(f.tagTTL); return e })
+	set("registry", func() error {
+		for _, v := range f.registries {
+			r, err := config.ParseRegistryFlag(v)
+			if err != nil {
+				return fmt.Errorf("--registry %s: %w", v, err)
+			}
+			cfg.SetRegistry(r)
+		}
+		return nil
+	})
+	set("peer-bind", func() error { cfg.Peers.Bind = f.peerBind; return nil })
+	set("peer-advertise", func() error { cfg.Peers.Advertise = f.peerAdvertise; return nil })
+	set("peer-join", func() error { cfg.Peers.Join = f.peerJoin; return nil })
+	set("peer-secret-file", func() error { cfg.Peers.SecretFile = f.peerSecretFile; return nil })
+	set("log-level", func() error { cfg.Log.Level = f.logLevel; return nil })
+	set("log-format", func() error { cfg.Log.Format = f.logFormat; return nil })
+	if err != nil {
+		return nil, err
+	}
+	if err := config.ApplyCredentialEnv(cfg, os.Environ()); err != nil {
+		return nil, err
+	}
+	return cfg, cfg.Validate()
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated already
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(c.Format, "json") {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func serve(parent context.Context, cfg *config.Config) error {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	log := newLogger(cfg.Log)
+	for _, name := range config.UnknownEnv(os.Environ()) {
+		log.Warn("environment variable names no setting", "name", name)
+	}
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.Listen.Addr)
+	if err != nil {
+		return err
+	}
+	go reloadOnHUP(ctx, srv, log)
+	log.Info("serving", "addr", ln.Addr().String(), "cache", cfg.Cache.Dir, "registries", len(cfg.Registries), "default", cfg.DefaultRegistry)
+	return srv.Run(ctx, ln)
+}
+
+func reloadOnHUP(ctx context.Context, srv *server.Server, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := srv.Reload(); err != nil {
+				log.Warn("reload", "err", err)
+				continue
+			}
+			log.Info("reloaded credentials")
+		}
+	}
+}
