@@ -1,0 +1,62 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// berth is a running berth serve process.
+type berth struct {
+	Addr string // host:port it serves on
+	p    *proc
+}
+
+// berthOpts are the serve flags a test varies.
+type berthOpts struct {
+	Registries map[string]string // name -> upstream URL(s), comma-separated
+	Default    string            // --default-registry
+	Extra      []string          // more flags
+}
+
+// startBerth runs `berth serve` on a free loopback port with its own cache
+// dir and waits for GET /v2/ to answer 200. It is stopped in t.Cleanup,
+// and the test fails if the race detector reported anything in its log.
+func startBerth(t testing.TB, o berthOpts) *berth {
+	t.Helper()
+	bin := needBerth(t)
+	var lastErr error
+	for range 3 { // the free port may be taken between pick and bind
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		args := []string{"serve", "--addr", addr, "--cache-dir", t.TempDir(), "--tag-ttl", "60s"}
+		for n, u := range o.Registries {
+			args = append(args, "--registry", n+"="+u)
+		}
+		if o.Default != "" {
+			args = append(args, "--default-registry", o.Default)
+		}
+		args = append(args, o.Extra...)
+		p := startProc(t, "berth", []string{"GORACE=halt_on_error=0"}, bin, args...)
+		if lastErr = p.ready("http://"+addr+"/v2/", 200); lastErr == nil {
+			b := &berth{Addr: addr, p: p}
+			t.Cleanup(b.checkRaces(t))
+			return b
+		}
+		p.stop(5 * time.Second)
+	}
+	t.Fatalf("berth: %v", lastErr)
+	return nil
+}
+
+// checkRaces returns a cleanup (run before the process is stopped, as
+// cleanups run last-in first-out) that stops berth and fails t on a data
+// race report in its log.
+func (b *berth) checkRaces(t testing.TB) func() {
+	return func() {
+		b.p.stop(10 * time.Second)
+		if log := b.p.tail(1 << 20); strings.Contains(log, "WARNING: DATA RACE") {
+			t.Errorf("berth reported a data race:\n%s", log)
+		}
+	}
+}

@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// containerd is a containerd daemon of the test's own: root, state and
+// sockets in a temp dir, the CRI plugin off.
+type containerd struct {
+	dir, sock, hosts string
+	ctrBin           string
+}
+
+// startContainerd starts containerd and waits for its socket.
+func startContainerd(t testing.TB) *containerd {
+	t.Helper()
+	needRoot(t)
+	bin, ctr := tool(t, "containerd"), tool(t, "ctr")
+	// A short path: unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "ctrd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	c := &containerd{dir: dir, sock: filepath.Join(dir, "c.sock"), hosts: filepath.Join(dir, "hosts"), ctrBin: ctr}
+	cfg := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = %[4]q
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[5]q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc", filepath.Join(dir, "opt"))
+	file := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "containerd", nil, bin, "--config", file, "--log-level", "info")
+	p.waitSocket(t, c.sock)
+	return c
+}
+
+// mirror writes DIR/<host>/hosts.toml naming mirror (host:port, plain
+// HTTP) for pulls and resolves, with server = a dead loopback port so a
+// fallback fails loudly.
+func (c *containerd) mirror(t testing.TB, host, mirror string) {
+	t.Helper()
+	toml := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", deadAddr(t), mirror)
+	dir := filepath.Join(c.hosts, host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ctr runs ctr against this containerd.
+func (c *containerd) ctr(t testing.TB, args ...string) string {
+	t.Helper()
+	return mustRun(t, 3*time.Minute, nil, c.ctrBin, append([]string{"--address", c.sock}, args...)...)
+}
+
+// pull pulls ref through the hosts dir (unpacking it) and checks the
+// result against want: the image's target digest, every blob a
+// linux/GOARCH client needs present in the content store, and the
+// image complete (ctr images check).
+func (c *containerd) pull(t testing.TB, ref string, want testImage) {
+	t.Helper()
+	c.ctr(t, "images", "pull", "--hosts-dir", c.hosts, ref)
+	ls := c.ctr(t, "images", "ls")
+	if !hasLine(ls, ref, want.Digest) {
+		t.Errorf("ctr images ls: no %s at %s:\n%s", ref, want.Digest, ls)
+	}
+	check := c.ctr(t, "images", "check")
+	if !hasLine(check, ref, "complete") {
+		t.Errorf("ctr images check: %s not complete:\n%s", ref, check)
+	}
+	content := c.ctr(t, "content", "ls", "-q")
+	for _, d := range append(append([]string{want.Digest}, want.Blobs...), firstChild(want)...) {
+		if !strings.Contains(content, d) {
+			t.Errorf("content store lacks %s (of %s):\n%s", d, ref, content)
+		}
+	}
+}
+
+func firstChild(ti testImage) []string {
+	if len(ti.Children) == 0 {
+		return nil
+	}
+	return ti.Children[:1]
+}
+
+// hasLine reports whether some line of out holds all of words.
+func hasLine(out string, words ...string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(l, w)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}

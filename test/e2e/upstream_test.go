@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startRegistry runs distribution's registry binary on a free loopback
+// port with filesystem storage in a temp dir, and returns its host:port.
+// extra is YAML appended to the config (an auth section). want is the
+// status GET /v2/ answers once it is up (200, or 401 with auth).
+func startRegistry(t testing.TB, extra string, want int) string {
+	t.Helper()
+	bin := tool(t, "registry")
+	var lastErr error
+	for range 3 { // the free port may be taken between pick and bind
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		dir := t.TempDir()
+		cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: %s
+  secret: e2e-not-a-secret
+%s`, filepath.Join(dir, "data"), addr, extra)
+		file := filepath.Join(dir, "config.yml")
+		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := startProc(t, "registry", []string{"OTEL_TRACES_EXPORTER=none"}, bin, "serve", file)
+		if lastErr = p.ready("http://"+addr+"/v2/", want); lastErr == nil {
+			return addr
+		}
+		p.stop(5 * time.Second)
+	}
+	t.Fatalf("registry: %v", lastErr)
+	return ""
+}
+
+// countingProxy is a reverse proxy in front of an upstream registry that
+// counts what berth asks of it. All methods are safe for concurrent use.
+type countingProxy struct {
+	Addr string // host:port berth is pointed at
+
+	mu        sync.Mutex
+	blobGets  map[string]int // digest -> GET count
+	blobHeads map[string]int // digest -> HEAD count
+	manifests int            // manifest GETs and HEADs
+	auths     int            // requests carrying an Authorization header
+	log       []string       // "METHOD path?query -> status", in order
+}
+
+// newCountingProxy starts a proxy to target (host:port) on 127.0.0.1:0,
+// closed in t.Cleanup.
+func newCountingProxy(t testing.TB, target string) *countingProxy {
+	t.Helper()
+	u := &url.URL{Scheme: "http", Host: target}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	c := &countingProxy{blobGets: map[string]int{}, blobHeads: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, status: 200}
+		rp.ServeHTTP(sw, r)
+		c.record(r, sw.status)
+	}))
+	t.Cleanup(srv.Close)
+	c.Addr = strings.TrimPrefix(srv.URL, "http://")
+	return c
+}
+
+func (c *countingProxy) record(r *http.Request, status int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	line := fmt.Sprintf("%s %s -> %d", r.Method, r.URL.RequestURI(), status)
+	if rg := r.Header.Get("Range"); rg != "" {
+		line += " (Range: " + rg + ")"
+	}
+	c.log = append(c.log, line)
+	if r.Header.Get("Authorization") != "" {
+		c.auths++
+	}
+	kind, ref := pathKind(r.URL.Path)
+	switch {
+	case kind == "blobs" && r.Method == http.MethodGet:
+		c.blobGets[ref]++
+	case kind == "blobs" && r.Method == http.MethodHead:
+		c.blobHeads[ref]++
+	case kind == "manifests":
+		c.manifests++
+	}
+}
+
+// pathKind splits /v2/<name>/<kind>/<ref> into kind and ref.
+func pathKind(p string) (kind, ref string) {
+	parts := strings.Split(p, "/")
+	if len(parts) < 5 {
+		return "", ""
+	}
+	return parts[len(parts)-2], parts[len(parts)-1]
+}
+
+// BlobGets returns a copy of the blob GET counts by digest.
+func (c *countingProxy) BlobGets() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]int, len(c.blobGets))
+	for k, v := range c.blobGets {
+		m[k] = v
+	}
+	return m
+}
+
+// Manifests returns how many manifest requests reached the upstream.
+func (c *countingProxy) Manifests() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.manifests
+}
+
+// Auths returns how many requests carried an Authorization header.
+func (c *countingProxy) Auths() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.auths
+}
+
+// Log returns the requests seen so far, one line each.
+func (c *countingProxy) Log() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.log, "\n")
+}
+
+// assertBlobsOnce checks that each digest in want was fetched exactly
+// once and no blob more than once, summed over proxies.
+func assertBlobsOnce(t testing.TB, want []string, proxies ...*countingProxy) {
+	t.Helper()
+	total := map[string]int{}
+	for _, p := range proxies {
+		for d, n := range p.BlobGets() {
+			total[d] += n
+		}
+	}
+	var bad []string
+	for _, d := range want {
+		if total[d] != 1 {
+			bad = append(bad, fmt.Sprintf("%s fetched %d times, want 1", d, total[d]))
+		}
+	}
+	for d, n := range total {
+		if n > 1 && !contains(want, d) {
+			bad = append(bad, fmt.Sprintf("%s fetched %d times, want at most 1", d, n))
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		var logs []string
+		for _, p := range proxies {
+			logs = append(logs, p.Log())
+		}
+		t.Errorf("upstream blob GETs:\n%s\nupstream requests:\n%s", strings.Join(bad, "\n"), strings.Join(logs, "\n--\n"))
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
