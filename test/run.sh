@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# run.sh is berth's one test command, for a fresh machine (root or sudo):
+# it installs the test tools (test/tools.sh), checks gofmt and go vet, then
+# runs every Go test, the end-to-end tests with real clients included, with
+# the race detector. It exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export BERTH_TOOLS="${BERTH_TOOLS:-$PWD/.tools}"
+export PATH="$BERTH_TOOLS/bin:$PATH"
+
+start=$(date +%s)
+echo "run: tools"
+bash test/tools.sh
+
+echo "run: gofmt"
+unformatted=$(find . -path ./.git -prune -o -path ./.tools -prune -o -name '*.go' -print0 | xargs -0 -r gofmt -l)
+if [ -n "$unformatted" ]; then
+  echo "run: gofmt wants changes in:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
+echo "run: go vet"
+go vet ./...
+
+echo "run: go test"
+go test -race -count=1 -timeout 60m ./...
+
+echo "run: all passed in $(( $(date +%s) - start ))s"
