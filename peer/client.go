@@ -1,0 +1,160 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+// Causes a peer request is cancelled with.
+var (
+	errNoAnswer = errors.New("no response in time")
+	errStalled  = errors.New("stream stalled")
+	errLost     = errors.New("another peer answered first")
+)
+
+// newClient returns the HTTP client peers are asked with: no proxy from the
+// environment, no compression, no redirects, connections kept alive.
+func newClient(dialTimeout time.Duration) (*http.Transport, *http.Client) {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return tr, &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// ask sends one marked request to peer m and returns its final response,
+// whatever the status. The peer must send a first response (1xx or final)
+// within ttfb, then the final headers within HeaderTimeout. cancel must
+// cancel ctx; ask calls it on failure, and on success the caller owns it and
+// calls it when done with the body.
+func (c *Cluster) ask(ctx context.Context, cancel context.CancelCauseFunc, m member, mode, method, path, ns string, ttfb time.Duration, hdr http.Header) (*http.Response, error) {
+	u := url.URL{Scheme: "http", Host: m.HTTP, Path: path, RawQuery: url.Values{"ns": {ns}}.Encode()}
+	timer := time.AfterFunc(ttfb, func() { cancel(errNoAnswer) })
+	answered := func() { timer.Reset(c.cfg.HeaderTimeout) }
+	trace := &httptrace.ClientTrace{
+		GotFirstResponseByte: answered,
+		Got1xxResponse:       func(int, textproto.MIMEHeader) error { answered(); return nil },
+	}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, u.String(), nil)
+	if err != nil {
+		timer.Stop()
+		cancel(err)
+		return nil, fmt.Errorf("peer %s: %w", m.Name, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	c.sign.sign(req, mode)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		timer.Stop()
+		if cause := context.Cause(ctx); cause == errNoAnswer {
+			err = fmt.Errorf("%w (%s)", errNoAnswer, ttfb)
+		}
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			c.suspect(m.Name, err) // refused or unreachable: skip it until gossip catches up
+		}
+		cancel(err)
+		return nil, fmt.Errorf("peer %s: %w", m.Name, err)
+	}
+	if !timer.Stop() && ctx.Err() != nil { // the timeout fired as the headers came
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("peer %s: %w", m.Name, context.Cause(ctx))
+	}
+	return resp, nil
+}
+
+// statusError closes resp and describes its status; a 404 wraps notFound.
+func statusError(m member, resp *http.Response, notFound error) error {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	_ = resp.Body.Close()
+	err := oci.ErrUnavailable
+	if resp.StatusCode == http.StatusNotFound {
+		err = notFound
+	}
+	return fmt.Errorf("peer %s: status %d: %w", m.Name, resp.StatusCode, err)
+}
+
+// peerBody is a peer's response body. A Read blocked longer than the idle
+// timeout fails and suspects the peer; with a verifier, EOF on bytes that do
+// not match the digest becomes an error wrapping oci.ErrDigestMismatch and
+// suspects the peer. It is not safe for concurrent use (like any body).
+type peerBody struct {
+	c        *Cluster
+	peer     string
+	d        digest.Digest
+	body     io.ReadCloser
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	idle     time.Duration
+	timer    *time.Timer
+	verifier digest.Verifier // nil: not verified (a range)
+	n        int64
+	err      error // sticky
+}
+
+func (c *Cluster) newBody(ctx context.Context, cancel context.CancelCauseFunc, m member, d digest.Digest, body io.ReadCloser, verify bool) *peerBody {
+	b := &peerBody{c: c, peer: m.Name, d: d, body: body, ctx: ctx, cancel: cancel, idle: c.cfg.IdleTimeout}
+	b.timer = time.AfterFunc(time.Hour, func() { cancel(errStalled) })
+	b.timer.Stop()
+	if verify {
+		b.verifier = d.Verifier()
+	}
+	return b
+}
+
+func (b *peerBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	b.timer.Reset(b.idle)
+	n, err := b.body.Read(p)
+	b.timer.Stop()
+	if n > 0 {
+		b.n += int64(n)
+		if b.verifier != nil {
+			_, _ = b.verifier.Write(p[:n])
+		}
+	}
+	switch {
+	case err == io.EOF && b.verifier != nil && !b.verifier.Verified():
+		err = fmt.Errorf("%s from peer %s: %w", b.d, b.peer, oci.ErrDigestMismatch)
+		b.c.suspect(b.peer, err)
+	case err == io.EOF:
+	case err != nil && context.Cause(b.ctx) == errStalled:
+		err = fmt.Errorf("%s from peer %s: nothing for %s: %w", b.d, b.peer, b.idle, errStalled)
+		b.c.suspect(b.peer, err)
+	case err != nil:
+		err = fmt.Errorf("%s from peer %s: %w", b.d, b.peer, err)
+	}
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// Close ends the request. It does not block on the peer.
+func (b *peerBody) Close() error {
+	b.timer.Stop()
+	b.cancel(context.Canceled)
+	err := b.body.Close()
+	b.c.log.Debug("peer stream closed", "source", "peer", "peer", b.peer, "digest", b.d, "bytes", b.n, "err", b.err)
+	return err
+}

@@ -1,0 +1,328 @@
+// Package peer makes berth nodes a cluster: membership over memberlist
+// gossip, rendezvous ranking of the live nodes for each digest or tag, and
+// fetching from peers over the ordinary registry API with an authenticated
+// marker (see Header). A Cluster is a blob and manifest source for
+// pkg/mirror: any error from it means "go upstream".
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/metrics"
+	"github.com/hashicorp/memberlist"
+)
+
+// Config configures a Cluster. Only Bind and Advertise are required; every
+// zero duration means its default.
+type Config struct {
+	NodeName  string        // unique in the cluster; "" means the host name
+	Bind      string        // gossip address host:port (TCP and UDP); port 0 picks a free port
+	Advertise string        // HTTP host:port of this node's registry API; an empty or unspecified host means the gossip IP
+	Join      []string      // seeds: host:port or host (then Bind's port); DNS names are re-resolved every RejoinInterval
+	Secret    []byte        // cluster secret (the secret file's contents): gossip encryption and request markers
+	Timeout   time.Duration // time to a peer's first response (a 1xx counts) when asking for a blob; 0 means 500ms
+	AskNext   int           // ranked nodes asked in holder mode besides the owner; 0 means 2, negative means none
+
+	RejoinInterval time.Duration // how often seeds are re-resolved and joined; 0 means 30s
+	Logger         *slog.Logger  // nil discards
+	Metrics        *metrics.Metrics
+
+	OwnerTimeout  time.Duration // time to the owner's first response for a manifest or tag (it may go upstream first); 0 means 3s
+	HeaderTimeout time.Duration // after a first (1xx) response, time to the final headers; 0 means 30s
+	IdleTimeout   time.Duration // a Read of a peer's body blocked this long fails and suspects the peer; 0 means 15s
+	SuspectFor    time.Duration // how long a peer that stalled, lied or refused connections is skipped; 0 means 30s
+	Gossip        Gossip        // membership timing
+}
+
+// Gossip tunes memberlist's failure detection. The defaults are
+// memberlist's LAN settings: a dead node is dropped within a few seconds.
+// Tests shorten them.
+type Gossip struct {
+	ProbeInterval    time.Duration // 0 means 1s
+	ProbeTimeout     time.Duration // 0 means 500ms
+	SuspicionMult    int           // 0 means 4
+	GossipInterval   time.Duration // 0 means 200ms
+	PushPullInterval time.Duration // 0 means 30s
+	TCPTimeout       time.Duration // 0 means 10s
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Timeout, 500*time.Millisecond)
+	def(&c.RejoinInterval, 30*time.Second)
+	def(&c.OwnerTimeout, 3*time.Second)
+	def(&c.HeaderTimeout, 30*time.Second)
+	def(&c.IdleTimeout, 15*time.Second)
+	def(&c.SuspectFor, 30*time.Second)
+	def(&c.Gossip.ProbeInterval, time.Second)
+	def(&c.Gossip.ProbeTimeout, 500*time.Millisecond)
+	def(&c.Gossip.GossipInterval, 200*time.Millisecond)
+	def(&c.Gossip.PushPullInterval, 30*time.Second)
+	def(&c.Gossip.TCPTimeout, 10*time.Second)
+	if c.Gossip.SuspicionMult <= 0 {
+		c.Gossip.SuspicionMult = 4
+	}
+	if c.AskNext == 0 {
+		c.AskNext = 2
+	}
+	if c.Logger == nil {
+		c.Logger = discardLogger()
+	}
+}
+
+// Errors of the peer methods besides transport and status errors. Any
+// error means "go upstream".
+var (
+	ErrNoPeer    = errors.New("no peer could serve")
+	ErrSelfOwner = errors.New("this node owns the key")
+)
+
+// Cluster is this node's view of the cluster. Its methods are safe for
+// concurrent use. A nil *Cluster is a node alone: its fetches fail with
+// ErrNoPeer, PeerMode reports no marker and Ready is true.
+type Cluster struct {
+	cfg    Config
+	log    *slog.Logger
+	ml     *memberlist.Memberlist
+	keys   keys
+	sign   signer
+	tr     *http.Transport
+	client *http.Client
+
+	selfMu sync.Mutex // guards self (its HTTP address is fixed up after start)
+	self   member
+
+	mu       sync.Mutex           // guards members and suspects
+	members  map[string]member    // live nodes besides this one, by name
+	suspects map[string]time.Time // peer name -> skipped until
+
+	joined       atomic.Bool
+	joinAttempts atomic.Int64 // tests wait on it
+	stop      context.CancelFunc
+	done      chan struct{} // closed when the join loop ends
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start brings up memberlist on cfg.Bind and returns at once; seeds are
+// joined in the background, again every RejoinInterval, until Close or
+// until ctx ends. Errors are configuration and bind errors.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	cfg.setDefaults()
+	if cfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node name: %w", err)
+		}
+		cfg.NodeName = h
+	}
+	if strings.ContainsAny(cfg.NodeName, ", \t\r\n") {
+		return nil, fmt.Errorf("node name %q: must not contain commas or white space", cfg.NodeName)
+	}
+	if cfg.Advertise == "" {
+		return nil, errors.New("peer advertise address: required")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Advertise); err != nil {
+		return nil, fmt.Errorf("peer advertise address %q: %w", cfg.Advertise, err)
+	}
+	c := &Cluster{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "peer", "node", cfg.NodeName),
+		keys:     deriveKeys(cfg.Secret),
+		self:     member{Name: cfg.NodeName, HTTP: cfg.Advertise},
+		members:  map[string]member{},
+		suspects: map[string]time.Time{},
+		done:     make(chan struct{}),
+	}
+	c.sign = signer{key: c.keys.marker, node: cfg.NodeName, now: time.Now}
+	c.tr, c.client = newClient(cfg.Timeout)
+	if len(bytesTrim(cfg.Secret)) == 0 {
+		c.log.Warn("no peer secret: gossip is not encrypted and peer markers can be forged")
+	}
+	mlc, err := c.memberlistConfig()
+	if err != nil {
+		return nil, err
+	}
+	if c.ml, err = memberlist.Create(mlc); err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
+	}
+	if err := c.fixAdvertise(); err != nil {
+		_ = c.ml.Shutdown()
+		return nil, err
+	}
+	c.log.Info("gossip started", "bind", c.GossipAddr(), "advertise", c.selfMember().HTTP, "seeds", cfg.Join)
+	lctx, stop := context.WithCancel(ctx)
+	c.stop = stop
+	go c.joinLoop(lctx)
+	return c, nil
+}
+
+func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
+	host, port, err := net.SplitHostPort(c.cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("peer bind address %q: %w", c.cfg.Bind, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return nil, fmt.Errorf("peer bind address %q: bad port", c.cfg.Bind)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	mlc := memberlist.DefaultLANConfig()
+	mlc.Name = c.cfg.NodeName
+	mlc.BindAddr, mlc.BindPort, mlc.AdvertisePort = host, p, p
+	g := c.cfg.Gossip
+	mlc.ProbeInterval, mlc.ProbeTimeout, mlc.SuspicionMult = g.ProbeInterval, g.ProbeTimeout, g.SuspicionMult
+	mlc.GossipInterval, mlc.PushPullInterval, mlc.TCPTimeout = g.GossipInterval, g.PushPullInterval, g.TCPTimeout
+	mlc.GossipToTheDeadTime = g.PushPullInterval
+	if len(bytesTrim(c.cfg.Secret)) > 0 {
+		mlc.SecretKey = c.keys.gossip
+	}
+	mlc.Delegate = delegate{c}
+	mlc.Events = events{c}
+	mlc.Conflict = events{c}
+	mlc.Logger = newStdLogger(c.cfg.Logger)
+	return mlc, nil
+}
+
+// fixAdvertise replaces an unspecified HTTP host by the gossip IP.
+func (c *Cluster) fixAdvertise() error {
+	host, port, _ := net.SplitHostPort(c.cfg.Advertise)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return nil
+	}
+	c.selfMu.Lock()
+	c.self.HTTP = net.JoinHostPort(c.ml.LocalNode().Addr.String(), port)
+	c.selfMu.Unlock()
+	if err := c.ml.UpdateNode(c.cfg.Gossip.TCPTimeout); err != nil {
+		return fmt.Errorf("advertise %s: %w", c.self.HTTP, err)
+	}
+	return nil
+}
+
+func (c *Cluster) selfMember() member {
+	c.selfMu.Lock()
+	defer c.selfMu.Unlock()
+	return c.self
+}
+
+// GossipAddr returns the address other nodes join this one at (ip:port).
+func (c *Cluster) GossipAddr() string {
+	return c.ml.LocalNode().Address()
+}
+
+// Name returns this node's name.
+func (c *Cluster) Name() string { return c.cfg.NodeName }
+
+// Members returns the live nodes besides this one: name -> HTTP address.
+func (c *Cluster) Members() map[string]string {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]string, len(c.members))
+	for n, m := range c.members {
+		out[n] = m.HTTP
+	}
+	return out
+}
+
+// Ready reports whether this node has joined a seed at least once, or has
+// no seeds to join (alone by configuration, or the seeds name only itself).
+// It does not block.
+func (c *Cluster) Ready() bool {
+	if c == nil || len(c.cfg.Join) == 0 || c.joined.Load() {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.members) > 0
+}
+
+// Close leaves the cluster, waiting up to timeout for the leave to reach a
+// member, then stops gossip. Other nodes drop this one at once instead of
+// detecting it dead. Close is idempotent; fetches under way end with errors
+// only if they still need the gossip layer (they do not: bodies keep
+// streaming).
+func (c *Cluster) Close(timeout time.Duration) error {
+	if c == nil {
+		return nil
+	}
+	c.closeOnce.Do(func() {
+		c.stop()
+		select {
+		case <-c.done:
+		case <-time.After(timeout):
+		}
+		leaveErr := c.ml.Leave(timeout)
+		c.closeErr = errors.Join(leaveErr, c.ml.Shutdown())
+		c.tr.CloseIdleConnections()
+		c.setPeersGauge(0)
+	})
+	return c.closeErr
+}
+
+// kill stops gossip without leaving, as a crash would (tests).
+func (c *Cluster) kill() {
+	c.closeOnce.Do(func() {
+		c.stop()
+		<-c.done
+		c.closeErr = c.ml.Shutdown()
+		c.tr.CloseIdleConnections()
+	})
+}
+
+// live returns this node and the live members, in no particular order.
+func (c *Cluster) live() []member {
+	self := c.selfMember()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]member, 0, len(c.members)+1)
+	out = append(out, self)
+	for _, m := range c.members {
+		out = append(out, m)
+	}
+	return out
+}
+
+// suspect skips a peer for SuspectFor.
+func (c *Cluster) suspect(name string, why error) {
+	c.mu.Lock()
+	c.suspects[name] = time.Now().Add(c.cfg.SuspectFor)
+	c.mu.Unlock()
+	c.log.Warn("peer suspected", "peer", name, "for", c.cfg.SuspectFor, "err", why)
+}
+
+func (c *Cluster) suspected(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.suspects[name]
+	if ok && time.Now().After(until) {
+		delete(c.suspects, name)
+		return false
+	}
+	return ok
+}
+
+func (c *Cluster) setPeersGauge(n int) {
+	if c.cfg.Metrics != nil {
+		c.cfg.Metrics.Peers.Set(float64(n))
+	}
+}

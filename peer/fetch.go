@@ -1,0 +1,156 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+// FetchBlob returns the blob's bytes from offset on and its total size (-1
+// if unknown), from a peer. It asks the digest's owner in owner mode (the
+// owner fills from upstream once and streams to every asker); if this node
+// is the owner, or the owner fails, it asks the next AskNext ranked nodes in
+// holder mode, in parallel, and takes the first that has it. Suspected peers
+// are skipped. With offset 0 the bytes are verified as they stream: a
+// mismatch ends the stream with an error wrapping oci.ErrDigestMismatch
+// instead of io.EOF. A Read blocked longer than IdleTimeout fails. Any error
+// means "go upstream" (ErrNoPeer when nobody was there to ask). It blocks
+// until a peer's final response headers or failure.
+func (c *Cluster) FetchBlob(ctx context.Context, repo oci.Repo, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if c == nil {
+		return nil, 0, ErrNoPeer
+	}
+	if err := d.Validate(); err != nil {
+		return nil, 0, fmt.Errorf("blob %q: %w", d, oci.ErrDigestInvalid)
+	}
+	owner, holders := c.plan(d.String())
+	try := func(mode string) tryFunc[blobResult] {
+		return func(ctx context.Context, cancel context.CancelCauseFunc, m member) (blobResult, error) {
+			return c.tryBlob(ctx, cancel, m, mode, repo, d, offset)
+		}
+	}
+	r, err := fetch(ctx, c, owner, holders, try(ModeOwner), try(ModeHolder), func(r blobResult) { _ = r.body.Close() })
+	if err != nil {
+		return nil, 0, fmt.Errorf("blob %s from peers: %w", d, err)
+	}
+	c.log.Debug("blob from peer", "source", "peer", "peer", r.body.peer, "digest", d, "repo", repo.String(), "offset", offset, "size", r.size)
+	return r.body, r.size, nil
+}
+
+// FetchManifest returns a manifest by digest from a peer, like FetchBlob:
+// owner first, then holders in parallel. The bytes are verified and at most
+// oci.MaxManifestSize; the descriptor's media type is the peer's
+// Content-Type. Any error means "go upstream".
+func (c *Cluster) FetchManifest(ctx context.Context, repo oci.Repo, d digest.Digest) (oci.Descriptor, []byte, error) {
+	if c == nil {
+		return oci.Descriptor{}, nil, ErrNoPeer
+	}
+	if err := d.Validate(); err != nil {
+		return oci.Descriptor{}, nil, fmt.Errorf("manifest %q: %w", d, oci.ErrDigestInvalid)
+	}
+	owner, holders := c.plan(d.String())
+	try := func(mode string) tryFunc[manifestResult] {
+		return func(ctx context.Context, cancel context.CancelCauseFunc, m member) (manifestResult, error) {
+			return c.tryManifest(ctx, cancel, m, mode, repo, d)
+		}
+	}
+	r, err := fetch(ctx, c, owner, holders, try(ModeOwner), try(ModeHolder), func(manifestResult) {})
+	if err != nil {
+		return oci.Descriptor{}, nil, fmt.Errorf("manifest %s from peers: %w", d, err)
+	}
+	return r.desc, r.body, nil
+}
+
+// ResolveTag asks the tag's owner (in owner mode, with HEAD) which manifest
+// a tag names, so a cluster revalidates a tag upstream once per TTL instead
+// of once per node. It fails with ErrSelfOwner when this node owns the tag:
+// the caller then asks upstream itself. Any error means "go upstream".
+func (c *Cluster) ResolveTag(ctx context.Context, repo oci.Repo, tag string) (oci.Descriptor, error) {
+	if c == nil {
+		return oci.Descriptor{}, ErrNoPeer
+	}
+	key := repo.String() + ":" + tag
+	ranked := rank(key, c.live())
+	owner := ranked[0]
+	switch {
+	case owner.Name == c.cfg.NodeName:
+		return oci.Descriptor{}, fmt.Errorf("tag %s: %w", key, ErrSelfOwner)
+	case c.suspected(owner.Name):
+		return oci.Descriptor{}, fmt.Errorf("tag %s: owner %s suspected: %w", key, owner.Name, ErrNoPeer)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(context.Canceled)
+	resp, err := c.ask(ctx, cancel, owner, ModeOwner, http.MethodHead, manifestPath(repo, tag), repo.Registry,
+		c.cfg.OwnerTimeout, http.Header{"Accept": {strings.Join(oci.ManifestTypes, ", ")}})
+	if err != nil {
+		return oci.Descriptor{}, fmt.Errorf("tag %s: %w", key, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return oci.Descriptor{}, fmt.Errorf("tag %s: %w", key, statusError(owner, resp, oci.ErrManifestUnknown))
+	}
+	_ = resp.Body.Close()
+	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil || resp.ContentLength < 0 {
+		return oci.Descriptor{}, fmt.Errorf("tag %s: peer %s: no digest or length: %w", key, owner.Name, oci.ErrUnavailable)
+	}
+	return oci.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: d, Size: resp.ContentLength}, nil
+}
+
+// plan ranks the live nodes for key and picks whom to ask: the owner (nil
+// when it is this node or suspected) and up to AskNext holders, the next
+// ranked nodes besides this one that are not suspected.
+func (c *Cluster) plan(key string) (owner *member, holders []member) {
+	ranked := rank(key, c.live())
+	self := c.cfg.NodeName
+	if ranked[0].Name != self && !c.suspected(ranked[0].Name) {
+		owner = &ranked[0]
+	}
+	for _, m := range ranked[1:] {
+		if len(holders) >= c.cfg.AskNext {
+			break
+		}
+		if m.Name != self && !c.suspected(m.Name) {
+			holders = append(holders, m)
+		}
+	}
+	return owner, holders
+}
+
+// tryFunc asks one peer. It owns cancel on success (the result releases it)
+// and must call it on failure.
+type tryFunc[T any] func(ctx context.Context, cancel context.CancelCauseFunc, m member) (T, error)
+
+// fetch asks the owner, if any, then the holders in parallel.
+func fetch[T any](ctx context.Context, c *Cluster, owner *member, holders []member, asOwner, asHolder tryFunc[T], discard func(T)) (T, error) {
+	var errs []error
+	if owner != nil {
+		octx, cancel := context.WithCancelCause(ctx)
+		r, err := asOwner(octx, cancel, *owner)
+		if err == nil {
+			return r, nil
+		}
+		c.log.Debug("owner failed", "peer", owner.Name, "err", err)
+		errs = append(errs, err)
+	}
+	if len(holders) > 0 && ctx.Err() == nil {
+		r, err := race(ctx, holders, asHolder, discard)
+		if err == nil {
+			return r, nil
+		}
+		errs = append(errs, err)
+	}
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	if len(errs) == 0 {
+		return zero, ErrNoPeer
+	}
+	return zero, fmt.Errorf("%w: %w", ErrNoPeer, errors.Join(errs...))
+}

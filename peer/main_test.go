@@ -1,0 +1,80 @@
+package peer
+
+import (
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testLogger discards unless BERTH_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("BERTH_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fastGossip detects a dead node within about two seconds on loopback,
+// with margins for a loaded machine.
+func fastGossip() Gossip {
+	return Gossip{
+		ProbeInterval:    200 * time.Millisecond,
+		ProbeTimeout:     150 * time.Millisecond,
+		SuspicionMult:    3,
+		GossipInterval:   50 * time.Millisecond,
+		PushPullInterval: 2 * time.Second,
+		TCPTimeout:       time.Second,
+	}
+}
+
+func testConfig(name, httpAddr string, secret string, join ...string) Config {
+	return Config{
+		NodeName:       name,
+		Bind:           "127.0.0.1:0",
+		Advertise:      httpAddr,
+		Join:           join,
+		Secret:         []byte(secret),
+		RejoinInterval: 500 * time.Millisecond,
+		Logger:         testLogger(),
+		Gossip:         fastGossip(),
+	}
+}
+
+func start(t *testing.T, cfg Config) *Cluster {
+	t.Helper()
+	c, err := Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("start %s: %v", cfg.NodeName, err)
+	}
+	t.Cleanup(func() { _ = c.Close(time.Second) })
+	return c
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline, not synchronisation
+	}
+}
+
+// freePort returns a loopback port free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
