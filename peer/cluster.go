@@ -113,10 +113,10 @@ type Cluster struct {
 
 	joined       atomic.Bool
 	joinAttempts atomic.Int64 // tests wait on it
-	stop      context.CancelFunc
-	done      chan struct{} // closed when the join loop ends
-	closeOnce sync.Once
-	closeErr  error
+	stop         context.CancelFunc
+	done         chan struct{} // closed when the join loop ends
+	closeOnce    sync.Once
+	closeErr     error
 }
 
 // Start brings up memberlist on cfg.Bind and returns at once; seeds are
