@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +31,9 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 	var lastErr error
 	for range 3 { // the free port may be taken between pick and bind
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		args := []string{"serve", "--addr", addr, "--cache-dir", t.TempDir(), "--tag-ttl", "60s"}
+		dir := t.TempDir()
+		args := []string{"serve", "--config", berthConfig(t, dir, o), "--addr", addr,
+			"--cache-dir", filepath.Join(dir, "cache"), "--tag-ttl", "60s"}
 		for n, u := range o.Registries {
 			args = append(args, "--registry", n+"="+u)
 		}
@@ -47,6 +51,24 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 	}
 	t.Fatalf("berth: %v", lastErr)
 	return nil
+}
+
+// berthConfig writes a config file that lists only the test's registries,
+// so the embedded default's real registries are not even configured: a
+// misrouted request fails here instead of leaving the machine. The flags
+// repeat the same settings, so both paths are exercised.
+func berthConfig(t testing.TB, dir string, o berthOpts) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "defaultRegistry: %q\nregistries:\n", o.Default)
+	for n, u := range o.Registries {
+		fmt.Fprintf(&b, "  - name: %q\n    endpoints: [%s]\n", n, u)
+	}
+	file := filepath.Join(dir, "berth.yaml")
+	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
 
 // checkRaces returns a cleanup (run before the process is stopped, as
