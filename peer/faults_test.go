@@ -1,0 +1,190 @@
+package peer
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+func TestSilentOwnerCostsTheTimeout(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 3, nil)
+	b, d, r := blobFor(t, nodes, func(r []*node) bool { return r[0] != nodes[0] })
+	r[0].serve(func(w http.ResponseWriter, req *http.Request) { <-req.Context().Done() })
+	holder := r[1]
+	if holder == nodes[0] {
+		holder = r[2]
+	}
+	holder.serve(content(b))
+	got, _, err := readBlob(t, nodes[0].c, d, 0)
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("fetch: %d bytes, err %v", len(got), err)
+	}
+	if got := r[0].seen(); len(got) != 1 || got[0] != ModeOwner {
+		t.Fatalf("owner saw %v", got)
+	}
+	if got := holder.seen(); len(got) != 1 || got[0] != ModeHolder {
+		t.Fatalf("holder saw %v", got)
+	}
+}
+
+func TestEarlyHintsExtendTheWait(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 3, nil) // Timeout 300ms
+	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
+	r[0].serve(func(w http.ResponseWriter, req *http.Request) {
+		w.WriteHeader(http.StatusEarlyHints) // the owner took the fill
+		select {
+		case <-time.After(time.Second): // the upstream is slow: longer than Timeout
+		case <-req.Context().Done():
+			return
+		}
+		content(b)(w, req)
+	})
+	got, _, err := readBlob(t, nodes[0].c, d, 0)
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("fetch: %d bytes, err %v", len(got), err)
+	}
+	for _, nd := range r[1:] {
+		if nd != nodes[0] && nd.hits.Load() != 0 {
+			t.Fatalf("%s asked though the owner sent 103", nd.c.Name())
+		}
+	}
+}
+
+func TestStallFailsAndSuspects(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 3, nil) // IdleTimeout 300ms
+	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
+	r[0].serve(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Length", "65536")
+		_, _ = w.Write(b[:1000])
+		w.(http.Flusher).Flush()
+		<-req.Context().Done()
+	})
+	got, _, err := readBlob(t, nodes[0].c, d, 0)
+	if !errors.Is(err, errStalled) || !bytes.Equal(got, b[:1000]) {
+		t.Fatalf("fetch: %d bytes, err %v; want 1000 bytes and a stall", len(got), err)
+	}
+	owner := r[0].c.Name()
+	if !nodes[0].c.suspected(owner) {
+		t.Fatal("the stalling owner is not suspected")
+	}
+	// Resuming goes to a holder, not the suspect.
+	for _, nd := range r[1:] {
+		nd.serve(content(b))
+	}
+	got, _, err = readBlob(t, nodes[0].c, d, 1000)
+	if err != nil || !bytes.Equal(got, b[1000:]) {
+		t.Fatalf("resume: %d bytes, err %v", len(got), err)
+	}
+	if n := r[0].hits.Load(); n != 1 {
+		t.Fatalf("the suspect was asked %d times, want 1", n)
+	}
+}
+
+func TestCorruptBytesMismatchAndSuspect(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 3, nil)
+	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
+	bad := slices.Clone(b)
+	bad[len(bad)/2] ^= 1
+	r[0].serve(content(bad))
+	_, _, err := readBlob(t, nodes[0].c, d, 0)
+	if !errors.Is(err, oci.ErrDigestMismatch) {
+		t.Fatalf("fetch: %v, want ErrDigestMismatch", err)
+	}
+	if !nodes[0].c.suspected(r[0].c.Name()) {
+		t.Fatal("the lying owner is not suspected")
+	}
+}
+
+func TestSelfOwnerAsksOnlyHolders(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 4, nil)
+	_, d, r := blobFor(t, nodes, func(r []*node) bool { return r[0] == nodes[0] })
+	_, _, err := readBlob(t, nodes[0].c, d, 0)
+	if !errors.Is(err, ErrNoPeer) || !errors.Is(err, oci.ErrBlobUnknown) {
+		t.Fatalf("fetch: %v, want ErrNoPeer wrapping the holders' 404s", err)
+	}
+	if got := r[1].seen(); !slices.Equal(got, []string{ModeHolder}) {
+		t.Fatalf("first holder saw %v", got)
+	}
+	if got := r[2].seen(); !slices.Equal(got, []string{ModeHolder}) {
+		t.Fatalf("second holder saw %v", got)
+	}
+	if n := r[3].hits.Load(); n != 0 {
+		t.Fatalf("the node past AskNext was asked %d times", n)
+	}
+}
+
+func TestFetchManifest(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 3, nil)
+	m := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
+	d := digest.FromBytes(m)
+	r := ranked(nodes, d.String())
+	for _, nd := range r {
+		nd.serve(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path != "/v2/library/alpine/manifests/"+d.String() || req.Header.Get("Accept") == "" {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			_, _ = w.Write(m)
+		})
+	}
+	desc, got, err := nodes[0].c.FetchManifest(t.Context(), repo, d)
+	if err != nil || !bytes.Equal(got, m) {
+		t.Fatalf("manifest: %q, %v", got, err)
+	}
+	if want := (oci.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: d, Size: int64(len(m))}); desc != want {
+		t.Fatalf("descriptor %+v, want %+v", desc, want)
+	}
+
+	bad := digest.FromString("another manifest")
+	for _, nd := range nodes {
+		nd.serve(content(m)) // every peer serves the wrong bytes for bad
+	}
+	if _, _, err := nodes[0].c.FetchManifest(t.Context(), repo, bad); !errors.Is(err, oci.ErrDigestMismatch) {
+		t.Fatalf("wrong manifest: %v, want ErrDigestMismatch", err)
+	}
+}
+
+func TestResolveTagViaOwner(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 3, nil)
+	d := digest.FromString("manifest")
+	for _, nd := range nodes {
+		nd.serve(func(w http.ResponseWriter, req *http.Request) {
+			if req.Method != http.MethodHead || req.URL.Path != "/v2/library/alpine/manifests/3.20" {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Docker-Content-Digest", d.String())
+			w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+			w.Header().Set("Content-Length", "1234")
+		})
+	}
+	owner := ranked(nodes, repo.String()+":3.20")[0]
+	asker := nodes[0]
+	if owner == asker {
+		asker = nodes[1]
+	}
+	desc, err := asker.c.ResolveTag(t.Context(), repo, "3.20")
+	if want := (oci.Descriptor{MediaType: "application/vnd.oci.image.index.v1+json", Digest: d, Size: 1234}); err != nil || desc != want {
+		t.Fatalf("resolve: %+v, %v; want %+v", desc, err, want)
+	}
+	if got := owner.seen(); !slices.Equal(got, []string{ModeOwner}) {
+		t.Fatalf("owner saw %v", got)
+	}
+	if _, err := owner.c.ResolveTag(t.Context(), repo, "3.20"); !errors.Is(err, ErrSelfOwner) {
+		t.Fatalf("owner resolving its own tag: %v, want ErrSelfOwner", err)
+	}
+}
