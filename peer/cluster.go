@@ -34,7 +34,7 @@ type Config struct {
 	Timeout   time.Duration // time to a peer's first response (a 1xx counts) when asking for a blob; 0 means 500ms
 	AskNext   int           // ranked nodes asked in holder mode besides the owner; 0 means 2, negative means none
 
-	RejoinInterval time.Duration // how often seeds are re-resolved and joined; 0 means 30s
+	RejoinInterval time.Duration // how often seeds are re-resolved and joined; 0 means 30s, negative: only until a first join
 	Logger         *slog.Logger  // nil discards
 	Metrics        *metrics.Metrics
 
@@ -64,7 +64,9 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.Timeout, 500*time.Millisecond)
-	def(&c.RejoinInterval, 30*time.Second)
+	if c.RejoinInterval == 0 {
+		c.RejoinInterval = 30 * time.Second
+	}
 	def(&c.OwnerTimeout, 3*time.Second)
 	def(&c.HeaderTimeout, 30*time.Second)
 	def(&c.IdleTimeout, 15*time.Second)

@@ -16,12 +16,19 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 	if len(c.cfg.Join) == 0 {
 		return
 	}
-	backoff := min(time.Second, c.cfg.RejoinInterval)
+	every := c.cfg.RejoinInterval
+	if every < 0 {
+		every = 30 * time.Second // the backoff's cap until a first join
+	}
+	backoff := min(time.Second, every)
 	for {
 		c.joinOnce(ctx)
-		wait := c.cfg.RejoinInterval
-		if !c.joined.Load() {
-			wait, backoff = backoff, min(2*backoff, c.cfg.RejoinInterval)
+		wait := every
+		switch {
+		case !c.joined.Load():
+			wait, backoff = backoff, min(2*backoff, every)
+		case c.cfg.RejoinInterval < 0:
+			return
 		}
 		t := time.NewTimer(wait)
 		select {
