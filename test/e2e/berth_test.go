@@ -17,9 +17,10 @@ type berth struct {
 
 // berthOpts are the serve flags a test varies.
 type berthOpts struct {
-	Registries map[string]string // name -> upstream URL(s), comma-separated
-	Default    string            // --default-registry
-	Extra      []string          // more flags
+	Registries map[string]string    // name -> upstream URL(s), comma-separated
+	Default    string               // --default-registry
+	Creds      map[string][2]string // name -> username, password (config file only)
+	Extra      []string             // more flags
 }
 
 // startBerth runs `berth serve` on a free loopback port with its own cache
@@ -35,7 +36,9 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 		args := []string{"serve", "--config", berthConfig(t, dir, o), "--addr", addr,
 			"--cache-dir", filepath.Join(dir, "cache"), "--tag-ttl", "60s"}
 		for n, u := range o.Registries {
-			args = append(args, "--registry", n+"="+u)
+			if _, ok := o.Creds[n]; !ok { // the flag would replace the entry and its credentials
+				args = append(args, "--registry", n+"="+u)
+			}
 		}
 		if o.Default != "" {
 			args = append(args, "--default-registry", o.Default)
@@ -63,6 +66,9 @@ func berthConfig(t testing.TB, dir string, o berthOpts) string {
 	fmt.Fprintf(&b, "defaultRegistry: %q\nregistries:\n", o.Default)
 	for n, u := range o.Registries {
 		fmt.Fprintf(&b, "  - name: %q\n    endpoints: [%s]\n", n, u)
+		if c, ok := o.Creds[n]; ok {
+			fmt.Fprintf(&b, "    username: %q\n    password: %q\n", c[0], c[1])
+		}
 	}
 	file := filepath.Join(dir, "berth.yaml")
 	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {

@@ -94,14 +94,14 @@ func ref(t testing.TB, registry, repo, tag string) name.Reference {
 
 // pushImage pushes a random three-layer image for linux/GOARCH: OCI
 // types, or Docker schema 2 types when docker is set.
-func pushImage(t testing.TB, registry, repo, tag string, docker bool) testImage {
+func pushImage(t testing.TB, registry, repo, tag string, docker bool, opts ...remote.Option) testImage {
 	t.Helper()
 	mt, cmt, lmt := types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer
 	if docker {
 		mt, cmt, lmt = types.DockerManifestSchema2, types.DockerConfigJSON, types.DockerLayer
 	}
 	img := randomImage(t, mt, cmt, lmt, runtime.GOARCH, 1<<20, 3<<20, 6<<20)
-	if err := remote.Write(ref(t, registry, repo, tag), img); err != nil {
+	if err := remote.Write(ref(t, registry, repo, tag), img, opts...); err != nil {
 		t.Fatalf("push %s/%s:%s: %v", registry, repo, tag, err)
 	}
 	d, err := img.Digest()

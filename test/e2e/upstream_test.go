@@ -63,7 +63,8 @@ type countingProxy struct {
 	Addr string // host:port berth is pointed at
 
 	mu        sync.Mutex
-	blobGets  map[string]int // digest -> GET count
+	rp        *httputil.ReverseProxy // to the upstream
+	blobGets  map[string]int // digest -> GETs answered 200 or 206 (served)
 	blobHeads map[string]int // digest -> HEAD count
 	manifests int            // manifest GETs and HEADs
 	auths     int            // requests carrying an Authorization header
@@ -74,10 +75,25 @@ type countingProxy struct {
 // closed in t.Cleanup.
 func newCountingProxy(t testing.TB, target string) *countingProxy {
 	t.Helper()
-	u := &url.URL{Scheme: "http", Host: target}
-	rp := httputil.NewSingleHostReverseProxy(u)
+	c := newCountingProxyWith(t, nil)
+	c.SetTarget(target)
+	return c
+}
+
+// newCountingProxyWith starts a proxy whose target is set later
+// (SetTarget); requests for /token go to token instead, when not nil, so
+// a token realm can share the registry's host:port.
+func newCountingProxyWith(t testing.TB, token http.Handler) *countingProxy {
+	t.Helper()
 	c := &countingProxy{blobGets: map[string]int{}, blobHeads: map[string]int{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token != nil && r.URL.Path == "/token" {
+			token.ServeHTTP(w, r)
+			return
+		}
+		c.mu.Lock()
+		rp := c.rp
+		c.mu.Unlock()
 		sw := &statusWriter{ResponseWriter: w, status: 200}
 		rp.ServeHTTP(sw, r)
 		c.record(r, sw.status)
@@ -85,6 +101,14 @@ func newCountingProxy(t testing.TB, target string) *countingProxy {
 	t.Cleanup(srv.Close)
 	c.Addr = strings.TrimPrefix(srv.URL, "http://")
 	return c
+}
+
+// SetTarget points the proxy at an upstream registry (host:port).
+func (c *countingProxy) SetTarget(target string) {
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	c.mu.Lock()
+	c.rp = rp
+	c.mu.Unlock()
 }
 
 func (c *countingProxy) record(r *http.Request, status int) {
@@ -100,7 +124,7 @@ func (c *countingProxy) record(r *http.Request, status int) {
 	}
 	kind, ref := pathKind(r.URL.Path)
 	switch {
-	case kind == "blobs" && r.Method == http.MethodGet:
+	case kind == "blobs" && r.Method == http.MethodGet && (status == http.StatusOK || status == http.StatusPartialContent):
 		c.blobGets[ref]++
 	case kind == "blobs" && r.Method == http.MethodHead:
 		c.blobHeads[ref]++
@@ -118,7 +142,7 @@ func pathKind(p string) (kind, ref string) {
 	return parts[len(parts)-2], parts[len(parts)-1]
 }
 
-// BlobGets returns a copy of the blob GET counts by digest.
+// BlobGets returns a copy of the served blob GET counts by digest.
 func (c *countingProxy) BlobGets() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -150,9 +174,17 @@ func (c *countingProxy) Log() string {
 	return strings.Join(c.log, "\n")
 }
 
-// assertBlobsOnce checks that each digest in want was fetched exactly
-// once and no blob more than once, summed over proxies.
+// assertBlobsOnce checks that each digest in want was served exactly
+// once and no blob more than once, summed over proxies. (A GET answered
+// 401 before a token was fetched is not a blob served.)
 func assertBlobsOnce(t testing.TB, want []string, proxies ...*countingProxy) {
+	t.Helper()
+	assertBlobGets(t, want, 1, proxies...)
+}
+
+// assertBlobGets checks that each digest in want was served exactly n
+// times and no blob more than n times, summed over proxies.
+func assertBlobGets(t testing.TB, want []string, n int, proxies ...*countingProxy) {
 	t.Helper()
 	total := map[string]int{}
 	for _, p := range proxies {
@@ -162,13 +194,13 @@ func assertBlobsOnce(t testing.TB, want []string, proxies ...*countingProxy) {
 	}
 	var bad []string
 	for _, d := range want {
-		if total[d] != 1 {
-			bad = append(bad, fmt.Sprintf("%s fetched %d times, want 1", d, total[d]))
+		if total[d] != n {
+			bad = append(bad, fmt.Sprintf("%s served %d times, want %d", d, total[d], n))
 		}
 	}
-	for d, n := range total {
-		if n > 1 && !contains(want, d) {
-			bad = append(bad, fmt.Sprintf("%s fetched %d times, want at most 1", d, n))
+	for d, got := range total {
+		if got > n && !contains(want, d) {
+			bad = append(bad, fmt.Sprintf("%s served %d times, want at most %d", d, got, n))
 		}
 	}
 	if len(bad) > 0 {
