@@ -64,11 +64,11 @@ type countingProxy struct {
 
 	mu        sync.Mutex
 	rp        *httputil.ReverseProxy // to the upstream
-	blobGets  map[string]int // digest -> GETs answered 200 or 206 (served)
-	blobHeads map[string]int // digest -> HEAD count
-	manifests int            // manifest GETs and HEADs
-	auths     int            // requests carrying an Authorization header
-	log       []string       // "METHOD path?query -> status", in order
+	blobGets  map[string]int         // digest -> GETs answered 200 or 206 (served)
+	blobHeads map[string]int         // digest -> HEAD count
+	manifests int                    // manifest GETs and HEADs
+	auths     int                    // requests carrying an Authorization header
+	log       []string               // "METHOD path?query -> status", in order
 }
 
 // newCountingProxy starts a proxy to target (host:port) on 127.0.0.1:0,
