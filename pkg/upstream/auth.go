@@ -1,10 +1,12 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -191,17 +193,37 @@ func authError(step string, err error) error {
 	return fmt.Errorf("%s: %w: %w", step, redactURLError(err), oci.ErrUnavailable)
 }
 
-// pingTransport sends ggcr's ping to the endpoint's own scheme and path.
+// pingTransport sends ggcr's ping to the endpoint's own scheme and path,
+// once: ggcr races https and http for loopback and private addresses, and
+// the second racer is answered from the first one's result.
 type pingTransport struct {
 	ep    *endpoint
 	inner http.RoundTripper
+
+	once sync.Once
+	resp *http.Response // body read into body
+	body []byte
+	err  error
 }
 
 func (t *pingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	req.URL.Scheme = t.ep.url.Scheme
-	req.URL.Path = t.ep.url.Path + req.URL.Path
-	return t.inner.RoundTrip(req)
+	t.once.Do(func() {
+		req := req.Clone(req.Context())
+		req.URL.Scheme = t.ep.url.Scheme
+		req.URL.Path = t.ep.url.Path + req.URL.Path
+		t.resp, t.err = t.inner.RoundTrip(req)
+		if t.err == nil {
+			t.body, t.err = io.ReadAll(io.LimitReader(t.resp.Body, maxErrorBody))
+			drain(t.resp.Body)
+		}
+	})
+	if t.err != nil {
+		return nil, t.err
+	}
+	resp := *t.resp
+	resp.Request = req
+	resp.Body = io.NopCloser(bytes.NewReader(t.body))
+	return &resp, nil
 }
 
 // registryName is ggcr's name of the endpoint's host.

@@ -35,12 +35,16 @@ type upstreamReg struct {
 func newUpstream(t *testing.T) *upstreamReg {
 	t.Helper()
 	u := &upstreamReg{handler: ggcrregistry.New(ggcrregistry.Logger(discardLog()))}
+	u.start(t)
+	return u
+}
+
+func (u *upstreamReg) start(t *testing.T) {
 	u.direct = httptest.NewServer(u.handler)
 	t.Cleanup(u.direct.Close)
 	u.fault = &faultHandler{next: u.handler}
 	u.front = httptest.NewServer(u.fault)
 	t.Cleanup(u.front.Close)
-	return u
 }
 
 // host is the address of the fronted registry.
