@@ -69,7 +69,17 @@ func (a *tokenAuth) issue(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.asked[scope]++
 	a.mu.Unlock()
-	if u, p, _ := r.BasicAuth(); a.user != "" && (u != a.user || p != a.pass) {
+	if r.Method == http.MethodPost { // OAuth2 refresh-token grant (identitytoken)
+		_ = r.ParseForm()
+		scope = r.PostForm.Get("scope")
+		a.mu.Lock()
+		a.asked[scope]++
+		a.mu.Unlock()
+		if r.PostForm.Get("grant_type") != "refresh_token" || r.PostForm.Get("refresh_token") != a.pass {
+			writeErr(w, http.StatusUnauthorized, "UNAUTHORIZED", "invalid refresh token")
+			return
+		}
+	} else if u, p, _ := r.BasicAuth(); a.user != "" && (u != a.user || p != a.pass) {
 		writeErr(w, http.StatusUnauthorized, "UNAUTHORIZED", "incorrect username or password")
 		return
 	}
