@@ -27,6 +27,7 @@ type Error struct {
 	sentinel   error
 }
 
+// Error says which registry answered what; it holds no request URL.
 func (e *Error) Error() string {
 	s := fmt.Sprintf("upstream %s: %d", e.Registry, e.StatusCode)
 	if e.Code != "" {

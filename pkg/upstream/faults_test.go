@@ -224,7 +224,7 @@ func TestRateLimitRetryAfter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if total := len(up.fault.requests("/manifests/")); total > 16 || limited.Load() > 8 {
+	if total := len(up.fault.requests("/manifests/")); total > 16 || limited.Load() > 8 || limited.Load() == 0 {
 		t.Fatalf("%d manifest requests, %d limited: a request storm", total, limited.Load())
 	}
 
