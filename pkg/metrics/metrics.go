@@ -19,24 +19,24 @@ const (
 // Metrics is the set of berth's collectors. Its methods are safe for
 // concurrent use and do nothing on a nil receiver.
 type Metrics struct {
-	Requests         *prometheus.CounterVec   // route, method, code
-	CacheHits        *prometheus.CounterVec   // kind (blob, manifest, tag)
-	CacheMisses      *prometheus.CounterVec   // kind
-	BytesServed      *prometheus.CounterVec   // source: bytes written to clients
-	BytesFetched     *prometheus.CounterVec   // source: bytes read from peers and upstreams into the store
-	FillsInFlight    prometheus.Gauge         // fetches under way
-	FillsDeduped     prometheus.Counter       // callers that joined a fetch under way
-	FillsFailed      *prometheus.CounterVec   // reason: digest, source, disk, timeout
-	UpstreamErrors   *prometheus.CounterVec   // registry, kind
-	UpstreamLatency  *prometheus.HistogramVec // registry, op: time to response headers
-	Evictions        prometheus.Counter       // blobs evicted
-	EvictedBytes     prometheus.Counter       // bytes evicted
-	StoreBytes       prometheus.Gauge         // bytes in the store
-	StoreBlobs       prometheus.Gauge         // blobs in the store
-	StoreQuota       prometheus.Gauge         // quota in bytes; 0 means none
-	Peers            prometheus.Gauge         // live members besides this node
-	Pulls            *prometheus.CounterVec   // registry, repository: manifest pulls, top-N bounded
-	StaleServed      *prometheus.CounterVec   // kind: answers from cache because upstream failed
+	Requests        *prometheus.CounterVec   // route, method, code
+	CacheHits       *prometheus.CounterVec   // kind (blob, manifest, tag)
+	CacheMisses     *prometheus.CounterVec   // kind
+	BytesServed     *prometheus.CounterVec   // source: bytes written to clients
+	BytesFetched    *prometheus.CounterVec   // source: bytes read from peers and upstreams into the store
+	FillsInFlight   prometheus.Gauge         // fetches under way
+	FillsDeduped    prometheus.Counter       // callers that joined a fetch under way
+	FillsFailed     *prometheus.CounterVec   // reason: digest, source, disk, timeout
+	UpstreamErrors  *prometheus.CounterVec   // registry, kind
+	UpstreamLatency *prometheus.HistogramVec // registry, op: time to response headers
+	Evictions       prometheus.Counter       // blobs evicted
+	EvictedBytes    prometheus.Counter       // bytes evicted
+	StoreBytes      prometheus.Gauge         // bytes in the store
+	StoreBlobs      prometheus.Gauge         // blobs in the store
+	StoreQuota      prometheus.Gauge         // quota in bytes; 0 means none
+	Peers           prometheus.Gauge         // live members besides this node
+	Pulls           *prometheus.CounterVec   // registry, repository: manifest pulls, top-N bounded
+	StaleServed     *prometheus.CounterVec   // kind: answers from cache because upstream failed
 
 	topMu   sync.Mutex          // guards topSeen
 	topSeen map[string]struct{} // repositories that have their own Pulls series
