@@ -14,7 +14,12 @@ echo "run: tools"
 bash test/tools.sh
 
 echo "run: gofmt"
-unformatted=$(find . -path ./.git -prune -o -path ./.tools -prune -o -name '*.go' -print0 | xargs -0 -r gofmt -l)
+# The tracked Go files (all of them in a fresh clone); outside git, every one.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  unformatted=$(git ls-files -z '*.go' | xargs -0 -r gofmt -l)
+else
+  unformatted=$(find . -path ./.tools -prune -o -name '*.go' -print0 | xargs -0 -r gofmt -l)
+fi
 if [ -n "$unformatted" ]; then
   echo "run: gofmt wants changes in:" >&2
   echo "$unformatted" >&2
