@@ -61,3 +61,19 @@ func mix(x uint64) uint64 {
 	x *= 0x94d049bb133111eb
 	return x ^ x>>31
 }
+
+// Rank returns node names in rendezvous order for key (a digest string, or
+// registry/name:tag for a tag): the first owns the key. Every berth node
+// ranks the live members the same way; tests and tools use it to predict
+// which node a fetch goes to.
+func Rank(key string, names []string) []string {
+	ms := make([]member, len(names))
+	for i, n := range names {
+		ms[i] = member{Name: n}
+	}
+	out := make([]string, len(ms))
+	for i, m := range rank(key, ms) {
+		out[i] = m.Name
+	}
+	return out
+}
