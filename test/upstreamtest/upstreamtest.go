@@ -1,0 +1,202 @@
+// Package upstreamtest runs a real upstream registry for tests: the
+// distribution v3 registry in process, behind a handler that counts the
+// requests it serves and can inject faults (slow, wrong or cut bodies,
+// outages). Tests assert on its counters, never on mocks.
+package upstreamtest
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // storage for the in-process registry
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sirupsen/logrus"
+)
+
+// Registry is a distribution registry on a loopback port.
+type Registry struct {
+	*httptest.Server
+	Host string // 127.0.0.1:port
+
+	mu     sync.Mutex
+	counts map[string]int // "GET /v2/<name>/blobs/<digest>" → requests
+
+	down    atomic.Bool               // answer every request 503
+	corrupt atomic.Bool               // flip a byte in every blob body
+	gate    atomic.Pointer[chan bool] // when set, blob bodies stop half way until it is closed
+}
+
+// New starts a registry; it stops when the test ends.
+func New(t testing.TB) *Registry {
+	t.Helper()
+	logrus.SetOutput(io.Discard)
+	cfg := &configuration.Configuration{}
+	// The filesystem driver: the in-memory one copies on every append and
+	// takes minutes over a 64 MiB blob.
+	cfg.Storage = configuration.Storage{
+		"filesystem":  configuration.Parameters{"rootdirectory": t.TempDir()},
+		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
+	}
+	cfg.Log.Level = "error"
+	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
+	app := handlers.NewApp(context.Background(), cfg)
+	r := &Registry{counts: map[string]int{}}
+	r.Server = httptest.NewServer(r.wrap(app))
+	r.Host = strings.TrimPrefix(r.URL, "http://")
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *Registry) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		key := req.Method + " " + req.URL.Path
+		r.mu.Lock()
+		r.counts[key]++
+		r.mu.Unlock()
+		if r.down.Load() {
+			http.Error(w, "down for the test", http.StatusServiceUnavailable)
+			return
+		}
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
+			next.ServeHTTP(&faultWriter{ResponseWriter: w, r: r}, req)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// Count returns how many requests of method reached path so far.
+func (r *Registry) Count(method, path string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[method+" "+path]
+}
+
+// BlobGETs returns how many GETs any blob of repo (by digest) received.
+func (r *Registry) BlobGETs(repo, digest string) int {
+	return r.Count(http.MethodGet, "/v2/"+repo+"/blobs/"+digest)
+}
+
+// Total returns how many requests reached the registry so far.
+func (r *Registry) Total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, c := range r.counts {
+		if !strings.HasSuffix(k, "/v2/") {
+			n += c
+		}
+	}
+	return n
+}
+
+// SetDown makes every request fail with 503 (an outage) or serve again.
+func (r *Registry) SetDown(down bool) { r.down.Store(down) }
+
+// SetCorrupt makes blob bodies carry one flipped byte.
+func (r *Registry) SetCorrupt(c bool) { r.corrupt.Store(c) }
+
+// Gate makes blob bodies stop half way until the returned func is called.
+func (r *Registry) Gate() (release func()) {
+	ch := make(chan bool)
+	r.gate.Store(&ch)
+	var once sync.Once
+	return func() { once.Do(func() { r.gate.Store(nil); close(ch) }) }
+}
+
+// Push writes img as host/repo:tag.
+func (r *Registry) Push(t testing.TB, repo, tag string, img v1.Image) v1.Hash {
+	t.Helper()
+	ref, err := name.ParseReference(r.Host+"/"+repo+":"+tag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// PushIndex writes idx as host/repo:tag.
+func (r *Registry) PushIndex(t testing.TB, repo, tag string, idx v1.ImageIndex) v1.Hash {
+	t.Helper()
+	ref, err := name.ParseReference(r.Host+"/"+repo+":"+tag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := idx.Digest()
+	return d
+}
+
+// faultWriter applies the registry's blob faults to a body.
+type faultWriter struct {
+	http.ResponseWriter
+	r       *Registry
+	written int64
+	total   int64
+	flipped bool
+}
+
+func (f *faultWriter) Write(p []byte) (int, error) {
+	if f.total == 0 {
+		f.total = contentLength(f.Header())
+	}
+	if f.r.corrupt.Load() && !f.flipped && len(p) > 0 {
+		p = append([]byte(nil), p...)
+		p[len(p)/2] ^= 0xff
+		f.flipped = true
+	}
+	if g := f.r.gate.Load(); g != nil && f.total > 0 && f.written+int64(len(p)) > f.total/2 {
+		n := f.total/2 - f.written
+		if n > 0 {
+			m, err := f.ResponseWriter.Write(p[:n])
+			f.written += int64(m)
+			if err != nil {
+				return m, err
+			}
+			p = p[n:]
+		}
+		if fl, ok := f.ResponseWriter.(http.Flusher); ok {
+			fl.Flush()
+		}
+		<-*g
+		m, err := f.ResponseWriter.Write(p)
+		f.written += int64(m)
+		return m + int(n), err
+	}
+	m, err := f.ResponseWriter.Write(p)
+	f.written += int64(m)
+	return m, err
+}
+
+func (f *faultWriter) ReadFrom(src io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{f}, src) // every byte through Write, where the faults are
+}
+
+func contentLength(h http.Header) int64 {
+	var n int64
+	for _, c := range h.Get("Content-Length") {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
