@@ -266,12 +266,16 @@ func failReason(err error) string {
 	}
 }
 
-// Join returns a reader of d when the store holds it or a fill of it is
-// under way, and starts nothing.
+// Join returns a reader of d when the store holds it, or when a fill of it
+// is under way and its size is already known, so the reader never waits
+// for a source to answer. It starts nothing.
 func (s *Store) Join(ctx context.Context, d digest.Digest) (*Blob, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.fills[d]; ok {
+		if st := f.state(); st.size < 0 || st.err != nil {
+			return nil, false
+		}
 		return newFillBlob(ctx, f), true
 	}
 	if file, size, err := s.Open(d); err == nil {

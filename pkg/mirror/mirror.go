@@ -13,6 +13,7 @@ import (
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/berth-registry/berth/pkg/upstream"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 )
@@ -73,19 +74,22 @@ func (m *Mirror) Blob(ctx context.Context, repo oci.Repo, d digest.Digest, via V
 	}
 	m.m.Miss("blob")
 	if via == ViaPeerHolder {
+		// A holder answers only what it can serve now; it never waits, so
+		// two nodes asking each other cannot wait on each other.
 		if b, ok := m.store.Join(ctx, d); ok {
 			return b, nil
 		}
 		return nil, fmt.Errorf("blob %s: %w", d, oci.ErrBlobUnknown)
 	}
-	return m.store.Fill(ctx, d, "", m.opener(repo, d, via))
+	return m.store.Fill(ctx, d, "", m.opener(repo, d, via, upstream.HopsOf(ctx)))
 }
 
 // opener is where a fill of d gets its bytes: peers first (for clients),
 // then the upstream. Called again on a broken stream, it starts over at
 // the peers, which skip one that just failed.
-func (m *Mirror) opener(repo oci.Repo, d digest.Digest, via Via) cache.Opener {
+func (m *Mirror) opener(repo oci.Repo, d digest.Digest, via Via, hops int) cache.Opener {
 	return func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		ctx = upstream.WithHops(ctx, hops) // the fill runs under the store's context, not the request's
 		if via == ViaClient {
 			rc, size, err := m.peers.FetchBlob(ctx, repo, d, offset)
 			if err == nil {

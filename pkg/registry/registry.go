@@ -6,6 +6,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/berth-registry/berth/pkg/upstream"
 )
 
 // PeerAuth tells a peer's request from a client's. peer.Cluster satisfies it.
@@ -21,14 +23,6 @@ type PeerAuth interface {
 	// PeerMode verifies a request's peer marker: "owner" or "holder".
 	PeerMode(r *http.Request) (mode string, ok bool)
 }
-
-// HopHeader counts the berth instances a request has passed (a site cache
-// in front of node caches); one over MaxHops is refused, so a loop of
-// mirrors ends at once.
-const (
-	HopHeader = "X-Berth-Hops"
-	MaxHops   = 4
-)
 
 // Options configures a Handler. Router is required.
 type Options struct {
@@ -69,7 +63,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	route := "unknown"
 	err := func() error {
-		if hops, _ := strconv.Atoi(r.Header.Get(HopHeader)); hops > MaxHops {
+		// A berth in front of this one (a site cache) counts its hops, so
+		// mirrors configured in a loop end at once.
+		hops, err := upstream.Hops(r.Header)
+		if err != nil || hops >= upstream.MaxHops {
 			return errLoop
 		}
 		req, err := h.opts.Router.ParseRequest(r.URL.Path, r.URL.Query().Get("ns"))
@@ -81,7 +78,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return errUnsupported
 		}
 		rq := &request{Request: req, via: h.via(r), head: r.Method == http.MethodHead}
-		return h.route(rq)(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, rq)))
+		ctx := upstream.WithHops(context.WithValue(r.Context(), ctxKey{}, rq), hops)
+		return h.route(rq)(sw, r.WithContext(ctx))
 	}()
 	if err != nil {
 		sw.status = writeError(sw, err)
@@ -96,7 +94,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond))
 }
 
-var errLoop = errors.New("too many berth hops: the mirrors form a loop: " + oci.ErrDenied.Error())
+var errLoop = fmt.Errorf("too many berth hops (%s): mirrors configured in a loop: %w", upstream.HopHeader, oci.ErrDenied)
 
 func (h *Handler) via(r *http.Request) mirror.Via {
 	if h.opts.Peers == nil {

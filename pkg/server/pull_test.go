@@ -347,7 +347,9 @@ func TestErrorsAreOCIJSONAndChangeNothing(t *testing.T) {
 	} {
 		t.Run(c.method+c.path, func(t *testing.T) {
 			resp, body := get(t, c.method, n.URL+c.path)
-			var e struct{ Errors []struct{ Code, Message string } }
+			var e struct {
+				Errors []struct{ Code, Message string }
+			}
 			if resp.StatusCode != c.status || json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 || e.Errors[0].Code != c.code {
 				t.Fatalf("%d %s, want %d %s", resp.StatusCode, body, c.status, c.code)
 			}

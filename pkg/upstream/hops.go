@@ -25,6 +25,9 @@ func WithHops(ctx context.Context, n int) context.Context {
 	return context.WithValue(ctx, hopsKey{}, n)
 }
 
+// HopsOf returns the hop count ctx carries (0 if none).
+func HopsOf(ctx context.Context) int { return hopsFrom(ctx) }
+
 func hopsFrom(ctx context.Context) int {
 	n, _ := ctx.Value(hopsKey{}).(int)
 	return n
