@@ -64,6 +64,8 @@ type countingProxy struct {
 
 	mu        sync.Mutex
 	rp        *httputil.ReverseProxy // to the upstream
+	hold      map[string]hold        // digest -> stall its body (Hold)
+	firstByte map[string]func()      // digest -> called at the first body byte of each GET
 	blobGets  map[string]int         // digest -> GETs answered 200 or 206 (served)
 	blobHeads map[string]int         // digest -> HEAD count
 	manifests int                    // manifest GETs and HEADs
@@ -85,17 +87,27 @@ func newCountingProxy(t testing.TB, target string) *countingProxy {
 // a token realm can share the registry's host:port.
 func newCountingProxyWith(t testing.TB, token http.Handler) *countingProxy {
 	t.Helper()
-	c := &countingProxy{blobGets: map[string]int{}, blobHeads: map[string]int{}}
+	c := &countingProxy{blobGets: map[string]int{}, blobHeads: map[string]int{},
+		hold: map[string]hold{}, firstByte: map[string]func(){}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token != nil && r.URL.Path == "/token" {
 			token.ServeHTTP(w, r)
 			return
 		}
+		kind, ref := pathKind(r.URL.Path)
 		c.mu.Lock()
-		rp := c.rp
+		rp, h, first := c.rp, c.hold[ref], c.firstByte[ref]
 		c.mu.Unlock()
 		sw := &statusWriter{ResponseWriter: w, status: 200}
-		rp.ServeHTTP(sw, r)
+		var out http.ResponseWriter = sw
+		if kind == "blobs" && r.Method == http.MethodGet {
+			if h.release != nil {
+				out = &holdWriter{statusWriter: sw, hold: h}
+			} else if first != nil {
+				out = &firstByteWriter{statusWriter: sw, first: first}
+			}
+		}
+		rp.ServeHTTP(out, r)
 		c.record(r, sw.status)
 	}))
 	t.Cleanup(srv.Close)
@@ -106,6 +118,7 @@ func newCountingProxyWith(t testing.TB, token http.Handler) *countingProxy {
 // SetTarget points the proxy at an upstream registry (host:port).
 func (c *countingProxy) SetTarget(target string) {
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	rp.FlushInterval = -1 // stream: every write goes out at once
 	c.mu.Lock()
 	c.rp = rp
 	c.mu.Unlock()
@@ -237,4 +250,72 @@ func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// hold stalls a blob's body after its first after bytes until release
+// is closed, or until a bound passes (the test then fails on its own
+// assertions, not on a hang).
+type hold struct {
+	after   int64
+	release <-chan struct{}
+}
+
+// Hold stalls the body of each GET of blob d after its first after bytes
+// until release is closed (or 2 minutes pass).
+func (c *countingProxy) Hold(d string, after int64, release <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold[d] = hold{after: after, release: release}
+}
+
+// OnFirstByte calls f (from the serving goroutine) when a GET of blob d
+// first writes body bytes.
+func (c *countingProxy) OnFirstByte(d string, f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.firstByte[d] = f
+}
+
+type holdWriter struct {
+	*statusWriter
+	hold    hold
+	written int64
+	held    bool
+}
+
+func (w *holdWriter) Write(p []byte) (int, error) {
+	if w.held || w.written+int64(len(p)) <= w.hold.after {
+		n, err := w.statusWriter.Write(p)
+		w.written += int64(n)
+		return n, err
+	}
+	k := w.hold.after - w.written
+	n, err := w.statusWriter.Write(p[:k])
+	w.written += int64(n)
+	if err != nil {
+		return n, err
+	}
+	w.Flush()
+	w.held = true
+	select {
+	case <-w.hold.release:
+	case <-time.After(2 * time.Minute):
+	}
+	m, err := w.statusWriter.Write(p[k:])
+	w.written += int64(m)
+	return n + m, err
+}
+
+type firstByteWriter struct {
+	*statusWriter
+	first func()
+	seen  bool
+}
+
+func (w *firstByteWriter) Write(p []byte) (int, error) {
+	if !w.seen && len(p) > 0 {
+		w.seen = true
+		w.first()
+	}
+	return w.statusWriter.Write(p)
 }
