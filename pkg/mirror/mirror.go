@@ -107,7 +107,7 @@ func (m *Mirror) opener(repo oci.Repo, d digest.Digest, via Via, hops int) cache
 	}
 }
 
-// IsTagKnown reports whether a stale tag may answer after upstream err:
+// staleAllowed reports whether a cached tag may answer after upstream err:
 // anything but the upstream saying the tag or repository is gone.
 func staleAllowed(err error) bool {
 	return !errors.Is(err, oci.ErrManifestUnknown) && !errors.Is(err, oci.ErrNameUnknown) &&
