@@ -21,6 +21,7 @@ type serveFlags struct {
 	peerBind, peerAdvertise, peerSecretFile                  string
 	peerJoin                                                 []string
 	logLevel, logFormat                                      string
+	tlsAddr, tlsCert, tlsKey                                 string
 }
 
 func serveCmd() *cobra.Command {
@@ -52,6 +53,9 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.peerAdvertise, "peer-advertise", "", "HTTP address host:port peers reach this node at")
 	fl.StringSliceVar(&f.peerJoin, "peer-join", nil, "seed addresses or DNS names to join (comma separated)")
 	fl.StringVar(&f.peerSecretFile, "peer-secret-file", "", "file holding the cluster's shared secret")
+	fl.StringVar(&f.tlsAddr, "tls-addr", "", "HTTPS listen address, host:port (beside --addr)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); re-read when it changes and on SIGHUP")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json")
 	return c
@@ -88,6 +92,9 @@ func (f *serveFlags) resolve(cmd *cobra.Command) (*config.Config, error) {
 	set("peer-advertise", func() error { cfg.Peers.Advertise = f.peerAdvertise; return nil })
 	set("peer-join", func() error { cfg.Peers.Join = f.peerJoin; return nil })
 	set("peer-secret-file", func() error { cfg.Peers.SecretFile = f.peerSecretFile; return nil })
+	set("tls-addr", func() error { cfg.Listen.TLS.Addr = f.tlsAddr; return nil })
+	set("tls-cert", func() error { cfg.Listen.TLS.CertFile = f.tlsCert; return nil })
+	set("tls-key", func() error { cfg.Listen.TLS.KeyFile = f.tlsKey; return nil })
 	set("log-level", func() error { cfg.Log.Level = f.logLevel; return nil })
 	set("log-format", func() error { cfg.Log.Format = f.logFormat; return nil })
 	if err != nil {
@@ -124,19 +131,31 @@ func serve(parent context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer srv.Close()
-	ln, err := net.Listen("tcp", cfg.Listen.Addr)
+	ls, err := srv.Listen()
 	if err != nil {
 		return err
 	}
-	go reloadOnHUP(ctx, srv, log)
-	log.Info("serving", "addr", ln.Addr().String(), "cache", cfg.Cache.Dir, "registries", len(cfg.Registries), "default", cfg.DefaultRegistry)
-	return srv.Run(ctx, ln)
-}
-
-func reloadOnHUP(ctx context.Context, srv *server.Server, log *slog.Logger) {
+	// Caught from here to the end, so a SIGHUP during the drain does not
+	// kill the process (its default action).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	go reloadOnHUP(ctx, hup, srv, log)
+	log.Info("serving", "addr", addrOf(ls.HTTP), "tls", addrOf(ls.TLS), "cache", cfg.Cache.Dir,
+		"registries", len(cfg.Registries), "default", cfg.DefaultRegistry)
+	return srv.Serve(ctx, ls)
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// reloadOnHUP reloads credentials and certificates on each signal from hup
+// until ctx ends.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *server.Server, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -146,7 +165,7 @@ func reloadOnHUP(ctx context.Context, srv *server.Server, log *slog.Logger) {
 				log.Warn("reload", "err", err)
 				continue
 			}
-			log.Info("reloaded credentials")
+			log.Info("reloaded credentials and certificates")
 		}
 	}
 }

@@ -38,6 +38,7 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	s.cluster = c
 	s.closers = append(s.closers, func() error { return c.Close(5 * time.Second) })
 	return c, c, nil
 }

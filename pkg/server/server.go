@@ -5,16 +5,14 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync/atomic"
-	"time"
 
 	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/peer"
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/mirror"
@@ -24,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 )
 
 // Server is one berth node.
@@ -37,8 +34,12 @@ type Server struct {
 	up      *upstream.Client
 	mirror  *mirror.Mirror
 	api     *registry.Handler
-	ready   atomic.Bool
-	closers []func() error // run in reverse by Close
+	cluster *peer.Cluster // nil when alone
+	certs   *certReloader // nil without listen.tls
+
+	storeOpen atomic.Bool    // the store is open: New to Close
+	draining  atomic.Bool    // Serve is shutting down
+	closers   []func() error // run in reverse by Close
 }
 
 // New builds a node from a validated cfg. It opens the store (sweeping and
@@ -57,7 +58,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.store = store
-	s.closers = append(s.closers, store.Close)
+	s.storeOpen.Store(true)
+	s.closers = append(s.closers, func() error { s.storeOpen.Store(false); return store.Close() })
+	if t := cfg.Listen.TLS; t.CertFile != "" {
+		if s.certs, err = newCertReloader(t.CertFile, t.KeyFile, log.With("component", "tls")); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	s.up, err = upstream.New(cfg.Registries, upstream.Options{Logger: log.With("component", "upstream"), Metrics: s.metrics})
 	if err != nil {
 		s.Close()
@@ -75,7 +83,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		Logger:  log.With("component", "api"),
 		Metrics: s.metrics,
 	})
-	s.ready.Store(true)
 	return s, nil
 }
 
@@ -90,51 +97,20 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if !s.ready.Load() {
-		http.Error(w, "not ready", http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ready")
-}
-
 // Store returns the node's content store.
 func (s *Server) Store() *cache.Store { return s.store }
 
 // Registry returns the node's Prometheus registry.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Reload re-reads credential files (SIGHUP).
-func (s *Server) Reload() error { return s.up.Reload() }
-
-// Run serves on ln until ctx ends, then stops accepting, lets responses
-// under way finish within the shutdown grace, and returns.
-func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		s.ready.Store(false)
-		grace := s.cfg.ShutdownGrace.D()
-		if grace <= 0 {
-			grace = 30 * time.Second
-		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-		defer cancel()
-		s.log.Info("shutting down", "grace", grace)
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-			return fmt.Errorf("shutdown: %w", err)
-		}
-		return nil
-	})
-	return g.Wait()
+// Reload re-reads credential files and the TLS certificate and key
+// (SIGHUP). What fails to load keeps its previous value; the error names it.
+func (s *Server) Reload() error {
+	err := s.up.Reload()
+	if s.certs != nil {
+		err = errors.Join(err, s.certs.Reload())
+	}
+	return err
 }
 
 // Close releases the node: peers leave, the store closes.
