@@ -1,0 +1,229 @@
+package server_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/server"
+	"github.com/berth-registry/berth/test/upstreamtest"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
+)
+
+// heldDownload starts a GET of a large blob through srv while the upstream
+// holds the body half way, and returns once the client has bytes.
+func heldDownload(t *testing.T, up *upstreamtest.Registry, url string) (resp *http.Response, first []byte, release func()) {
+	t.Helper()
+	release = up.Gate()
+	t.Cleanup(release)
+	tr := &http.Transport{DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	resp, err := (&http.Client{Transport: tr, Timeout: time.Minute}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET: %d", resp.StatusCode)
+	}
+	first = make([]byte, 64<<10)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	return resp, first, release
+}
+
+// waitRefused polls until addr refuses connections.
+func waitRefused(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections after shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
+func TestShutdownLetsADownloadUnderWayFinish(t *testing.T) {
+	up := upstreamtest.New(t)
+	img, err := random.Image(32<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Push(t, "big/app", "v1", img)
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+
+	srv, err := server.New(testConfig(t, up), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ln := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+
+	resp, first, release := heldDownload(t, up, "http://"+ln.Addr().String()+"/v2/big/app/blobs/"+d.String())
+	cancel() // SIGTERM
+	waitRefused(t, ln.Addr().String())
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "shutting down") {
+		t.Fatalf("/readyz while draining: %d %q", rec.Code, rec.Body)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) while a response was under way", err)
+	default: // the upstream holds the body: the response cannot have ended
+	}
+
+	release()
+	h := sha256.New()
+	h.Write(first)
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		t.Fatalf("body after shutdown began: %v", err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d.String() {
+		t.Fatalf("body %s, want %s", got, d)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after the last response")
+	}
+	if !srv.Store().Has(digest.Digest(d.String())) {
+		t.Fatal("the blob downloaded during shutdown was not stored")
+	}
+}
+
+func TestShutdownCutsResponsesAfterTheGrace(t *testing.T) {
+	up := upstreamtest.New(t)
+	img, _ := random.Image(8<<20, 1)
+	up.Push(t, "big/app", "v1", img)
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	cfg := testConfig(t, up)
+	cfg.ShutdownGrace = config.Duration(200 * time.Millisecond)
+	srv, err := server.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ln := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+
+	resp, _, release := heldDownload(t, up, "http://"+ln.Addr().String()+"/v2/big/app/blobs/"+d.String())
+	defer release()
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "cut") {
+			t.Fatalf("run after the grace: %v, want an error saying responses were cut", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run outlived its grace")
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+		t.Fatal("a response cut by the grace ended cleanly")
+	}
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	up := upstreamtest.New(t)
+	srv, err := server.New(testConfig(t, up), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(path string, want int, body string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != want || !strings.Contains(rec.Body.String(), body) {
+			t.Fatalf("%s: %d %q, want %d %q", path, rec.Code, rec.Body, want, body)
+		}
+	}
+	check("/healthz", 200, "ok")
+	check("/readyz", 200, "ready") // alone by choice: no peers configured
+	srv.Close()
+	check("/healthz", 200, "ok")
+	check("/readyz", 503, "store closed")
+}
+
+func TestReadyOnlyOnceJoined(t *testing.T) {
+	up := upstreamtest.New(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("the cluster secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seedGossip := freeAddr(t)
+	peerCfg := func(bind string, join ...string) *config.Config {
+		cfg := testConfig(t, up)
+		cfg.Peers = config.Peers{Bind: bind, Advertise: "127.0.0.1:1", Join: join, SecretFile: secret,
+			NodeName: "n-" + bind, Timeout: config.Duration(time.Second), RejoinInterval: config.Duration(100 * time.Millisecond)}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	a, err := server.New(peerCfg(freeAddr(t), seedGossip), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if code, body := readyz(a); code != 503 || !strings.Contains(body, "peers") {
+		t.Fatalf("before the seed is up: %d %q", code, body)
+	}
+	seed, err := server.New(peerCfg(seedGossip), nil) // alone by choice: no seeds
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	if code, body := readyz(seed); code != 200 {
+		t.Fatalf("seed: %d %q", code, body)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for code, body := readyz(a); code != 200; code, body = readyz(a) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready after the seed came up: %d %q", code, body)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+}
+
+func readyz(srv *server.Server) (int, string) {
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	return rec.Code, rec.Body.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln := listen(t)
+	defer ln.Close()
+	return ln.Addr().String()
+}
