@@ -21,6 +21,14 @@ import (
 // status GET /v2/ answers once it is up (200, or 401 with auth).
 func startRegistry(t testing.TB, extra string, want int) string {
 	t.Helper()
+	addr, _ := startRegistryProc(t, extra, want)
+	return addr
+}
+
+// startRegistryProc is startRegistry that also returns the process, for
+// tests that stop the upstream.
+func startRegistryProc(t testing.TB, extra string, want int) (string, *proc) {
+	t.Helper()
 	bin := tool(t, "registry")
 	var lastErr error
 	for range 3 { // the free port may be taken between pick and bind
@@ -49,18 +57,19 @@ http:
 		}
 		p := startProc(t, "registry", []string{"OTEL_TRACES_EXPORTER=none"}, bin, "serve", file)
 		if lastErr = p.ready("http://"+addr+"/v2/", want); lastErr == nil {
-			return addr
+			return addr, p
 		}
 		p.stop(5 * time.Second)
 	}
 	t.Fatalf("registry: %v", lastErr)
-	return ""
+	return "", nil
 }
 
 // countingProxy is a reverse proxy in front of an upstream registry that
 // counts what berth asks of it. All methods are safe for concurrent use.
 type countingProxy struct {
-	Addr string // host:port berth is pointed at
+	Addr  string // host:port berth is pointed at
+	close func()
 
 	mu        sync.Mutex
 	rp        *httputil.ReverseProxy // to the upstream
@@ -112,8 +121,12 @@ func newCountingProxyWith(t testing.TB, token http.Handler) *countingProxy {
 	}))
 	t.Cleanup(srv.Close)
 	c.Addr = strings.TrimPrefix(srv.URL, "http://")
+	c.close = srv.Close
 	return c
 }
+
+// Close stops the proxy: berth's upstream then refuses connections.
+func (c *countingProxy) Close() { c.close() }
 
 // SetTarget points the proxy at an upstream registry (host:port).
 func (c *countingProxy) SetTarget(target string) {

@@ -94,11 +94,47 @@ func TestTwoTier(t *testing.T) {
 	assertBlobsOnce(t, want, up)
 	assertBlobsOnce(t, want, mid)
 
+	manifests := up.Manifests()
 	c2 := startContainerd(t)
 	c2.mirror(t, name, node().Addr)
 	c2.pull(t, name+"/e2e/app:v1", app)
 	assertBlobsOnce(t, want, up)
 	assertBlobGets(t, app.Blobs, 2, mid)
+	if n := up.Manifests() - manifests; n != 0 {
+		t.Errorf("the site asked the upstream %d manifest requests within the tag TTL, want 0:\n%s", n, up.Log())
+	}
+}
+
+// TestUpstreamOutage: with a tag TTL of 1ms every tag is revalidated, so
+// once the upstream is down (answering 502, then refusing connections)
+// only stale-if-error lets a fresh containerd still pull the cached image.
+func TestUpstreamOutage(t *testing.T) {
+	t.Parallel()
+	needBerth(t)
+	reg, regProc := startRegistryProc(t, "", 200)
+	up := newCountingProxy(t, reg)
+	app := pushImage(t, reg, "e2e/app", "v1", false)
+	name := up.Addr
+	b := startBerth(t, berthOpts{Registries: map[string]string{name: "http://" + up.Addr}, Default: name,
+		Extra: []string{"--tag-ttl", "1ms"}})
+	pull := func(stage string) {
+		t.Run(stage, func(t *testing.T) {
+			c := startContainerd(t)
+			c.mirror(t, name, b.Addr)
+			c.pull(t, name+"/e2e/app:v1", app)
+		})
+	}
+	pull("warm")
+	before := up.Manifests()
+	pull("revalidated")
+	if up.Manifests() == before {
+		t.Errorf("with a 1ms tag TTL berth did not revalidate the tag upstream:\n%s", up.Log())
+	}
+	regProc.stop(10 * time.Second)
+	pull("upstream 502")
+	up.Close()
+	pull("upstream refusing")
+	assertBlobsOnce(t, app.Blobs, up)
 }
 
 // get GETs url and returns the status and body.
