@@ -321,4 +321,3 @@ func TestMetricsStaleTagDuringOutage(t *testing.T) {
 		d("berth_cache_hits_total", 1, lbl("kind", "manifest")),
 	)
 }
-
