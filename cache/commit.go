@@ -1,9 +1,10 @@
 package cache
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -14,9 +15,9 @@ import (
 
 // commit moves a fully written temp file into place as d. The caller has
 // hashed every byte into dg while writing. Order matters for crash safety:
-// check, fsync the bytes, rename, fsync the directory, then index. A crash
-// before the rename leaves only a temp file; after it, a verified file the
-// next start indexes.
+// check, fsync the bytes, link, fsync the directory, then index. A crash
+// before the link leaves only a temp file; after it, a verified file the
+// next start indexes. Content committed already is left as it is.
 func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, size int64, mediaType string) error {
 	if got := dg.Digest(); got != d {
 		return fmt.Errorf("blob %s: got %s: %w", d, got, oci.ErrDigestMismatch)
@@ -31,10 +32,16 @@ func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, size int
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("commit %s: %w", d, err)
 	}
-	if err := os.Rename(f.Name(), dst); err != nil {
+	s.commitMu.RLock() // no removal runs between the link and the index
+	defer s.commitMu.RUnlock()
+	fresh, err := place(f.Name(), dst)
+	if err != nil {
 		return fmt.Errorf("commit %s: %w", d, err)
 	}
-	// The rename is done and cannot be undone: from here on, only log.
+	if !fresh {
+		return nil // committed already, by another Put or fill
+	}
+	// The link is done and cannot be undone: from here on, only log.
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		s.log.Warn("sync blob directory", "digest", d, "err", err)
 	}
@@ -42,7 +49,32 @@ func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, size int
 	if err := s.putInfo(Info{Digest: d, Size: size, MediaType: mediaType, Created: now, Access: now}); err != nil {
 		s.log.Warn("index committed blob", "digest", d, "err", err)
 	}
+	s.added(size, 1)
 	return nil
+}
+
+// place puts the temp file src at dst, refusing to replace an existing
+// dst (fresh is false then), and removes the temp name. A hard link does
+// both atomically; a file system without links gets a rename after a
+// check.
+func place(src, dst string) (fresh bool, err error) {
+	err = os.Link(src, dst)
+	switch {
+	case err == nil:
+		os.Remove(src) // a crash before this leaves a temp file, swept at start
+		return true, nil
+	case errors.Is(err, fs.ErrExist):
+		os.Remove(src)
+		return false, nil
+	}
+	if _, serr := os.Stat(dst); serr == nil {
+		os.Remove(src)
+		return false, nil
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Put stores small content (a manifest) held in memory. It verifies data
@@ -60,8 +92,10 @@ func (s *Store) Put(d digest.Digest, mediaType string, data []byte) error {
 	}
 	defer f.Close()
 	dg := d.Algorithm().Digester()
-	if _, err := io.Copy(io.MultiWriter(f, dg.Hash()), bytes.NewReader(data)); err != nil {
+	dg.Hash().Write(data)
+	if _, err := s.writeAt(f, data, 0); err != nil {
 		os.Remove(f.Name())
+		s.kickEvict()
 		return fmt.Errorf("put %s: %w", d, err)
 	}
 	if err := s.commit(f, dg, d, int64(len(data)), mediaType); err != nil {
@@ -90,4 +124,12 @@ func (s *Store) ReadAll(d digest.Digest) ([]byte, Info, error) {
 		info = Info{Digest: d, Size: size}
 	}
 	return data, info, nil
+}
+
+// writeAt writes p to a temp file through Options.WriteAt.
+func (s *Store) writeAt(f *os.File, p []byte, off int64) (int, error) {
+	if s.opts.WriteAt != nil {
+		return s.opts.WriteAt(f, p, off)
+	}
+	return f.WriteAt(p, off)
 }

@@ -24,18 +24,29 @@ type Opener func(ctx context.Context, offset int64) (rc io.ReadCloser, size int6
 // temp file; readers read the same file with ReadAt as it grows. Every
 // change of state closes wake and makes a new one, so waiting readers can
 // select on it together with their request's context.
+//
+// When the temp file cannot be written (disk full), the fill passes
+// through (passthru.go): the bytes already in the file stay readable from
+// it, and later bytes go to a ring buffer in memory that readers copy
+// from. Nothing is committed then; readers still get every byte, and a
+// clean end only once the digest checks.
 type fill struct {
 	d    digest.Digest
-	file *os.File // O_RDWR temp file; renamed into place on commit
+	file *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
 
 	mu      sync.Mutex    // guards the fields below
 	size    int64         // total size, -1 until a source tells it
-	written int64         // bytes in the file
-	done    bool          // committed (err == nil) or failed
+	written int64         // bytes received: in the file, then the ring
+	done    bool          // verified (err == nil) or failed
 	err     error         // why the fill failed
 	wake    chan struct{} // closed on each change of state
 	refs    int           // writer + open readers; the file closes at 0
 	source  string        // the source of the latest bytes
+
+	fileEnd int64           // bytes readable from file; tracks written until pass-through
+	ring    []byte          // pass-through buffer; nil while the file takes the bytes
+	readers map[*Blob]int64 // open readers' positions; -1 for one dropped as too slow
+	moved   chan struct{}   // closed when a reader moves, while the writer waits for room
 }
 
 type fillState struct {
@@ -43,12 +54,14 @@ type fillState struct {
 	done          bool
 	err           error
 	wake          <-chan struct{}
+	fileEnd       int64
+	passThrough   bool
 }
 
 func (f *fill) state() fillState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return fillState{f.size, f.written, f.done, f.err, f.wake}
+	return fillState{f.size, f.written, f.done, f.err, f.wake, f.fileEnd, f.ring != nil}
 }
 
 // update changes the state under the lock and wakes every waiting reader.
@@ -60,18 +73,12 @@ func (f *fill) update(change func()) {
 	f.mu.Unlock()
 }
 
-func (f *fill) acquire() {
-	f.mu.Lock()
-	f.refs++
-	f.mu.Unlock()
-}
-
 func (f *fill) release() {
 	f.mu.Lock()
 	f.refs--
 	last := f.refs == 0
 	f.mu.Unlock()
-	if last {
+	if last && f.file != nil {
 		f.file.Close()
 	}
 }
@@ -88,6 +95,9 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, mediaType string, ope
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.fills[d]; ok {
+		if !f.joinable() {
+			return nil, fmt.Errorf("fill %s: passing through without disk space, too far along to join: %w", d, oci.ErrUnavailable)
+		}
 		s.m.Deduped()
 		return newFillBlob(ctx, f), nil
 	}
@@ -98,11 +108,12 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, mediaType string, ope
 	if s.ctx.Err() != nil {
 		return nil, fmt.Errorf("fill %s: store closed", d)
 	}
+	f := &fill{d: d, size: -1, wake: make(chan struct{}), refs: 1, readers: map[*Blob]int64{}}
 	tmp, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "fill-")
 	if err != nil {
-		return nil, fmt.Errorf("fill %s: %w", d, err)
+		s.passThrough(f, fmt.Errorf("create temp file: %w", err))
 	}
-	f := &fill{d: d, file: tmp, size: -1, wake: make(chan struct{}), refs: 1}
+	f.file = tmp
 	s.fills[d] = f
 	s.m.FillStarted()
 	s.wg.Add(1)
@@ -119,10 +130,17 @@ func (s *Store) run(f *fill, mediaType string, open Opener) {
 	start := time.Now()
 	dg := f.d.Algorithm().Digester()
 	err := s.download(ctx, f, dg.Hash(), open)
-	if err == nil {
+	st := f.state()
+	switch {
+	case err == nil && st.passThrough:
+		if got := dg.Digest(); got != f.d {
+			err = fmt.Errorf("blob %s: got %s: %w", f.d, got, oci.ErrDigestMismatch)
+		}
+	case err == nil:
 		err = s.commit(f.file, dg, f.d, f.written, mediaType)
 	}
-	if err != nil {
+	s.pending.Add(-st.fileEnd)
+	if err != nil && f.file != nil {
 		os.Remove(f.file.Name())
 	}
 	// Remove from the map before waking readers: a caller arriving now
@@ -131,8 +149,12 @@ func (s *Store) run(f *fill, mediaType string, open Opener) {
 	delete(s.fills, f.d)
 	s.mu.Unlock()
 	f.update(func() { f.done, f.err = true, err })
-	s.m.FillEnded(failReason(err))
-	attrs := []any{"digest", f.d, "bytes", f.written, "source", f.source, "duration", time.Since(start).Round(time.Millisecond)}
+	reason := failReason(err)
+	if st.passThrough && reason == "" {
+		reason = "disk" // served whole, stored nothing
+	}
+	s.m.FillEnded(reason)
+	attrs := []any{"digest", f.d, "bytes", st.written, "source", f.source, "duration", time.Since(start).Round(time.Millisecond)}
 	if err != nil {
 		s.log.Warn("fill failed", append(attrs, "err", err)...)
 		return
@@ -187,7 +209,7 @@ func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, 
 	for {
 		m, rerr := rc.Read(buf)
 		if m > 0 {
-			if werr := f.append(buf[:m], h); werr != nil {
+			if werr := s.append(ctx, f, buf[:m], h); werr != nil {
 				return n, true, werr
 			}
 			n += int64(m)
@@ -225,17 +247,27 @@ func (f *fill) setSize(size int64) error {
 }
 
 // append writes p at the end of the file and into the hash, refusing bytes
-// past the known size.
-func (f *fill) append(p []byte, h io.Writer) error {
+// past the known size. A write error switches the fill to pass-through.
+func (s *Store) append(ctx context.Context, f *fill, p []byte, h io.Writer) error {
 	st := f.state()
 	if st.size >= 0 && st.written+int64(len(p)) > st.size {
 		return fmt.Errorf("blob %s: more than %d bytes: %w", f.d, st.size, oci.ErrDigestMismatch)
 	}
-	if _, err := f.file.WriteAt(p, st.written); err != nil {
-		return fmt.Errorf("write %s: %w", f.d, err)
+	if !st.passThrough {
+		_, err := s.writeAt(f.file, p, st.written)
+		if err == nil {
+			h.Write(p) // hash.Hash never fails
+			s.pending.Add(int64(len(p)))
+			f.update(func() { f.written += int64(len(p)); f.fileEnd = f.written })
+			return nil
+		}
+		s.passThrough(f, fmt.Errorf("write %s: %w", f.d, err))
 	}
-	h.Write(p) // hash.Hash never fails
-	f.update(func() { f.written += int64(len(p)) })
+	if err := f.waitRoom(ctx, len(p), s.opts.PassThroughWait); err != nil {
+		return err
+	}
+	h.Write(p)
+	f.update(func() { f.ringWrite(p) })
 	return nil
 }
 
@@ -261,6 +293,8 @@ func failReason(err error) string {
 		return "timeout"
 	case errors.Is(err, context.Canceled):
 		return "cancelled"
+	case errors.Is(err, errFellBehind):
+		return "disk"
 	default:
 		return "source"
 	}
@@ -273,7 +307,7 @@ func (s *Store) Join(ctx context.Context, d digest.Digest) (*Blob, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.fills[d]; ok {
-		if st := f.state(); st.size < 0 || st.err != nil {
+		if st := f.state(); st.size < 0 || st.err != nil || !f.joinable() {
 			return nil, false
 		}
 		return newFillBlob(ctx, f), true

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 )
@@ -18,7 +20,8 @@ import (
 //
 //	index.db
 //	├── blobs/   <digest>                   → Info
-//	└── tags/    <registry>/<name>:<tag>    → Tag
+//	├── tags/    <registry>/<name>:<tag>    → Tag
+//	└── audit/   see audit.go
 //
 // The files under blobs/ are the truth; the index holds what the files
 // cannot: media types, access times, tag mappings. Start-up reconciles the
@@ -52,7 +55,7 @@ func openIndex(path string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("open index %s: %w", filepath.Base(path), err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlobs, bucketTags} {
+		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketAudit} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -142,42 +145,30 @@ func TagKey(registry, name, tag string) string { return registry + "/" + name + 
 
 // reconcile brings the index in line with the files after a crash: an
 // entry whose file is gone is dropped; a file without an entry (the process
-// died between rename and index) is indexed from its stat. Files under
-// blobs/ were verified before their rename, so none is re-hashed here.
+// died between link and index) is re-hashed, then indexed or removed. Files
+// with entries were verified before their link and are not re-hashed, nor
+// even stat'ed: their sizes come from the index. It sets the usage counters.
 func (s *Store) reconcile() error {
-	present := map[digest.Digest]int64{}
-	root := filepath.Join(s.root, "blobs")
-	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(root, path)
-		alg, hex := filepath.Dir(filepath.Dir(rel)), filepath.Base(rel)
-		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
-		if d.Validate() != nil || filepath.Base(filepath.Dir(rel)) != hex[:min(2, len(hex))] {
-			s.log.Warn("remove stray file in store", "path", rel)
-			return os.Remove(path)
-		}
-		fi, err := e.Info()
-		if err != nil {
-			return err
-		}
-		present[d] = fi.Size()
-		return nil
-	})
+	present, err := s.listBlobs()
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	var bytes, blobs int64
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		bytes, blobs = 0, 0
 		b := tx.Bucket(bucketBlobs)
 		var gone [][]byte
 		indexed := map[digest.Digest]bool{}
-		err := b.ForEach(func(k, _ []byte) error {
+		err := b.ForEach(func(k, v []byte) error {
 			d := digest.Digest(k)
-			if _, ok := present[d]; !ok {
+			var info Info
+			if _, ok := present[d]; !ok || json.Unmarshal(v, &info) != nil {
 				gone = append(gone, append([]byte(nil), k...))
+				return nil
 			}
 			indexed[d] = true
+			bytes += info.Size
+			blobs++
 			return nil
 		})
 		if err != nil {
@@ -188,21 +179,92 @@ func (s *Store) reconcile() error {
 				return err
 			}
 		}
+		if len(gone) > 0 {
+			s.log.Info("dropped index entries without files", "count", len(gone))
+		}
 		now := time.Now()
-		for d, size := range present {
+		for d, path := range present {
 			if indexed[d] {
+				continue
+			}
+			size, err := hashFile(path, d)
+			if err != nil {
+				s.log.Warn("remove unverified file in store", "digest", d, "err", err)
+				if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
 				continue
 			}
 			v, _ := json.Marshal(Info{Size: size, Created: now, Access: now})
 			if err := b.Put([]byte(d), v); err != nil {
 				return err
 			}
-		}
-		if len(gone) > 0 {
-			s.log.Info("dropped index entries without files", "count", len(gone))
+			bytes += size
+			blobs++
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	s.bytes.Store(bytes)
+	s.blobs.Store(blobs)
+	return nil
+}
+
+// listBlobs lists the files under blobs/ by name, without stat'ing them,
+// and removes files whose names are no digest.
+func (s *Store) listBlobs() (map[digest.Digest]string, error) {
+	present := map[digest.Digest]string{}
+	root := filepath.Join(s.root, "blobs")
+	algs, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, alg := range algs {
+		prefixes, err := os.ReadDir(filepath.Join(root, alg.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, pre := range prefixes {
+			dir := filepath.Join(root, alg.Name(), pre.Name())
+			names, err := os.ReadDir(dir)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range names {
+				hex, path := e.Name(), filepath.Join(dir, e.Name())
+				d := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), hex)
+				if e.IsDir() || d.Validate() != nil || hex[:2] != pre.Name() {
+					s.log.Warn("remove stray file in store", "path", path)
+					if err := os.RemoveAll(path); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				present[d] = path
+			}
+		}
+	}
+	return present, nil
+}
+
+// hashFile checks that the file at path hashes to d and returns its size.
+func hashFile(path string, d digest.Digest) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	v := d.Verifier()
+	n, err := io.Copy(v, f)
+	if err != nil {
+		return 0, err
+	}
+	if !v.Verified() {
+		return n, fmt.Errorf("blob %s: %w", d, oci.ErrDigestMismatch)
+	}
+	return n, nil
 }
 
 // accessLog collects last-access times in memory; flushLoop writes them to
@@ -221,6 +283,9 @@ func (s *Store) flushLoop() {
 			return
 		case <-t.C:
 			s.flushAccess()
+			if err := s.flushAudit(); err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+				s.log.Warn("flush audit record", "err", err)
+			}
 		}
 	}
 }

@@ -24,3 +24,4 @@ func (c *metaCache) addInfo(i Info)                    { c.infos.Add(i.Digest, i
 func (c *metaCache) forget(d digest.Digest)            { c.infos.Remove(d) }
 func (c *metaCache) tag(key string) (Tag, bool)        { return c.tags.Get(key) }
 func (c *metaCache) addTag(key string, t Tag)          { c.tags.Add(key, t) }
+func (c *metaCache) forgetTag(key string)              { c.tags.Remove(key) }

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/metrics"
@@ -39,7 +40,60 @@ type Options struct {
 	Metrics       *metrics.Metrics // nil counts nothing
 	FillTimeout   time.Duration    // bound on one fill; 0 means 30m
 	MaxAttempts   int              // source attempts in a row without progress; 0 means 4
-	FlushInterval time.Duration    // how often access times reach bbolt; 0 means 10s
+	FlushInterval time.Duration    // how often access times and audit records reach bbolt; 0 means 10s
+
+	MaxBytes      int64   // quota in bytes; 0 means none
+	HighWatermark float64 // fraction of MaxBytes above which eviction starts; 0 means 0.9
+	LowWatermark  float64 // fraction of MaxBytes eviction brings usage down to; 0 means 0.8
+
+	// NoTracking records no access times and no audit records: the hit
+	// path then does nothing but open the file (benchmarks compare).
+	NoTracking bool
+
+	// GCInterval is the period of the background gc; 0 runs none.
+	// GCMinAge is how long unreferenced content must go unused before gc
+	// removes it; 0 means 24h.
+	GCInterval, GCMinAge time.Duration
+
+	// WriteAt writes fill and Put bytes to their temp file; nil means
+	// f.WriteAt. Tests inject disk errors with it.
+	WriteAt func(f *os.File, p []byte, off int64) (int, error)
+	// PassThroughBuffer is the memory a fill keeps for its readers after
+	// its temp file cannot be written (disk full); 0 means 8 MiB.
+	PassThroughBuffer int
+	// PassThroughWait bounds how long such a fill waits for its slowest
+	// reader before dropping it; 0 means 1m.
+	PassThroughWait time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.FillTimeout <= 0 {
+		o.FillTimeout = 30 * time.Minute
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 4
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.HighWatermark <= 0 || o.HighWatermark > 1 {
+		o.HighWatermark = 0.9
+	}
+	if o.LowWatermark <= 0 || o.LowWatermark > o.HighWatermark {
+		o.LowWatermark = min(0.8, o.HighWatermark)
+	}
+	if o.GCMinAge <= 0 {
+		o.GCMinAge = 24 * time.Hour
+	}
+	if o.PassThroughBuffer < 1<<20 {
+		o.PassThroughBuffer = 8 << 20
+	}
+	if o.PassThroughWait <= 0 {
+		o.PassThroughWait = time.Minute
+	}
 }
 
 // Store is a content store rooted at one directory. Its methods are safe
@@ -53,6 +107,13 @@ type Store struct {
 	db   *bolt.DB
 	meta *metaCache
 	acc  accessLog
+	aud  auditLog
+
+	bytes, blobs atomic.Int64  // committed content; see quota.go
+	pending      atomic.Int64  // bytes in temp files of fills under way
+	commitMu     sync.RWMutex  // commits hold it shared, removals exclusively
+	evictMu      sync.Mutex    // one eviction or gc at a time
+	evictCh      chan struct{} // wakes evictLoop; capacity 1
 
 	ctx    context.Context // parent of every fill; cancelled by Close
 	cancel context.CancelFunc
@@ -63,20 +124,12 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the store at root, removes temp files a
-// previous process left, and reconciles the index with the files.
+// previous process left, and reconciles the index with the files. It
+// re-hashes only files the index does not know (at most the fills a crash
+// interrupted), so it takes seconds on a large store. It fails after a few
+// seconds when another process holds the store.
 func Open(root string, opts Options) (*Store, error) {
-	if opts.FillTimeout <= 0 {
-		opts.FillTimeout = 30 * time.Minute
-	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 4
-	}
-	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = 10 * time.Second
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
+	opts.defaults()
 	for _, dir := range []string{"blobs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
@@ -93,24 +146,34 @@ func Open(root string, opts Options) (*Store, error) {
 	s := &Store{
 		root: root, opts: opts, log: opts.Logger, m: opts.Metrics, db: db,
 		meta: newMetaCache(), ctx: ctx, cancel: cancel,
-		fills: map[digest.Digest]*fill{},
+		fills: map[digest.Digest]*fill{}, evictCh: make(chan struct{}, 1),
 	}
 	if err := s.reconcile(); err != nil {
 		cancel()
 		db.Close()
 		return nil, err
 	}
-	s.wg.Add(1)
+	s.added(0, 0) // the gauges
+	s.wg.Add(2)
 	go s.flushLoop()
+	go s.evictLoop()
+	if opts.GCInterval > 0 {
+		s.wg.Add(1)
+		go s.gcLoop()
+	}
+	s.kickEvict() // a smaller quota than the last run's
 	return s, nil
 }
 
-// Close stops every fill under way, flushes access times and closes the
-// index. Readers of fills see an error; committed files stay readable.
+// Close stops every fill under way and the background work, flushes
+// access times and audit records and closes the index. Readers of fills see an error; committed files stay readable.
 func (s *Store) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	s.flushAccess()
+	if err := s.flushAudit(); err != nil {
+		s.log.Warn("flush audit record", "err", err)
+	}
 	return s.db.Close()
 }
 
@@ -143,7 +206,9 @@ func (s *Store) Open(d digest.Digest) (*os.File, int64, error) {
 		f.Close()
 		return nil, 0, fmt.Errorf("open %s: %w", d, err)
 	}
-	s.acc.touch(d)
+	if !s.opts.NoTracking {
+		s.acc.touch(d)
+	}
 	return f, fi.Size(), nil
 }
 
