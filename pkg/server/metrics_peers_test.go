@@ -1,0 +1,108 @@
+package server_test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/peer"
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/server"
+	"github.com/berth-registry/berth/test/upstreamtest"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+)
+
+// startPeerNodes starts two nodes that gossip with each other and waits
+// until each counts the other in berth_peers.
+func startPeerNodes(t *testing.T, up *upstreamtest.Registry) map[string]*node {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("the cluster secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"n0", "n1"}
+	gossip := []string{freeAddr(t), freeAddr(t)}
+	nodes := map[string]*node{}
+	for i, name := range names {
+		ln := listen(t)
+		cfg := testConfig(t, up)
+		cfg.Peers = config.Peers{
+			Bind: gossip[i], Advertise: ln.Addr().String(), Join: gossip, SecretFile: secret,
+			Timeout: config.Duration(2 * time.Second), AskNext: 1, NodeName: name,
+			RejoinInterval: config.Duration(200 * time.Millisecond),
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := server.New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serve(t, srv, server.Listeners{HTTP: ln})
+		nodes[name] = &node{Server: srv, URL: "http://" + ln.Addr().String()}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, n := range nodes {
+		for scrape(t, n.URL).sum("berth_peers") != 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("the nodes never saw each other")
+			}
+			time.Sleep(20 * time.Millisecond) // polling with a deadline
+		}
+	}
+	return nodes
+}
+
+func TestMetricsCountPeerBytes(t *testing.T) {
+	up := upstreamtest.New(t)
+	img, err := random.Image(512<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Push(t, "p/app", "v1", img)
+	layers, _ := img.Layers()
+	dg, _ := layers[0].Digest()
+	size, _ := layers[0].Size()
+	nodes := startPeerNodes(t, up)
+	rank := peer.Rank(dg.String(), []string{"n0", "n1"})
+	owner, asker := nodes[rank[0]], nodes[rank[1]]
+	so, sa := scrape(t, owner.URL), scrape(t, asker.URL)
+
+	resp, body := get(t, http.MethodGet, asker.URL+"/v2/p/app/blobs/"+dg.String())
+	if resp.StatusCode != 200 || sha(body) != dg.String() {
+		t.Fatalf("blob through the asker: %d %s", resp.StatusCode, sha(body))
+	}
+	if got := up.BlobGETs("p/app", dg.String()); got != 1 {
+		t.Fatalf("upstream blob GETs %d, want 1", got)
+	}
+	s := float64(size)
+	checkDeltas(t, "asker", sa, scrape(t, asker.URL),
+		d("berth_cache_misses_total", 1, lbl("kind", "blob")),
+		d("berth_fetched_bytes_total", s, lbl("source", "peer")),
+		d("berth_fetched_bytes_total", s),
+		d("berth_served_bytes_total", s, lbl("source", "peer")),
+		d("berth_served_bytes_total", s),
+		d("berth_http_requests_total", 1, lbl("route", "blob"), lbl("code", "200")),
+		d("berth_upstream_request_seconds_count", 0),
+	)
+	checkDeltas(t, "owner", so, scrape(t, owner.URL),
+		d("berth_cache_misses_total", 1, lbl("kind", "blob")),
+		d("berth_fetched_bytes_total", s, lbl("source", "upstream")),
+		d("berth_fetched_bytes_total", s),
+		d("berth_served_bytes_total", s, lbl("source", "upstream")),
+		d("berth_served_bytes_total", s),
+		d("berth_http_requests_total", 1, lbl("route", "blob"), lbl("code", "200")),
+		d("berth_upstream_request_seconds_count", 1, lbl("op", "blob")),
+	)
+	// Now both hold it: the asker answers locally.
+	sa = scrape(t, asker.URL)
+	if resp, body := get(t, http.MethodGet, asker.URL+"/v2/p/app/blobs/"+dg.String()); resp.StatusCode != 200 || sha(body) != dg.String() {
+		t.Fatalf("second GET: %d", resp.StatusCode)
+	}
+	checkDeltas(t, "asker hit", sa, scrape(t, asker.URL),
+		d("berth_served_bytes_total", s, lbl("source", "local")),
+		d("berth_fetched_bytes_total", 0),
+	)
+}
