@@ -131,6 +131,7 @@ func (s *Store) run(f *fill, mediaType string, open Opener) {
 	dg := f.d.Algorithm().Digester()
 	err := s.download(ctx, f, dg.Hash(), open)
 	st := f.state()
+	s.pending.Add(-st.fileEnd) // the commit counts the bytes again, as committed
 	switch {
 	case err == nil && st.passThrough:
 		if got := dg.Digest(); got != f.d {
@@ -139,7 +140,6 @@ func (s *Store) run(f *fill, mediaType string, open Opener) {
 	case err == nil:
 		err = s.commit(f.file, dg, f.d, f.written, mediaType)
 	}
-	s.pending.Add(-st.fileEnd)
 	if err != nil && f.file != nil {
 		os.Remove(f.file.Name())
 	}
