@@ -20,6 +20,18 @@ type Manifest struct {
 // are not needed: a tag answers from its cached mapping alone. Errors wrap
 // oci.ErrManifestUnknown, oci.ErrUnavailable and the other oci errors.
 func (m *Mirror) Manifest(ctx context.Context, repo oci.Repo, ref string, head bool, via Via) (Manifest, error) {
+	man, err := m.manifest(ctx, repo, ref, head, via)
+	if err == nil && via == ViaClient {
+		tag := ref
+		if man.Digest.String() == ref {
+			tag = ""
+		}
+		m.store.RecordManifest(repo, tag, man.Digest) // in memory; the audit record
+	}
+	return man, err
+}
+
+func (m *Mirror) manifest(ctx context.Context, repo oci.Repo, ref string, head bool, via Via) (Manifest, error) {
 	if d, err := digest.Parse(ref); err == nil {
 		return m.manifestByDigest(ctx, repo, d, via)
 	}

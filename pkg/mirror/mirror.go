@@ -68,6 +68,9 @@ func (m *Mirror) Upstream() Upstream { return m.up }
 // of the fill that downloads it (joined if one is under way). The caller
 // closes it. Errors wrap oci.ErrBlobUnknown when no source has it.
 func (m *Mirror) Blob(ctx context.Context, repo oci.Repo, d digest.Digest, via Via) (*cache.Blob, error) {
+	if via == ViaClient {
+		m.store.RecordBlob(repo, d) // in memory; the audit record of what clients got
+	}
 	if f, size, err := m.store.Open(d); err == nil {
 		m.m.Hit("blob")
 		return cache.Committed(f, size), nil

@@ -5,11 +5,14 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/peer"
@@ -51,8 +54,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(s.reg, cfg.Metrics.TopRepos)
+	quota, err := storeQuota(cfg.Cache)
+	if err != nil {
+		return nil, err
+	}
 	store, err := cache.Open(cfg.Cache.Dir, cache.Options{
 		Logger: log.With("component", "cache"), Metrics: s.metrics, FillTimeout: cfg.FillTimeout.D(),
+		MaxBytes: quota, HighWatermark: cfg.Cache.HighWatermark, LowWatermark: cfg.Cache.LowWatermark,
+		GCInterval: cfg.Cache.GCInterval.D(),
 	})
 	if err != nil {
 		return nil, err
@@ -86,7 +95,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the node's HTTP handler: /v2/, /metrics, /healthz, /readyz.
+// Handler returns the node's HTTP handler: /v2/, /metrics, /healthz,
+// /readyz and /debug/audit (the audit record as JSON).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", s.api)
@@ -94,7 +104,37 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /debug/audit", s.audit)
 	return mux
+}
+
+// audit serves the store's audit record as JSON (berth ls --addr).
+func (s *Server) audit(w http.ResponseWriter, _ *http.Request) {
+	repos, err := s.store.Audit()
+	if err != nil {
+		s.log.Error("audit", "err", err)
+		http.Error(w, "audit record unavailable", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(repos)
+}
+
+// storeQuota is the configured quota in bytes, a percentage taken of the
+// file system holding the cache directory.
+func storeQuota(c config.Cache) (int64, error) {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return 0, fmt.Errorf("cache dir: %w", err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(c.Dir, &st); err != nil {
+		return 0, fmt.Errorf("cache dir %s: %w", c.Dir, err)
+	}
+	q, err := c.QuotaBytes(st.Blocks * uint64(st.Bsize))
+	if err != nil {
+		return 0, fmt.Errorf("cache.maxSize: %w", err)
+	}
+	return q, nil
 }
 
 // Store returns the node's content store.
