@@ -172,7 +172,7 @@ func (s *Store) Audit() ([]AuditRepo, error) {
 func ReadAudit(root string, timeout time.Duration) ([]AuditRepo, error) {
 	db, err := bolt.Open(filepath.Join(root, "index.db"), 0o644, &bolt.Options{Timeout: timeout, ReadOnly: true})
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("open index: the store is in use by a running server: %w", err)
+		return nil, fmt.Errorf("open index: %w", ErrInUse)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open index: %w", err)

@@ -51,6 +51,9 @@ type Tag struct {
 
 func openIndex(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 5 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open index %s: %w", filepath.Base(path), ErrInUse)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", filepath.Base(path), err)
 	}

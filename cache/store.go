@@ -34,6 +34,9 @@ import (
 // ErrNotFound means the store does not hold the content.
 var ErrNotFound = errors.New("not in the store")
 
+// ErrInUse means another process (a running server) holds the store.
+var ErrInUse = errors.New("store in use by another process")
+
 // Options tunes a Store. The zero value is ready to use.
 type Options struct {
 	Logger        *slog.Logger     // nil discards
