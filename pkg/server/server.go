@@ -46,7 +46,8 @@ type Server struct {
 }
 
 // New builds a node from a validated cfg. It opens the store (sweeping and
-// reconciling it) but listens on nothing until Run.
+// reconciling it) and loads the TLS certificate, but listens on nothing
+// until Serve or Run.
 func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
