@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -51,13 +52,19 @@ func newClientsEnv(t *testing.T) *clientsEnv {
 func TestClients(t *testing.T) {
 	t.Parallel()
 	e := newClientsEnv(t)
-	t.Run("pull", func(t *testing.T) {
-		t.Run("containerd", func(t *testing.T) { t.Parallel(); e.containerd(t) })
-		t.Run("skopeo", func(t *testing.T) { t.Parallel(); e.skopeo(t) })
-		t.Run("crane", func(t *testing.T) { t.Parallel(); e.crane(t) })
-		t.Run("helm", func(t *testing.T) { t.Parallel(); e.helm(t) })
-		t.Run("oras", func(t *testing.T) { t.Parallel(); e.oras(t) })
-	})
+	// Every client at once, whatever -parallel says: they share blobs, so
+	// berth must deduplicate fetches in flight.
+	clients := map[string]func(*testing.T){"containerd": e.containerd, "skopeo": e.skopeo,
+		"crane": e.crane, "helm": e.helm, "oras": e.oras}
+	var wg sync.WaitGroup
+	for name, f := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(name, f)
+		}()
+	}
+	wg.Wait()
 	// oras pull skips the artifact's empty config ({}): only its layer.
 	loopBlobs := e.art.Blobs[1:]
 	for _, ti := range []testImage{e.app, e.multi, e.chart} {

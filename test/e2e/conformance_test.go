@@ -45,8 +45,7 @@ func TestAPIConformance(t *testing.T) {
 	app := pushImage(t, reg, "e2e/app", "v1", false)
 	multi := pushIndex(t, reg, "e2e/multi", "v1")
 	dock := pushImage(t, reg, "e2e/docker", "v1", true)
-	pushImage(t, reg, "e2e/app", "v2", false)
-	pushImage(t, reg, "e2e/app", "v3", false)
+	tagAgain(t, reg, app, "v2", "v3")
 	b := startBerth(t, berthOpts{Registries: map[string]string{up.Addr: "http://" + up.Addr}, Default: up.Addr})
 
 	layer := app.Blobs[len(app.Blobs)-1]

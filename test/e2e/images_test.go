@@ -100,7 +100,7 @@ func pushImage(t testing.TB, registry, repo, tag string, docker bool, opts ...re
 	if docker {
 		mt, cmt, lmt = types.DockerManifestSchema2, types.DockerConfigJSON, types.DockerLayer
 	}
-	img := randomImage(t, mt, cmt, lmt, runtime.GOARCH, 1<<20, 3<<20, 6<<20)
+	img := randomImage(t, mt, cmt, lmt, runtime.GOARCH, 256<<10, 1<<20, 4<<20)
 	if err := remote.Write(ref(t, registry, repo, tag), img, opts...); err != nil {
 		t.Fatalf("push %s/%s:%s: %v", registry, repo, tag, err)
 	}
@@ -119,7 +119,7 @@ func pushIndex(t testing.TB, registry, repo, tag string) testImage {
 	ti := testImage{Repo: repo, Tag: tag, MediaType: string(types.OCIImageIndex)}
 	idx := v1.ImageIndex(empty.Index)
 	for i, arch := range []string{runtime.GOARCH, otherArch()} {
-		img := randomImage(t, types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer, arch, 512<<10, 2<<20)
+		img := randomImage(t, types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer, arch, 256<<10, 1<<20)
 		d, err := img.Digest()
 		if err != nil {
 			t.Fatal(err)
@@ -143,6 +143,20 @@ func pushIndex(t testing.TB, registry, repo, tag string) testImage {
 	}
 	ti.Digest = d.String()
 	return ti
+}
+
+// tagAgain tags an image already pushed (by its digest) with more tags.
+func tagAgain(t testing.TB, registry string, ti testImage, tags ...string) {
+	t.Helper()
+	desc, err := remote.Get(ref(t, registry, ti.Repo, ti.Tag))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range tags {
+		if err := remote.Tag(ref(t, registry, ti.Repo, tag).(name.Tag), desc); err != nil {
+			t.Fatalf("tag %s: %v", tag, err)
+		}
+	}
 }
 
 // rawManifest is a manifest pushed as bytes.
