@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -82,6 +83,12 @@ func (e *clientsEnv) containerd(t *testing.T) {
 	c.pull(t, e.loopName+"/"+e.multi.Repo+":"+e.multi.Tag, e.multi)
 	// docker.io/library/dockerimg: containerd asks berth with ns=docker.io.
 	c.pull(t, "docker.io/library/dockerimg:v1", e.dock)
+	// By digest: GET manifests/sha256:... with ns.
+	byDigest := e.loopName + "/" + e.app.Repo + "@" + e.app.Digest
+	c.ctr(t, "images", "pull", "--hosts-dir", c.hosts, byDigest)
+	if ls := c.ctr(t, "images", "ls", "-q"); !hasLine(ls, byDigest) {
+		t.Errorf("ctr images ls: no %s:\n%s", byDigest, ls)
+	}
 }
 
 func (e *clientsEnv) skopeo(t *testing.T) {
@@ -100,6 +107,19 @@ func (e *clientsEnv) skopeo(t *testing.T) {
 	checkBlobFiles(t, filepath.Join(multi, "blobs", "sha256"), append(e.multi.Children, e.multi.All...))
 	s.copy(t, "--preserve-digests", "docker://docker.io/library/dockerimg:v1", "dir:"+dock)
 	checkSkopeoDir(t, dock, e.dock, e.dock.Blobs)
+	// inspect: the manifest and the config through the mirror. --no-tags:
+	// skopeo lists tags at the registry itself, never at a mirror.
+	out := s.run(t, "inspect", "--no-tags", "docker://docker.io/library/dockerimg:v1")
+	var info struct {
+		Digest       string
+		Architecture string
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &info); err != nil {
+		t.Fatalf("skopeo inspect: %v\n%s", err, out)
+	}
+	if info.Digest != e.dock.Digest || info.Architecture != runtime.GOARCH {
+		t.Errorf("skopeo inspect: digest %s arch %s, want %s and %s", info.Digest, info.Architecture, e.dock.Digest, runtime.GOARCH)
+	}
 }
 
 func (e *clientsEnv) crane(t *testing.T) {
@@ -116,6 +136,9 @@ func (e *clientsEnv) crane(t *testing.T) {
 		{"default registry", e.b.Addr + "/e2e/app:v1", e.app},
 		{"registry in path", e.b.Addr + "/docker.io/library/dockerimg:v1", e.dock},
 		{"index", e.b.Addr + "/e2e/multi:v1", e.multi},
+	}
+	if tags := strings.Fields(craneRun("ls", e.b.Addr+"/docker.io/library/dockerimg")); len(tags) != 1 || tags[0] != "v1" {
+		t.Errorf("crane ls through berth: %v, want [v1]", tags)
 	}
 	for _, c := range cases {
 		if got := strings.TrimSpace(craneRun("digest", c.ref)); got != c.want.Digest {
@@ -150,6 +173,11 @@ func (e *clientsEnv) helm(t *testing.T) {
 	if !bytes.Equal(got, e.chartTgz) {
 		t.Errorf("helm pull: chart is %s, want %s", digestOf(got), digestOf(e.chartTgz))
 	}
+	// Without --version helm finds the newest tag through tags/list.
+	show := mustRun(t, 3*time.Minute, env, helm, "show", "chart", "oci://"+e.b.Addr+"/charts/mychart", "--plain-http")
+	if !strings.Contains(show, "version: 0.1.0") {
+		t.Errorf("helm show chart: no version 0.1.0:\n%s", show)
+	}
 }
 
 func (e *clientsEnv) oras(t *testing.T) {
@@ -168,5 +196,10 @@ func (e *clientsEnv) oras(t *testing.T) {
 	res := mustRun(t, time.Minute, env, oras, "resolve", "--plain-http", ref)
 	if strings.TrimSpace(res) != e.art.Digest {
 		t.Errorf("oras resolve %s = %q, want %s", ref, res, e.art.Digest)
+	}
+	// The upstream has no referrers API: oras falls back to the tag schema.
+	disc := mustRun(t, time.Minute, env, oras, "discover", "--plain-http", "--format", "json", ref)
+	if !strings.Contains(disc, e.art.Digest) {
+		t.Errorf("oras discover %s: no subject digest in:\n%s", ref, disc)
 	}
 }

@@ -54,16 +54,23 @@ func newSkopeo(t testing.TB, mirrors map[string]string) *skopeo {
 // copy runs `skopeo copy` with args (plus --insecure-policy).
 func (s *skopeo) copy(t testing.TB, args ...string) {
 	t.Helper()
+	s.run(t, append([]string{"copy", "--retry-times", "0"}, args...)...)
+}
+
+// run runs skopeo with args in its own mount namespace and returns its
+// output (stdout and stderr, with --debug lines).
+func (s *skopeo) run(t testing.TB, args ...string) string {
+	t.Helper()
 	// skopeo 1.9 reads only /etc/containers/registries.conf(.d): mount ours there.
 	script := `mount -t tmpfs tmpfs /var/lib/containers/cache &&
 		mount --bind "$E2E_REGISTRIES_CONF" /etc/containers/registries.conf &&
 		mount -t tmpfs tmpfs /etc/containers/registries.conf.d && exec "$@"`
-	full := append([]string{"-m", "sh", "-c", script, "sh", s.bin, "--insecure-policy", "--debug",
-		"copy", "--retry-times", "0"}, args...)
+	full := append([]string{"-m", "sh", "-c", script, "sh", s.bin, "--insecure-policy"}, args...)
 	out, err := run(t, 3*time.Minute, s.env, s.unshare, full...)
 	if err != nil {
-		t.Fatalf("skopeo copy %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	return out
 }
 
 // checkDir checks what `skopeo copy ... dir:DIR` wrote: manifest.json
