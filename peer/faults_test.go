@@ -36,12 +36,12 @@ func TestSilentOwnerCostsTheTimeout(t *testing.T) {
 
 func TestEarlyHintsExtendTheWait(t *testing.T) {
 	t.Parallel()
-	nodes := cluster(t, 3, nil) // Timeout 300ms
+	nodes := cluster(t, 3, nil) // Timeout 2s
 	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
 	r[0].serve(func(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(http.StatusEarlyHints) // the owner took the fill
 		select {
-		case <-time.After(time.Second): // the upstream is slow: longer than Timeout
+		case <-time.After(3 * time.Second): // the upstream is slow: longer than Timeout
 		case <-req.Context().Done():
 			return
 		}
@@ -60,7 +60,7 @@ func TestEarlyHintsExtendTheWait(t *testing.T) {
 
 func TestStallFailsAndSuspects(t *testing.T) {
 	t.Parallel()
-	nodes := cluster(t, 3, nil) // IdleTimeout 300ms
+	nodes := cluster(t, 3, nil) // IdleTimeout 2s
 	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
 	r[0].serve(func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Length", "65536")

@@ -72,7 +72,9 @@ func cluster(t *testing.T, n int, tune func(*Config)) []*node {
 			join = []string{seed}
 		}
 		cfg := testConfig(fmt.Sprintf("n%d", i), nd.srv.Listener.Addr().String(), "s3cret", join...)
-		cfg.Timeout, cfg.OwnerTimeout, cfg.IdleTimeout = 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond
+		// Generous for a loaded 2-core race run; the tests that are about a
+		// timeout outlast it by far.
+		cfg.Timeout, cfg.OwnerTimeout, cfg.IdleTimeout = 2*time.Second, 2*time.Second, 2*time.Second
 		if tune != nil {
 			tune(&cfg)
 		}
