@@ -71,12 +71,13 @@ type Timeouts struct {
 
 // Peers configures the cluster. An empty Bind runs the node alone.
 type Peers struct {
-	Bind       string   `yaml:"bind"`       // gossip address, host:port
-	Advertise  string   `yaml:"advertise"`  // HTTP address peers reach this node at
-	Join       []string `yaml:"join"`       // seed addresses or DNS names, re-resolved
-	SecretFile string   `yaml:"secretFile"` // gossip key; also signs peer HTTP requests
-	Timeout    Duration `yaml:"timeout"`    // time to first byte from a peer
-	AskNext    int      `yaml:"askNext"`    // ranked nodes asked besides the owner
+	Bind        string   `yaml:"bind"`        // gossip address, host:port
+	Advertise   string   `yaml:"advertise"`   // HTTP address peers reach this node at
+	Join        []string `yaml:"join"`        // seed addresses or DNS names, re-resolved
+	SecretFile  string   `yaml:"secretFile"`  // gossip key; also signs peer HTTP requests
+	Timeout     Duration `yaml:"timeout"`     // time to first byte from a peer
+	IdleTimeout Duration `yaml:"idleTimeout"` // longest pause in a peer's body before it is abandoned
+	AskNext     int      `yaml:"askNext"`     // ranked nodes asked besides the owner
 	// NodeName names this node in the cluster; "" means the hostname.
 	NodeName string `yaml:"nodeName"`
 	// RejoinInterval is how often Join is re-resolved and re-joined, so a

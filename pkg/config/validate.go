@@ -177,6 +177,7 @@ func (c *Config) validatePeers(p *problems) {
 		p.check(fmt.Sprintf("peers.join[%d]", i), checkJoin(j))
 	}
 	checkDuration(p, "peers.timeout", pe.Timeout)
+	checkDuration(p, "peers.idleTimeout", pe.IdleTimeout)
 	checkDuration(p, "peers.rejoinInterval", pe.RejoinInterval)
 	if pe.AskNext < 0 {
 		p.add("peers.askNext", "must not be negative, got %d", pe.AskNext)

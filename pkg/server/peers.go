@@ -32,7 +32,7 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	}
 	c, err := peer.Start(context.Background(), peer.Config{
 		NodeName: pc.NodeName, Bind: pc.Bind, Advertise: pc.Advertise, Join: pc.Join, Secret: secret,
-		Timeout: pc.Timeout.D(), AskNext: pc.AskNext, RejoinInterval: rejoin,
+		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, RejoinInterval: rejoin,
 		Logger: s.log, Metrics: s.metrics,
 	})
 	if err != nil {
