@@ -1,0 +1,115 @@
+//go:build bench
+
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+)
+
+var client = &http.Client{Transport: &http.Transport{
+	DisableCompression: true, MaxIdleConnsPerHost: 64, ReadBufferSize: 256 << 10,
+}}
+
+// get reads url to the end and returns the byte count; when want is set
+// the bytes are hashed and must match it.
+func get(ctx context.Context, url, want string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("GET %s: %s %s", url, resp.Status, b)
+	}
+	var w io.Writer = io.Discard
+	var h hash.Hash
+	if want != "" {
+		h = sha256.New()
+		w = h
+	}
+	buf := make([]byte, 1<<20)
+	n, err := io.CopyBuffer(struct{ io.Writer }{w}, resp.Body, buf) // no ReadFrom: 1 MiB reads
+	if err != nil {
+		return n, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if h != nil {
+		if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want {
+			return n, fmt.Errorf("GET %s: digest %s, want %s", url, got, want)
+		}
+	}
+	return n, nil
+}
+
+// blobURL is the blob's URL on a registry or mirror at addr.
+func blobURL(addr, repo, d string) string {
+	return fmt.Sprintf("http://%s/v2/%s/blobs/%s", addr, repo, d)
+}
+
+// pullImage pulls repo:tag from addr as containerd does: the manifest by
+// tag, then the config and layers, par at a time, every blob verified.
+func pullImage(ctx context.Context, addr string, img *image, par int) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("http://%s/v2/%s/manifests/%s", addr, img.Repo, img.Tag), nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	var m struct {
+		Config struct{ Digest string }   `json:"config"`
+		Layers []struct{ Digest string } `json:"layers"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		return fmt.Errorf("manifest from %s: %s %v", addr, resp.Status, err)
+	}
+	ds := []string{m.Config.Digest}
+	for _, l := range m.Layers {
+		ds = append(ds, l.Digest)
+	}
+	sem := make(chan struct{}, par)
+	errs := make(chan error, len(ds))
+	for _, d := range ds {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			_, err := get(ctx, blobURL(addr, img.Repo, d), d)
+			errs <- err
+		}()
+	}
+	for range ds {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

@@ -1,0 +1,284 @@
+//go:build bench
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is a child process; its output goes to a log file in its dir.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
+}
+
+var (
+	procsMu sync.Mutex
+	procs   = map[*proc]bool{}
+)
+
+// startProc starts bin in its own process group; it dies with us (Pdeathsig).
+func startProc(name, dir string, env []string, bin string, args ...string) (*proc, error) {
+	logf := filepath.Join(dir, name+".log")
+	f, err := os.Create(logf)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logf}
+	go func() { cmd.Wait(); f.Close(); close(p.done) }()
+	procsMu.Lock()
+	procs[p] = true
+	procsMu.Unlock()
+	return p, nil
+}
+
+// stop sends SIGTERM to the process group, then SIGKILL after grace.
+func (p *proc) stop(grace time.Duration) {
+	procsMu.Lock()
+	delete(procs, p)
+	procsMu.Unlock()
+	pgid := p.cmd.Process.Pid
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// stopAll stops every process still running (the exit path).
+func stopAll() {
+	procsMu.Lock()
+	var all []*proc
+	for p := range procs {
+		all = append(all, p)
+	}
+	procsMu.Unlock()
+	for _, p := range all {
+		p.stop(5 * time.Second)
+	}
+}
+
+// pid is the process id.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// status reads the process's VmHWM (peak RSS, bytes) and user+system CPU seconds.
+func (p *proc) status() (hwm int64, cpu float64) { return pidStatus(p.pid()) }
+
+// pidStatus reads VmHWM and user+system CPU seconds of pid from /proc.
+func pidStatus(pid int) (hwm int64, cpu float64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err == nil {
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+				kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+				hwm = kb << 10
+			}
+		}
+		f.Close()
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// fields after the ")" of comm: state is field 3; utime 14, stime 15.
+		fs := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		u, _ := strconv.ParseFloat(fs[11], 64)
+		st, _ := strconv.ParseFloat(fs[12], 64)
+		cpu = (u + st) / 100 // USER_HZ
+	}
+	return hwm, cpu
+}
+
+// freeAddr returns a free 127.0.0.1 port as host:port.
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitHTTP polls url until it answers want or the deadline passes, or p exits.
+func waitHTTP(ctx context.Context, p *proc, url string, want int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if p != nil {
+			select {
+			case <-p.done:
+				return fmt.Errorf("%s exited; see %s", p.name, p.log)
+			default:
+			}
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s: no %d from %s within 30s", p.name, want, url)
+}
+
+// registryConfig is distribution's config: filesystem storage under dir,
+// and a proxy section when remote is not empty.
+func registryConfig(dir, addr, remote string) string {
+	c := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: %s
+  secret: bench-not-a-secret
+`, filepath.Join(dir, "data"), addr)
+	if remote != "" {
+		c += "proxy:\n  remoteurl: " + remote + "\n"
+	}
+	return c
+}
+
+// startRegistry runs distribution's registry (a proxy of remote when set).
+func startRegistry(ctx context.Context, bin, dir, name, remote string) (*proc, string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	addr := freeAddr()
+	file := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(file, []byte(registryConfig(dir, addr, remote)), 0o644); err != nil {
+		return nil, "", err
+	}
+	p, err := startProc(name, dir, []string{"OTEL_TRACES_EXPORTER=none"}, bin, "serve", file)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHTTP(ctx, p, "http://"+addr+"/v2/", 200); err != nil {
+		p.stop(5 * time.Second)
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+// peerOpts makes a berth node a cluster member.
+type peerOpts struct {
+	Name, Bind, Join, SecretFile string
+}
+
+// startBerth runs berth serve with only the upstream registry configured
+// (the default, so /v2/<name>/... needs no ns), cache under dir.
+func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peerOpts) (*proc, string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	addr := freeAddr()
+	cfg := fmt.Sprintf("defaultRegistry: %q\nregistries:\n  - name: %q\n    endpoints: [\"http://%s\"]\nlog:\n  level: warn\n",
+		upstream, upstream, upstream)
+	args := []string{"serve", "--addr", addr, "--cache-dir", filepath.Join(dir, "cache")}
+	if peer != nil {
+		cfg += fmt.Sprintf("peers:\n  nodeName: %q\n", peer.Name)
+		args = append(args, "--peer-bind", peer.Bind, "--peer-advertise", addr,
+			"--peer-join", peer.Join, "--peer-secret-file", peer.SecretFile)
+	}
+	file := filepath.Join(dir, "berth.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		return nil, "", err
+	}
+	args = append(args, "--config", file)
+	p, err := startProc(name, dir, nil, bin, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHTTP(ctx, p, "http://"+addr+"/v2/", 200); err != nil {
+		p.stop(5 * time.Second)
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+// startNginx serves root at http://addr/ with sendfile, one worker.
+func startNginx(ctx context.Context, bin, dir, root string) (*proc, string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	addr := freeAddr()
+	conf := fmt.Sprintf(`daemon off;
+user root;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  default_type application/octet-stream;
+  server { listen %[2]s; root %[3]s; }
+}
+`, dir, addr, root)
+	file := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		return nil, "", err
+	}
+	p, err := startProc("nginx", dir, nil, bin, "-c", file, "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHTTP(ctx, p, "http://"+addr+"/nonexistent", 404); err != nil {
+		p.stop(5 * time.Second)
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+// childPIDs are pid's children (nginx's worker under its master).
+func childPIDs(pid int) []int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		n, _ := strconv.Atoi(f)
+		out = append(out, n)
+	}
+	return out
+}
