@@ -14,6 +14,13 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// Blamer is a source stream that can be told, after the fact, that the
+// blob it helped fill failed its digest (a peer, which is then not asked
+// for a while). The store hashes every byte once; sources need not.
+type Blamer interface {
+	Blame(err error)
+}
+
 // Opener fetches a blob from offset on. It returns the bytes (unverified),
 // the blob's total size (-1 when unknown) and the name of the source for
 // logs and metrics. A fill calls it again with the offset it reached when a
@@ -33,6 +40,8 @@ type Opener func(ctx context.Context, offset int64) (rc io.ReadCloser, size int6
 type fill struct {
 	d    digest.Digest
 	file *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
+
+	blamers []Blamer // source streams to tell of a digest mismatch; the fill goroutine's own
 
 	mu      sync.Mutex    // guards the fields below
 	size    int64         // total size, -1 until a source tells it
@@ -143,6 +152,11 @@ func (s *Store) run(f *fill, mediaType string, open Opener) {
 	if err != nil && f.file != nil {
 		os.Remove(f.file.Name())
 	}
+	if errors.Is(err, oci.ErrDigestMismatch) {
+		for _, b := range f.blamers {
+			b.Blame(err)
+		}
+	}
 	// Remove from the map before waking readers: a caller arriving now
 	// finds the committed file, or starts afresh after a failure.
 	s.mu.Lock()
@@ -200,6 +214,9 @@ func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, 
 		return 0, false, err
 	}
 	defer rc.Close()
+	if b, ok := rc.(Blamer); ok {
+		f.blamers = append(f.blamers, b) // only this goroutine touches blamers
+	}
 	if err := f.setSize(size); err != nil {
 		return 0, true, err
 	}

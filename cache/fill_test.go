@@ -333,3 +333,47 @@ func TestPutRefusesWrongBytes(t *testing.T) {
 	}
 	assertTmpEmpty(t, s)
 }
+
+// blamedSource serves bad bytes and records the blame it gets.
+type blamedSource struct {
+	data   []byte
+	blamed chan error
+}
+
+type blamedBody struct {
+	io.Reader
+	src *blamedSource
+}
+
+func (b blamedBody) Close() error    { return nil }
+func (b blamedBody) Blame(err error) { b.src.blamed <- err }
+
+func (b *blamedSource) open(_ context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+	return blamedBody{bytes.NewReader(b.data[offset:]), b}, int64(len(b.data)), "peer", nil
+}
+
+func TestFillBlamesTheSourceOfWrongBytes(t *testing.T) {
+	s := openStore(t)
+	data, d := randomBlob(t, 100<<10)
+	data[5] ^= 1
+	src := &blamedSource{data: data, blamed: make(chan error, 4)}
+	b, err := s.Fill(t.Context(), d, "", src.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readAll(t, b); !errors.Is(err, oci.ErrDigestMismatch) {
+		t.Fatalf("read: %v", err)
+	}
+	select {
+	case err := <-src.blamed:
+		if !errors.Is(err, oci.ErrDigestMismatch) {
+			t.Fatalf("blamed with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the source of wrong bytes was not blamed")
+	}
+	waitNoFills(t, s)
+	if s.Has(d) {
+		t.Fatal("stored")
+	}
+}

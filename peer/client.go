@@ -93,30 +93,27 @@ func statusError(m member, resp *http.Response, notFound error) error {
 }
 
 // peerBody is a peer's response body. A Read blocked longer than the idle
-// timeout fails and suspects the peer; with a verifier, EOF on bytes that do
-// not match the digest becomes an error wrapping oci.ErrDigestMismatch and
-// suspects the peer. It is not safe for concurrent use (like any body).
+// timeout fails and suspects the peer. The bytes are not hashed here: the
+// store hashes every byte it writes once, and calls Blame when the blob
+// fails its digest, which suspects the peer. It is not safe for concurrent
+// use (like any body).
 type peerBody struct {
-	c        *Cluster
-	peer     string
-	d        digest.Digest
-	body     io.ReadCloser
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
-	idle     time.Duration
-	timer    *time.Timer
-	verifier digest.Verifier // nil: not verified (a range)
-	n        int64
-	err      error // sticky
+	c      *Cluster
+	peer   string
+	d      digest.Digest
+	body   io.ReadCloser
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	idle   time.Duration
+	timer  *time.Timer
+	n      int64
+	err    error // sticky
 }
 
-func (c *Cluster) newBody(ctx context.Context, cancel context.CancelCauseFunc, m member, d digest.Digest, body io.ReadCloser, verify bool) *peerBody {
+func (c *Cluster) newBody(ctx context.Context, cancel context.CancelCauseFunc, m member, d digest.Digest, body io.ReadCloser) *peerBody {
 	b := &peerBody{c: c, peer: m.Name, d: d, body: body, ctx: ctx, cancel: cancel, idle: c.cfg.IdleTimeout}
 	b.timer = time.AfterFunc(time.Hour, func() { cancel(errStalled) })
 	b.timer.Stop()
-	if verify {
-		b.verifier = d.Verifier()
-	}
 	return b
 }
 
@@ -129,14 +126,8 @@ func (b *peerBody) Read(p []byte) (int, error) {
 	b.timer.Stop()
 	if n > 0 {
 		b.n += int64(n)
-		if b.verifier != nil {
-			_, _ = b.verifier.Write(p[:n])
-		}
 	}
 	switch {
-	case err == io.EOF && b.verifier != nil && !b.verifier.Verified():
-		err = fmt.Errorf("%s from peer %s: %w", b.d, b.peer, oci.ErrDigestMismatch)
-		b.c.suspect(b.peer, err)
 	case err == io.EOF:
 	case err != nil && context.Cause(b.ctx) == errStalled:
 		err = fmt.Errorf("%s from peer %s: nothing for %s: %w", b.d, b.peer, b.idle, errStalled)
@@ -148,6 +139,11 @@ func (b *peerBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// Blame suspects the peer: the blob its bytes went into failed its digest.
+func (b *peerBody) Blame(err error) {
+	b.c.suspect(b.peer, fmt.Errorf("%s from peer %s: %w", b.d, b.peer, err))
 }
 
 // Close ends the request. It does not block on the peer.

@@ -3,6 +3,7 @@ package peer
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"testing"
@@ -89,17 +90,27 @@ func TestStallFailsAndSuspects(t *testing.T) {
 	}
 }
 
-func TestCorruptBytesMismatchAndSuspect(t *testing.T) {
+func TestCorruptBytesBlamedAndSuspect(t *testing.T) {
 	t.Parallel()
 	nodes := cluster(t, 3, nil)
 	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
 	bad := slices.Clone(b)
 	bad[len(bad)/2] ^= 1
 	r[0].serve(content(bad))
-	_, _, err := readBlob(t, nodes[0].c, d, 0)
-	if !errors.Is(err, oci.ErrDigestMismatch) {
-		t.Fatalf("fetch: %v, want ErrDigestMismatch", err)
+	rc, _, err := nodes[0].c.FetchBlob(t.Context(), repo, d, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, bad) {
+		t.Fatalf("read: %v", err) // the store hashes; the peer body passes bytes on
+	}
+	if nodes[0].c.suspected(r[0].c.Name()) {
+		t.Fatal("suspected before the store found the mismatch")
+	}
+	// The store finds the mismatch and blames the stream's peer.
+	rc.(interface{ Blame(error) }).Blame(oci.ErrDigestMismatch)
 	if !nodes[0].c.suspected(r[0].c.Name()) {
 		t.Fatal("the lying owner is not suspected")
 	}

@@ -90,7 +90,7 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 		cancel(err)
 		return blobResult{}, err
 	}
-	body := c.newBody(ctx, cancel, m, d, resp.Body, offset == 0 || resp.StatusCode == http.StatusOK)
+	body := c.newBody(ctx, cancel, m, d, resp.Body)
 	if skip > 0 {
 		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
 			_ = body.Close()
@@ -143,7 +143,7 @@ func (c *Cluster) tryManifest(ctx context.Context, cancel context.CancelCauseFun
 		cancel(err)
 		return manifestResult{}, err
 	}
-	body := c.newBody(ctx, cancel, m, d, resp.Body, false)
+	body := c.newBody(ctx, cancel, m, d, resp.Body)
 	defer body.Close()
 	b, err := io.ReadAll(io.LimitReader(body, oci.MaxManifestSize+1))
 	switch {
