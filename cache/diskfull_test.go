@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -41,8 +42,16 @@ func readConcurrently(t *testing.T, s *Store, n int, open Opener, data []byte) <
 	t.Helper()
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
+	// No byte flows before every reader has joined, or a fast source could
+	// pass through so far that the last ones can no longer join.
+	joined := make(chan struct{})
+	gated := func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		<-joined
+		return open(ctx, offset)
+	}
+	defer close(joined)
 	for range n {
-		b, err := s.Fill(t.Context(), digestOf(data), "", open)
+		b, err := s.Fill(t.Context(), digestOf(data), FillMeta{}, gated)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +115,7 @@ func TestDiskFullFillPassesThroughToEveryReader(t *testing.T) {
 	}
 	// Space again: the next fill stores the blob.
 	df.full.Store(false)
-	b, err := s.Fill(t.Context(), d, "", (&breakingSource{data: data, cut: len(data)}).open)
+	b, err := s.Fill(t.Context(), d, FillMeta{}, (&breakingSource{data: data, cut: len(data)}).open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,12 +135,12 @@ func TestDiskFullDropsAReaderThatStops(t *testing.T) {
 	}
 	defer s.Close()
 	data, d := randomBlob(t, 3<<20)
-	stuck, err := s.Fill(t.Context(), d, "", (&breakingSource{data: data, cut: len(data)}).open)
+	stuck, err := s.Fill(t.Context(), d, FillMeta{}, (&breakingSource{data: data, cut: len(data)}).open)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stuck.Close()
-	reader, err := s.Fill(t.Context(), d, "", nil) // joins: the opener is not called again
+	reader, err := s.Fill(t.Context(), d, FillMeta{}, nil) // joins: the opener is not called again
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,12 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// FillMeta describes a blob being filled.
+type FillMeta struct {
+	MediaType string // recorded in the index on commit; "" for layers
+	Repo      string // the repository asked for, for the log: registry/name
+}
+
 // Blamer is a source stream that can be told, after the fact, that the
 // blob it helped fill failed its digest (a peer, which is then not asked
 // for a while). The store hashes every byte once; sources need not.
@@ -96,8 +102,8 @@ func (f *fill) release() {
 // it, else a reader of the fill under way, starting one with open if none
 // is. Fill does not wait for the source; Blob.Wait does. The fill outlives
 // ctx: a download goes on (and is kept) when its first client leaves.
-// mediaType is recorded in the index on commit.
-func (s *Store) Fill(ctx context.Context, d digest.Digest, mediaType string, open Opener) (*Blob, error) {
+// meta describes the blob for the index and the log.
+func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open Opener) (*Blob, error) {
 	if err := d.Validate(); err != nil {
 		return nil, fmt.Errorf("fill %q: %w", d, oci.ErrDigestInvalid)
 	}
@@ -126,12 +132,12 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, mediaType string, ope
 	s.fills[d] = f
 	s.m.FillStarted()
 	s.wg.Add(1)
-	go s.run(f, mediaType, open)
+	go s.run(f, meta, open)
 	return newFillBlob(ctx, f), nil
 }
 
 // run downloads f, commits it, and removes it from the fills map.
-func (s *Store) run(f *fill, mediaType string, open Opener) {
+func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	defer s.wg.Done()
 	defer f.release()
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.FillTimeout)
@@ -147,7 +153,7 @@ func (s *Store) run(f *fill, mediaType string, open Opener) {
 			err = fmt.Errorf("blob %s: got %s: %w", f.d, got, oci.ErrDigestMismatch)
 		}
 	case err == nil:
-		err = s.commit(f.file, dg, f.d, f.written, mediaType)
+		err = s.commit(f.file, dg, f.d, f.written, meta.MediaType)
 	}
 	if err != nil && f.file != nil {
 		os.Remove(f.file.Name())
@@ -168,7 +174,7 @@ func (s *Store) run(f *fill, mediaType string, open Opener) {
 		reason = "disk" // served whole, stored nothing
 	}
 	s.m.FillEnded(reason)
-	attrs := []any{"digest", f.d, "bytes", st.written, "source", f.source, "duration", time.Since(start).Round(time.Millisecond)}
+	attrs := []any{"digest", f.d, "repo", meta.Repo, "bytes", st.written, "source", f.source, "duration", time.Since(start).Round(time.Millisecond)}
 	if err != nil {
 		s.log.Warn("fill failed", append(attrs, "err", err)...)
 		return

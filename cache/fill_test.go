@@ -72,7 +72,7 @@ func TestFillStreamsToManyReadersFromOneFetch(t *testing.T) {
 	firstByte := make(chan struct{}, readers)
 	var wg sync.WaitGroup
 	for range readers {
-		b, err := s.Fill(t.Context(), d, "", src.open)
+		b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +114,7 @@ func TestFillStreamsToManyReadersFromOneFetch(t *testing.T) {
 		t.Fatal("blob committed before its last byte")
 	}
 	// A reader joining mid-download, with a seek inside the written part.
-	late, err := s.Fill(t.Context(), d, "", src.open)
+	late, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestFillWrongBytesStoreNothingAndFailEveryReader(t *testing.T) {
 	src := newGated(bad)
 	var blobs []*Blob
 	for range 4 {
-		b, err := s.Fill(t.Context(), d, "", src.open)
+		b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +243,7 @@ func TestFillResumesAtTheByteReached(t *testing.T) {
 	s := openStore(t)
 	data, d := randomBlob(t, 3<<20)
 	src := &breakingSource{data: data, cut: 1<<20 + 7}
-	b, err := s.Fill(t.Context(), d, "", src.open)
+	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestFillOutlivesItsFirstClient(t *testing.T) {
 	data, d := randomBlob(t, 1<<20)
 	src := newGated(data)
 	ctx, cancel := context.WithCancel(t.Context())
-	b, err := s.Fill(ctx, d, "", src.open)
+	b, err := s.Fill(ctx, d, FillMeta{}, src.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestFillBlamesTheSourceOfWrongBytes(t *testing.T) {
 	data, d := randomBlob(t, 100<<10)
 	data[5] ^= 1
 	src := &blamedSource{data: data, blamed: make(chan error, 4)}
-	b, err := s.Fill(t.Context(), d, "", src.open)
+	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
 	if err != nil {
 		t.Fatal(err)
 	}

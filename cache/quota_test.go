@@ -65,7 +65,7 @@ func (bs *blobServer) opener(d digest.Digest) Opener {
 // fillWhole fills d through the store and checks the bytes a reader gets.
 func fillWhole(t *testing.T, s *Store, bs *blobServer, d digest.Digest) {
 	t.Helper()
-	b, err := s.Fill(t.Context(), d, "application/octet-stream", bs.opener(d))
+	b, err := s.Fill(t.Context(), d, FillMeta{MediaType: "application/octet-stream"}, bs.opener(d))
 	if err != nil {
 		t.Fatal(err)
 	}

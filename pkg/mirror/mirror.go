@@ -84,7 +84,7 @@ func (m *Mirror) Blob(ctx context.Context, repo oci.Repo, d digest.Digest, via V
 		}
 		return nil, fmt.Errorf("blob %s: %w", d, oci.ErrBlobUnknown)
 	}
-	return m.store.Fill(ctx, d, "", m.opener(repo, d, via, upstream.HopsOf(ctx)))
+	return m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String()}, m.opener(repo, d, via, upstream.HopsOf(ctx)))
 }
 
 // opener is where a fill of d gets its bytes: peers first (for clients),
