@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -331,6 +334,12 @@ func TestOutageServesCachedTagAndTTLSavesRequests(t *testing.T) {
 func TestErrorsAreOCIJSONAndChangeNothing(t *testing.T) {
 	up := upstreamtest.New(t)
 	n := startNode(t, up)
+	before := storeFiles(t, n.Store().Root())
+	defer func() {
+		if after := storeFiles(t, n.Store().Root()); !slices.Equal(before, after) {
+			t.Errorf("bad requests changed the store: %v → %v", before, after)
+		}
+	}()
 	for _, c := range []struct {
 		method, path string
 		status       int
@@ -359,4 +368,19 @@ func TestErrorsAreOCIJSONAndChangeNothing(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Docker-Distribution-API-Version") != "registry/2.0" {
 		t.Fatalf("/v2/: %d %v", resp.StatusCode, resp.Header)
 	}
+}
+
+// storeFiles lists the content files of a store (index.db aside).
+func storeFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var files []string
+	for _, dir := range []string{"blobs", "tmp"} {
+		filepath.WalkDir(filepath.Join(root, dir), func(p string, e fs.DirEntry, err error) error {
+			if err == nil && !e.IsDir() {
+				files = append(files, p)
+			}
+			return nil
+		})
+	}
+	return files
 }
