@@ -40,6 +40,21 @@ for t in "${go_tools[@]}"; do
   ( GOBIN="$bin" CGO_ENABLED=0 go install "$mod" && echo "$mod" >"$stamp" ) &
   pids+=($!)
 done
+# containerd 2.x (and its ctr) beside apt's 1.6, in a directory of its own so
+# the names do not shadow 1.6 on PATH: it fetches layers with parallel Range
+# requests, which the end-to-end tests point at berth.
+ctrd2_mod="github.com/containerd/containerd/v2@v2.4.2"
+ctrd2_bin="$BERTH_TOOLS/containerd2/bin"
+if [ ! -x "$ctrd2_bin/containerd" ] || [ ! -x "$ctrd2_bin/ctr" ] || [ "$(cat "$ctrd2_bin/.version" 2>/dev/null)" != "$ctrd2_mod" ]; then
+  echo "tools: go install $ctrd2_mod (containerd, ctr)"
+  mkdir -p "$ctrd2_bin"
+  ( GOBIN="$ctrd2_bin" CGO_ENABLED=0 go install \
+      "github.com/containerd/containerd/v2/cmd/containerd@${ctrd2_mod#*@}" \
+      "github.com/containerd/containerd/v2/cmd/ctr@${ctrd2_mod#*@}" &&
+    echo "$ctrd2_mod" >"$ctrd2_bin/.version" ) &
+  pids+=($!)
+fi
+
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 [ $rc -eq 0 ] || { echo "tools: a go install failed" >&2; exit 1; }

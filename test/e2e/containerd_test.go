@@ -16,11 +16,35 @@ type containerd struct {
 	ctrBin           string
 }
 
-// startContainerd starts containerd and waits for its socket.
+// startContainerd starts containerd 1.6 (apt's) and waits for its socket.
 func startContainerd(t testing.TB) *containerd {
 	t.Helper()
 	needRoot(t)
-	bin, ctr := tool(t, "containerd"), tool(t, "ctr")
+	return startContainerdBin(t, tool(t, "containerd"), tool(t, "ctr"), containerd16Config)
+}
+
+// containerd16Config is containerd 1.6's config: root, state, grpc and
+// ttrpc sockets, and the opt directory under dir; the CRI plugin off.
+const containerd16Config = `version = 2
+root = "{{dir}}/root"
+state = "{{dir}}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{{dir}}/c.sock"
+[ttrpc]
+  address = "{{dir}}/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{{dir}}/opt"
+`
+
+// startContainerdBin starts the given containerd with config (in which
+// {{dir}} names its temp dir) and waits for its socket.
+func startContainerdBin(t testing.TB, bin, ctr, config string) *containerd {
+	t.Helper()
 	// A short path: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "ctrd")
 	if err != nil {
@@ -28,21 +52,7 @@ func startContainerd(t testing.TB) *containerd {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	c := &containerd{dir: dir, sock: filepath.Join(dir, "c.sock"), hosts: filepath.Join(dir, "hosts"), ctrBin: ctr}
-	cfg := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[5]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc", filepath.Join(dir, "opt"))
+	cfg := strings.ReplaceAll(config, "{{dir}}", dir)
 	file := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

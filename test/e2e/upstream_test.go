@@ -116,8 +116,16 @@ func newCountingProxyWith(t testing.TB, token http.Handler) *countingProxy {
 				out = &firstByteWriter{statusWriter: sw, first: first}
 			}
 		}
+		// Record in a defer: ReverseProxy panics (http.ErrAbortHandler) when
+		// a client drops the body midway, as containerd 2.x does.
+		defer func() {
+			v := recover()
+			c.record(r, sw.status, v != nil)
+			if v != nil {
+				panic(v)
+			}
+		}()
 		rp.ServeHTTP(out, r)
-		c.record(r, sw.status)
 	}))
 	t.Cleanup(srv.Close)
 	c.Addr = strings.TrimPrefix(srv.URL, "http://")
@@ -137,10 +145,13 @@ func (c *countingProxy) SetTarget(target string) {
 	c.mu.Unlock()
 }
 
-func (c *countingProxy) record(r *http.Request, status int) {
+func (c *countingProxy) record(r *http.Request, status int, aborted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	line := fmt.Sprintf("%s %s -> %d", r.Method, r.URL.RequestURI(), status)
+	if aborted {
+		line += " (body cut)"
+	}
 	if rg := r.Header.Get("Range"); rg != "" {
 		line += " (Range: " + rg + ")"
 	}
