@@ -107,6 +107,14 @@ func TestAPIConformance(t *testing.T) {
 			t.Errorf("GET referrers: %d %s, want 404 with errcode JSON", got.Status, got.ErrCode)
 		}
 	})
+	t.Run("unknown registry refused", func(t *testing.T) {
+		// berth is never an open proxy: a registry it does not know, named by
+		// ns, is refused (a loopback port nothing listens on, to be safe).
+		got := doAPI(t, "http://"+b.Addr, apiCase{method: "GET", path: "/v2/e2e/app/manifests/v1", accept: manifestAccept}, deadAddr(t))
+		if got.Status < 400 || got.Status >= 500 || strings.HasPrefix(got.ErrCode, "not errcode") || got.ErrCode == "" {
+			t.Errorf("GET with ns=<unknown registry>: %d %s, want a 4xx errcode", got.Status, got.ErrCode)
+		}
+	})
 	t.Run("push refused", func(t *testing.T) {
 		for _, r := range []struct{ method, path string }{
 			{"POST", "/v2/e2e/app/blobs/uploads/"},
