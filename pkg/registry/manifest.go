@@ -13,6 +13,8 @@ import (
 
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/distribution/distribution/v3/manifest/manifestlist"
+	"github.com/distribution/distribution/v3/manifest/schema2"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -24,12 +26,8 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if oci.IsIndex(man.MediaType) && !accepts(r, man.MediaType) {
-		// A client that cannot read an index gets the linux/amd64 image,
-		// as a registry answers old Docker clients.
-		if man, err = h.platformManifest(r.Context(), rq, man); err != nil {
-			return err
-		}
+	if man, err = h.negotiate(r, rq, man); err != nil {
+		return err
 	}
 	if !rq.head && rq.via == mirror.ViaClient {
 		h.m.Pull(rq.Repo.Registry, rq.Repo.Name)
@@ -51,14 +49,32 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// accepts reports whether the request's Accept headers allow mediaType. No
-// Accept, or */*, allows anything.
-func accepts(r *http.Request, mediaType string) bool {
-	values := r.Header.Values("Accept")
-	if len(values) == 0 {
-		return true
+// negotiate applies the client's Accept headers as distribution's registry
+// v3 does: an OCI image manifest only goes to clients that list its type;
+// a Docker manifest list asked for by tag by a client that cannot read one
+// is answered with its linux/amd64 image (old Docker clients); an OCI index
+// goes to anyone (distribution v3 serves it whatever the Accept). One
+// leniency: */* accepts anything.
+func (h *Handler) negotiate(r *http.Request, rq *request, man mirror.Manifest) (mirror.Manifest, error) {
+	switch mt := man.MediaType; {
+	case accepts(r, mt):
+		return man, nil
+	case mt == v1.MediaTypeImageManifest:
+		return man, fmt.Errorf("OCI manifest found, but accept header does not support OCI manifests: %w", oci.ErrManifestUnknown)
+	case mt == manifestlist.MediaTypeManifestList && rq.Digest == "":
+		child, err := h.platformManifest(r.Context(), rq, man)
+		if err == nil && child.MediaType == schema2.MediaTypeManifest && !accepts(r, child.MediaType) {
+			return man, fmt.Errorf("schema 2 manifest not supported by client: %w", oci.ErrManifestUnknown)
+		}
+		return child, err
 	}
-	for _, v := range values {
+	return man, nil // other types (schema 2, artifacts) go to any client
+}
+
+// accepts reports whether the request's Accept headers list mediaType or
+// */*.
+func accepts(r *http.Request, mediaType string) bool {
+	for _, v := range r.Header.Values("Accept") {
 		for _, part := range strings.Split(v, ",") {
 			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
 			if err == nil && (mt == mediaType || mt == "*/*") {

@@ -73,11 +73,11 @@ func TestAPIConformance(t *testing.T) {
 		{name: "unknown blob", method: "GET", path: "/v2/e2e/app/blobs/sha256:" + strings.Repeat("0", 64)},
 		{name: "unknown manifest digest", method: "GET", path: "/v2/e2e/app/manifests/sha256:" + strings.Repeat("1", 64)},
 		{name: "bad digest", method: "GET", path: "/v2/e2e/app/blobs/sha256:xyz"},
-		// Not compared, as berth differs from distribution v3 on purpose or
-		// not (see the e2e notes): an OCI image asked for without OCI in
-		// Accept (distribution: 404 MANIFEST_UNKNOWN; berth: the image), an
-		// OCI index asked for without index types (distribution: the index;
-		// berth: its linux/amd64 image).
+		// Accept negotiation as distribution does it: OCI content only for
+		// clients that list its type.
+		{name: "oci image, docker accept", method: "GET", path: "/v2/e2e/app/manifests/v1", accept: []string{"application/vnd.docker.distribution.manifest.v2+json"}},
+		{name: "oci image, no accept", method: "GET", path: "/v2/e2e/app/manifests/v1"},
+		{name: "oci index, image accept", method: "GET", path: "/v2/e2e/multi/manifests/v1", accept: []string{"application/vnd.oci.image.manifest.v1+json"}},
 		{name: "image, tag v2", method: "GET", path: "/v2/e2e/app/manifests/v2", accept: manifestAccept[2:3]},
 		{name: "docker, oci accept", method: "GET", path: "/v2/e2e/docker/manifests/v1", accept: []string{"application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"}},
 		{name: "head blob unknown", method: "HEAD", path: "/v2/e2e/app/blobs/sha256:" + strings.Repeat("2", 64)},
