@@ -24,7 +24,26 @@ import (
 // sorted; a histogram gives name_count and name_sum.
 type samples map[string]float64
 
+// scrape reads /metrics once the request counters have settled: a handler
+// counts its request after the client has read the last byte, so a scrape
+// right after a pull can miss the last count. Two equal reads 20ms apart
+// (within 5s) mean every handler has counted.
 func scrape(t *testing.T, baseURL string) samples {
+	t.Helper()
+	prev := scrapeOnce(t, baseURL)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // polling: no channel says a handler ended
+		cur := scrapeOnce(t, baseURL)
+		if cur.sum("berth_http_requests_total") == prev.sum("berth_http_requests_total") &&
+			cur.sum("berth_served_bytes_total") == prev.sum("berth_served_bytes_total") {
+			return cur
+		}
+		prev = cur
+	}
+	return prev
+}
+
+func scrapeOnce(t *testing.T, baseURL string) samples {
 	t.Helper()
 	resp, err := http.Get(baseURL + "/metrics")
 	if err != nil {
