@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,16 +63,16 @@ func startContainerdBin(t testing.TB, bin, ctr, config string) *containerd {
 
 // mirror writes DIR/<host>/hosts.toml naming mirror (host:port, plain
 // HTTP) for pulls and resolves, with server = a dead loopback port so a
-// fallback fails loudly.
+// fallback fails loudly. The file is written by `berth hosts-toml`, the
+// command the Helm chart's init container runs on every node, so each
+// containerd test also proves containerd accepts what berth writes.
 func (c *containerd) mirror(t testing.TB, host, mirror string) {
 	t.Helper()
-	toml := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", deadAddr(t), mirror)
-	dir := filepath.Join(c.hosts, host)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
+	out := mustRun(t, time.Minute, nil, needBerth(t), "hosts-toml", "--dir", c.hosts,
+		"--mirror", "http://"+mirror, "--registry", host+"=http://"+deadAddr(t))
+	b, err := os.ReadFile(filepath.Join(c.hosts, host, "hosts.toml"))
+	if err != nil || !strings.Contains(string(b), "# managed by berth") || !strings.Contains(string(b), mirror) {
+		t.Fatalf("berth hosts-toml wrote no usable file for %s (%v):\n%s\n%s", host, err, out, b)
 	}
 }
 
