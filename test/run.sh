@@ -29,6 +29,10 @@ fi
 echo "run: go vet"
 go vet ./...
 
+echo "run: Dockerfile build stage"
+# No Docker engine here: run the build stage's own commands on the host.
+bash test/dockerfile-build-stage.sh
+
 echo "run: go test"
 go test -race -count=1 -timeout 60m ./...
 
