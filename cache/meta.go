@@ -7,7 +7,11 @@ import (
 
 // metaCache keeps hot index values in memory (golang-lru), so manifest and
 // tag lookups rarely open a bbolt transaction. It is a read-through cache:
-// bbolt stays the truth, and every write goes there first.
+// bbolt stays the truth, and every write goes there first. Lookups Peek,
+// which takes the LRU's shared lock only: a hit never waits on a write
+// lock. The price is that a hit does not renew an entry's place, so the
+// cache evicts in insertion order, and an evicted hot entry costs one bbolt
+// read before it is back.
 type metaCache struct {
 	infos *lru.Cache[digest.Digest, Info]
 	tags  *lru.Cache[string, Tag]
@@ -19,9 +23,9 @@ func newMetaCache() *metaCache {
 	return &metaCache{infos: infos, tags: tags}
 }
 
-func (c *metaCache) info(d digest.Digest) (Info, bool) { return c.infos.Get(d) }
+func (c *metaCache) info(d digest.Digest) (Info, bool) { return c.infos.Peek(d) }
 func (c *metaCache) addInfo(i Info)                    { c.infos.Add(i.Digest, i) }
 func (c *metaCache) forget(d digest.Digest)            { c.infos.Remove(d) }
-func (c *metaCache) tag(key string) (Tag, bool)        { return c.tags.Get(key) }
+func (c *metaCache) tag(key string) (Tag, bool)        { return c.tags.Peek(key) }
 func (c *metaCache) addTag(key string, t Tag)          { c.tags.Add(key, t) }
 func (c *metaCache) forgetTag(key string)              { c.tags.Remove(key) }
