@@ -19,7 +19,7 @@ import (
 
 // The audit record: what this node served, per registry and repository.
 // A hit adds to an atomic counter in memory (found through a sync.Map, no
-// lock, no write transaction); flushLoop adds the counts to bbolt with the
+// lock, no write transaction); flush adds the counts to bbolt with the
 // access times.
 //
 //	audit/  <registry> 0 <name> 0 <kind> 0 <tag> 0 <digest>  → auditRecord

@@ -145,23 +145,14 @@ func (s *Store) mark(d digest.Digest, ref map[digest.Digest]bool, depth int) {
 	}
 }
 
-func (s *Store) gcLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.opts.GCInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			rep, err := s.GC(s.ctx, GCOptions{})
-			if err != nil {
-				s.log.Warn("gc", "err", err)
-				continue
-			}
-			if len(rep.Removed) > 0 {
-				s.log.Info("gc", "removed", len(rep.Removed), "bytes", rep.Bytes, "referenced", rep.Referenced)
-			}
-		}
+// gcOnce is the periodic gc's run.
+func (s *Store) gcOnce() {
+	rep, err := s.GC(s.ctx, GCOptions{})
+	if err != nil {
+		s.log.Warn("gc", "err", err)
+		return
+	}
+	if len(rep.Removed) > 0 {
+		s.log.Info("gc", "removed", len(rep.Removed), "bytes", rep.Bytes, "referenced", rep.Referenced)
 	}
 }

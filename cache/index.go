@@ -270,25 +270,32 @@ func hashFile(path string, d digest.Digest) (int64, error) {
 	return n, nil
 }
 
-// accessLog collects last-access times in memory; flushLoop writes them to
+// accessLog collects last-access times in memory; flush writes them to
 // bbolt in one transaction per interval, so a hit never waits on a write.
 type accessLog struct{ m sync.Map } // digest.Digest → int64 unix nanoseconds
 
 func (a *accessLog) touch(d digest.Digest) { a.m.Store(d, time.Now().UnixNano()) }
 
-func (s *Store) flushLoop() {
+// flush writes the access times and audit counts gathered in memory.
+func (s *Store) flush() {
+	s.flushAccess()
+	if err := s.flushAudit(); err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		s.log.Warn("flush audit record", "err", err)
+	}
+}
+
+// every runs fn each interval until the store closes. The caller has added
+// to s.wg for it.
+func (s *Store) every(interval time.Duration, fn func()) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.opts.FlushInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			s.flushAccess()
-			if err := s.flushAudit(); err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
-				s.log.Warn("flush audit record", "err", err)
-			}
+			fn()
 		}
 	}
 }

@@ -158,11 +158,11 @@ func Open(root string, opts Options) (*Store, error) {
 	}
 	s.added(0, 0) // the gauges
 	s.wg.Add(2)
-	go s.flushLoop()
+	go s.every(s.opts.FlushInterval, s.flush)
 	go s.evictLoop()
 	if opts.GCInterval > 0 {
 		s.wg.Add(1)
-		go s.gcLoop()
+		go s.every(s.opts.GCInterval, s.gcOnce)
 	}
 	s.kickEvict() // a smaller quota than the last run's
 	return s, nil

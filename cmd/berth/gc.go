@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"time"
 
 	"github.com/berth-registry/berth/cache"
@@ -25,14 +23,9 @@ func gcCmd() *cobra.Command {
 			"so the server must be stopped; a running server does the same every cache.gcInterval.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := sf.dir()
+			s, err := sf.open("stop it first, or let its periodic gc run")
 			if err != nil {
 				return err
-			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			s, err := cache.Open(dir, cache.Options{Logger: log})
-			if err != nil {
-				return inUse(err, "stop it first, or let its periodic gc run")
 			}
 			defer s.Close()
 			rep, err := s.GC(cmd.Context(), cache.GCOptions{MinAge: minAge, DryRun: dryRun})

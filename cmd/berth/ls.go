@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,6 +33,22 @@ func (f *storeFlags) dir() (string, error) {
 		return "", err
 	}
 	return cfg.Cache.Dir, nil
+}
+
+// open opens the store for a command that needs it to itself (gc,
+// verify), logging warnings to stderr; hint says what to do when a server
+// holds it.
+func (f *storeFlags) open(hint string) (*cache.Store, error) {
+	dir, err := f.dir()
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := cache.Open(dir, cache.Options{Logger: log})
+	if err != nil {
+		return nil, inUse(err, hint)
+	}
+	return s, nil
 }
 
 // inUse explains ErrInUse to a person.

@@ -3,10 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 
-	"github.com/berth-registry/berth/cache"
 	"github.com/spf13/cobra"
 )
 
@@ -24,14 +21,9 @@ func verifyCmd() *cobra.Command {
 			"server must be stopped. Exits non-zero when it found a bad file.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := sf.dir()
+			s, err := sf.open("stop it first")
 			if err != nil {
 				return err
-			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			s, err := cache.Open(dir, cache.Options{Logger: log})
-			if err != nil {
-				return inUse(err, "stop it first")
 			}
 			defer s.Close()
 			rep, err := s.Verify(cmd.Context(), workers, !dryRun)
