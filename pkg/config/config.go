@@ -39,6 +39,7 @@ type Cache struct {
 	HighWatermark float64  `yaml:"highWatermark"` // fraction of MaxSize that starts eviction
 	LowWatermark  float64  `yaml:"lowWatermark"`  // fraction of MaxSize eviction stops at
 	GCInterval    Duration `yaml:"gcInterval"`    // period of the background gc; 0 disables it
+	GCMinAge      Duration `yaml:"gcMinAge"`      // unreferenced content unused this long is removed by gc
 }
 
 // Registry is one upstream registry, reachable under its Name.

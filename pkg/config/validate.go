@@ -98,6 +98,7 @@ func (c *Config) validateCache(p *problems) {
 		p.add("cache.lowWatermark", "must be less than cache.highWatermark (%v), got %v", hi, lo)
 	}
 	checkDuration(p, "cache.gcInterval", c.Cache.GCInterval)
+	checkDuration(p, "cache.gcMinAge", c.Cache.GCMinAge)
 }
 
 func (c *Config) validateRegistries(p *problems) {

@@ -62,7 +62,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	store, err := cache.Open(cfg.Cache.Dir, cache.Options{
 		Logger: log.With("component", "cache"), Metrics: s.metrics, FillTimeout: cfg.FillTimeout.D(),
 		MaxBytes: quota, HighWatermark: cfg.Cache.HighWatermark, LowWatermark: cfg.Cache.LowWatermark,
-		GCInterval: cfg.Cache.GCInterval.D(),
+		GCInterval: cfg.Cache.GCInterval.D(), GCMinAge: cfg.Cache.GCMinAge.D(),
 	})
 	if err != nil {
 		return nil, err
