@@ -190,6 +190,12 @@ func authError(step string, err error) error {
 	if errors.As(err, &terr) {
 		return fmt.Errorf("%s: %w", step, fromTransportError(terr))
 	}
+	if strings.Contains(err.Error(), "invalid realm") {
+		// go-containerregistry refused the challenge's token realm (a
+		// private IP literal on another host, or http for https): a refusal
+		// by configuration, not an unreachable endpoint to back off from.
+		return fmt.Errorf("%s: %w: %w", step, err, oci.ErrDenied)
+	}
 	return fmt.Errorf("%s: %w: %w", step, redactURLError(err), oci.ErrUnavailable)
 }
 

@@ -251,3 +251,23 @@ func TestBasicAuthHtpasswd(t *testing.T) {
 		t.Fatalf("after reload with a wrong password: %v", err)
 	}
 }
+
+// A realm on a private IP literal of another host:port is refused as
+// DENIED (go-containerregistry's guard against being steered at a metadata
+// service), not taken for an unreachable endpoint: were the endpoint backed
+// off, the second call would answer UNAVAILABLE without trying.
+func TestPrivateRealmElsewhereIsDenied(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	up.push(t, "team/app", "v1", 1024)
+	ta := withTokenAuth(t, up, "", "")
+	ta.realm = "http://127.0.0.9:1/token" // loopback literal, another host: never dialled
+	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}})
+	ctx, repo := testCtx(t), repoOf(c, "team/app")
+	for i := range 2 {
+		_, err := c.HeadManifest(ctx, repo, "v1")
+		if !errors.Is(err, oci.ErrDenied) || errors.Is(err, oci.ErrUnavailable) || !strings.Contains(err.Error(), "realm") {
+			t.Fatalf("call %d: %v, want DENIED naming the realm", i, err)
+		}
+	}
+}
