@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/config"
-	"github.com/berth-registry/berth/pkg/server"
+	"github.com/berth-registry/berth/test/nodetest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -45,7 +43,9 @@ func TestPreloadThenServeWithoutUpstream(t *testing.T) {
 	idxDigest := up.PushIndex(t, "site/app", "v1", idx)
 	want = append(want, digest.Digest(idxDigest.String()))
 
-	srv, url := startServer(t, up)
+	// The second run revalidates the tag (1ms TTL), fails, and serves stale.
+	n := nodetest.Start(t, up, func(c *config.Config) { c.TagTTL = config.Duration(time.Millisecond) })
+	srv, url := n.Server, n.URL
 	run := func() string {
 		t.Helper()
 		var out bytes.Buffer
@@ -73,33 +73,4 @@ func TestPreloadThenServeWithoutUpstream(t *testing.T) {
 	if out := run(); !strings.Contains(out, "3 manifests, 6 blobs") {
 		t.Fatalf("preload from the store alone said %q", out)
 	}
-}
-
-func startServer(t *testing.T, up *upstreamtest.Registry) (*server.Server, string) {
-	t.Helper()
-	cfg, err := config.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
-	cfg.DefaultRegistry = up.Host
-	cfg.Cache.Dir = t.TempDir()
-	cfg.TagTTL = config.Duration(time.Millisecond) // the second run revalidates, fails, and serves stale
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-	})
-	return srv, "http://" + ln.Addr().String()
 }

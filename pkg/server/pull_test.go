@@ -2,14 +2,12 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -19,53 +17,17 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/pkg/config"
-	"github.com/berth-registry/berth/pkg/server"
+	"github.com/berth-registry/berth/test/nodetest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
 )
 
 // node is one berth node in process in front of up.
-type node struct {
-	*server.Server
-	URL string
-}
+type node = nodetest.Node
 
 func startNode(t *testing.T, up *upstreamtest.Registry, mutate ...func(*config.Config)) *node {
-	t.Helper()
-	cfg, err := config.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
-	cfg.DefaultRegistry = up.Host
-	cfg.Cache.Dir = t.TempDir()
-	cfg.ShutdownGrace = config.Duration(5 * time.Second)
-	for _, m := range mutate {
-		m(cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		srv.Close()
-	})
-	return &node{Server: srv, URL: "http://" + ln.Addr().String()}
+	return nodetest.Start(t, up, mutate...)
 }
 
 func get(t *testing.T, method, url string, hdr ...string) (*http.Response, []byte) {
