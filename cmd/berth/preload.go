@@ -32,7 +32,11 @@ func preloadCmd() *cobra.Command {
 			"alpine:3.20, registry.k8s.io/pause:3.10, ghcr.io/org/app@sha256:...",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p := &preloader{base: strings.TrimSuffix(addr, "/"), client: http.DefaultClient}
+			// Its own transport, closed when done: a connection dialled and
+			// never used would hold the server's graceful shutdown for 5s.
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			defer tr.CloseIdleConnections()
+			p := &preloader{base: strings.TrimSuffix(addr, "/"), client: &http.Client{Transport: tr}}
 			for _, ref := range args {
 				if err := p.image(cmd.Context(), ref, parallel); err != nil {
 					return fmt.Errorf("preload %s: %w", ref, err)

@@ -5,6 +5,7 @@ package nodetest
 import (
 	"context"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -31,7 +32,9 @@ func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Confi
 	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
 	cfg.DefaultRegistry = up.Host
 	cfg.Cache.Dir = t.TempDir()
-	cfg.ShutdownGrace = config.Duration(5 * time.Second)
+	// Shutdown counts a connection accepted but never used as busy for 5s
+	// (net/http), and a client's pool can leave one: allow more than that.
+	cfg.ShutdownGrace = config.Duration(15 * time.Second)
 	for _, m := range mutate {
 		m(cfg)
 	}
@@ -50,6 +53,7 @@ func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Confi
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
 	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections() // the tests' client: let shutdown find no idle peer
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
