@@ -50,7 +50,7 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 			t.Cleanup(b.checkRaces(t))
 			return b
 		}
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	t.Fatalf("berth: %v", lastErr)
 	return nil
@@ -82,8 +82,8 @@ func berthConfig(t testing.TB, dir string, o berthOpts) string {
 // race report in its log.
 func (b *berth) checkRaces(t testing.TB) func() {
 	return func() {
-		b.p.stop(10 * time.Second)
-		if log := b.p.tail(1 << 20); strings.Contains(log, "WARNING: DATA RACE") {
+		b.p.Stop(10 * time.Second)
+		if log := b.p.Tail(1 << 20); strings.Contains(log, "WARNING: DATA RACE") {
 			t.Errorf("berth reported a data race:\n%s", log)
 		}
 	}

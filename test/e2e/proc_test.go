@@ -15,44 +15,29 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // proc is a process a test started. Its stdout and stderr go to a log
 // file, shown when the test fails. It is stopped in t.Cleanup.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed when the process has exited
-	err  error         // exit status; read after done
-}
+type proc struct{ *proctest.Proc }
 
 // startProc starts name with args and extra env. It returns once the
 // process runs; the caller waits for readiness (waitHTTP).
 func startProc(t testing.TB, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
-	logf, err := os.CreateTemp(t.TempDir(), name+"-*.log")
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(childEnv(), env...)
+	pp, err := proctest.Start(cmd, t.TempDir(), name, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(childEnv(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logf.Name(), done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
+	p := &proc{pp}
 	t.Cleanup(func() {
-		p.stop(10 * time.Second)
+		p.Stop(10 * time.Second)
 		if t.Failed() || testing.Verbose() {
-			t.Logf("%s log (%s):\n%s", name, strings.Join(cmd.Args, " "), p.tail(8000))
+			t.Logf("%s log (%s):\n%s", name, strings.Join(cmd.Args, " "), p.Tail(8000))
 		}
 	})
 	return p
@@ -70,43 +55,6 @@ func childEnv() []string {
 	return env
 }
 
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM to the process group, then SIGKILL after grace.
-func (p *proc) stop(grace time.Duration) {
-	if p.exited() {
-		return
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(grace):
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// tail returns the last n bytes of the log.
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.log)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
-
 // waitHTTP polls url until it answers with want, the process exits, or
 // the deadline passes, and fails t unless it answered.
 func (p *proc) waitHTTP(t testing.TB, url string, want int) {
@@ -122,8 +70,8 @@ func (p *proc) ready(url string, want int) error {
 	deadline := time.Now().Add(60 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		if p.exited() {
-			return fmt.Errorf("%s exited before it was ready (%v):\n%s", p.name, p.err, p.tail(4000))
+		if p.Exited() {
+			return fmt.Errorf("%s exited before it was ready (%v):\n%s", p.Name, p.Err(), p.Tail(4000))
 		}
 		resp, err := http.Get(url)
 		if err == nil {
@@ -137,7 +85,7 @@ func (p *proc) ready(url string, want int) error {
 		}
 		time.Sleep(50 * time.Millisecond) // polling a process that gives no signal
 	}
-	return fmt.Errorf("%s not ready at %s after 60s: %s\n%s", p.name, url, last, p.tail(4000))
+	return fmt.Errorf("%s not ready at %s after 60s: %s\n%s", p.Name, url, last, p.Tail(4000))
 }
 
 // waitSocket polls until a unix socket accepts connections.
@@ -145,8 +93,8 @@ func (p *proc) waitSocket(t testing.TB, path string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if p.exited() {
-			t.Fatalf("%s exited before it was ready (%v):\n%s", p.name, p.err, p.tail(4000))
+		if p.Exited() {
+			t.Fatalf("%s exited before it was ready (%v):\n%s", p.Name, p.Err(), p.Tail(4000))
 		}
 		if c, err := net.Dial("unix", path); err == nil {
 			c.Close()
@@ -154,7 +102,7 @@ func (p *proc) waitSocket(t testing.TB, path string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s: socket %s not ready after 60s\n%s", p.name, path, p.tail(4000))
+	t.Fatalf("%s: socket %s not ready after 60s\n%s", p.Name, path, p.Tail(4000))
 }
 
 // freePort returns a loopback port that was free a moment ago.

@@ -59,7 +59,7 @@ http:
 		if lastErr = p.ready("http://"+addr+"/v2/", want); lastErr == nil {
 			return addr, p
 		}
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	t.Fatalf("registry: %v", lastErr)
 	return "", nil

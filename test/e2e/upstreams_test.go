@@ -130,7 +130,7 @@ func TestUpstreamOutage(t *testing.T) {
 	if up.Manifests() == before {
 		t.Errorf("with a 1ms tag TTL berth did not revalidate the tag upstream:\n%s", up.Log())
 	}
-	regProc.stop(10 * time.Second)
+	regProc.Stop(10 * time.Second)
 	pull("upstream 502")
 	up.Close()
 	pull("upstream refusing")
