@@ -4,7 +4,9 @@
 package metrics
 
 import (
-	"sync"
+	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,7 +21,7 @@ const (
 // Metrics is the set of berth's collectors. Its methods are safe for
 // concurrent use and do nothing on a nil receiver.
 type Metrics struct {
-	Requests        *prometheus.CounterVec   // route, method, code
+	Requests        *prometheus.CounterVec   // route, method, code; each of a fixed set
 	CacheHits       *prometheus.CounterVec   // kind (blob, manifest, tag)
 	CacheMisses     *prometheus.CounterVec   // kind
 	BytesServed     *prometheus.CounterVec   // source: bytes written to clients
@@ -38,14 +40,12 @@ type Metrics struct {
 	Pulls           *prometheus.CounterVec   // registry, repository: manifest pulls, top-N bounded
 	StaleServed     *prometheus.CounterVec   // kind: answers from cache because upstream failed
 
-	topMu   sync.Mutex          // guards topSeen
-	topSeen map[string]struct{} // repositories that have their own Pulls series
-	topN    int
+	top *topRepos // which repositories have their own Pulls series
 }
 
 // New creates the collectors and registers them with reg. topRepos bounds
-// the repositories that get their own pull counter; later ones count under
-// repository="other".
+// the repositories that get their own pull counter: the most pulled ones
+// have one, the others count under repository="other".
 func New(reg prometheus.Registerer, topRepos int) *Metrics {
 	m := &Metrics{
 		Requests:        counterVec("berth_http_requests_total", "HTTP requests by route, method and status code.", "route", "method", "code"),
@@ -66,8 +66,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		Peers:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peers", Help: "Live cluster members besides this node."}),
 		Pulls:           counterVec("berth_pulls_total", "Manifest pulls by registry and repository (top repositories; the rest are \"other\").", "registry", "repository"),
 		StaleServed:     counterVec("berth_stale_served_total", "Answers from the cache because the upstream failed.", "kind"),
-		topSeen:         map[string]struct{}{},
-		topN:            topRepos,
+		top:             newTopRepos(topRepos),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
@@ -149,21 +148,47 @@ func (m *Metrics) Stale(kind string) {
 	}
 }
 
-// Pull counts a manifest pull of a repository. The first topN repositories
-// seen get their own series; the rest count as "other", so a scan of many
-// names cannot grow the metric without bound.
+// Request counts one HTTP request. Only a fixed set of values reaches
+// each label: a method outside RFC 9110's list counts as "other", and so
+// does a status code net/http has no name for (an upstream's odd status
+// passed through), so a client sending random methods cannot add series.
+func (m *Metrics) Request(route, method string, code int) {
+	if m != nil {
+		m.Requests.WithLabelValues(route, MethodLabel(method), CodeLabel(code)).Inc()
+	}
+}
+
+// MethodLabel is method if it is one of RFC 9110's methods, else "other".
+func MethodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
+}
+
+// CodeLabel is code in decimal if net/http knows its name, else "other".
+func CodeLabel(code int) string {
+	if http.StatusText(code) == "" {
+		return "other"
+	}
+	return strconv.Itoa(code)
+}
+
+// Pull counts a successful manifest pull of a repository. The topN most
+// pulled repositories have their own series; the rest count as "other".
+// See topRepos for how "most pulled" is kept in bounded memory.
 func (m *Metrics) Pull(registry, repository string) {
 	if m == nil {
 		return
 	}
-	key := registry + "/" + repository
-	m.topMu.Lock()
-	_, ok := m.topSeen[key]
-	if !ok && len(m.topSeen) < m.topN {
-		m.topSeen[key], ok = struct{}{}, true
+	own, evicted := m.top.pull(registry + "/" + repository)
+	if evicted != "" {
+		reg, name, _ := strings.Cut(evicted, "/")
+		m.Pulls.DeleteLabelValues(reg, name)
 	}
-	m.topMu.Unlock()
-	if !ok {
+	if !own {
 		repository = "other"
 	}
 	m.Pulls.WithLabelValues(registry, repository).Inc()

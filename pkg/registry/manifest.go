@@ -29,9 +29,6 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
 	if man, err = h.negotiate(r, rq, man); err != nil {
 		return err
 	}
-	if !rq.head && rq.via == mirror.ViaClient {
-		h.m.Pull(rq.Repo.Registry, rq.Repo.Name)
-	}
 	hd := w.Header()
 	hd.Set("Content-Type", man.MediaType)
 	hd.Set("Docker-Content-Digest", man.Digest.String())
@@ -46,6 +43,9 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(man.Data))
+	if sw, ok := w.(*statusWriter); ok && sw.status == http.StatusOK && !rq.head && rq.via == mirror.ViaClient {
+		h.m.Pull(rq.Repo.Registry, rq.Repo.Name) // a pull is a manifest's bytes sent, not a 304 or an error
+	}
 	return nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/metrics"
@@ -87,9 +86,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", sw.status, "err", err)
 		}
 	}
-	if h.m != nil {
-		h.m.Requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
-	}
+	h.m.Request(route, r.Method, sw.status)
 	h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
 		"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond))
 }

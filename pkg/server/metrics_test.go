@@ -205,19 +205,22 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 		d("berth_upstream_request_seconds_count", 0),
 	)
 
-	// Pulls per repository are bounded: the third repository is "other".
-	for _, repo := range []string{"a/two", "a/three", "a/three"} {
+	// Pulls per repository are bounded, and the series go to the most
+	// pulled: a/three, pulled more than a/two, takes a/two's series.
+	for _, repo := range []string{"a/two", "a/three", "a/three", "a/three"} {
 		if resp, _ := get(t, http.MethodGet, n.URL+"/v2/"+repo+"/manifests/v1", "Accept", manifestAccept); resp.StatusCode != 200 {
 			t.Fatalf("%s: %d", repo, resp.StatusCode)
 		}
 	}
 	s3 := scrape(t, n.URL)
 	checkDeltas(t, "top-N pulls", s2, s3,
-		d("berth_pulls_total", 1, reg, lbl("repository", "a/two")),
-		d("berth_pulls_total", 2, reg, lbl("repository", "other")),
-		d("berth_pulls_total", 0, reg, lbl("repository", "a/three")),
-		d("berth_pulls_total", 3),
+		d("berth_pulls_total", 2, reg, lbl("repository", "a/three")), // since it got its series
+		d("berth_pulls_total", 1, reg, lbl("repository", "other")),  // a/three's first
+		d("berth_pulls_total", 0, reg, lbl("repository", "a/one")),
 	)
+	if got := s3.sum("berth_pulls_total", reg, lbl("repository", "a/two")); got != 0 {
+		t.Errorf("a/two kept its series (%v) though a/three was pulled more", got)
+	}
 
 	// Upstream errors by kind: a missing tag is "notfound"; an outage
 	// counts one "5xx" per 503 the upstream gave.
