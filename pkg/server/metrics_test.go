@@ -215,7 +215,7 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 	s3 := scrape(t, n.URL)
 	checkDeltas(t, "top-N pulls", s2, s3,
 		d("berth_pulls_total", 2, reg, lbl("repository", "a/three")), // since it got its series
-		d("berth_pulls_total", 1, reg, lbl("repository", "other")),  // a/three's first
+		d("berth_pulls_total", 1, reg, lbl("repository", "other")),   // a/three's first
 		d("berth_pulls_total", 0, reg, lbl("repository", "a/one")),
 	)
 	if got := s3.sum("berth_pulls_total", reg, lbl("repository", "a/two")); got != 0 {
