@@ -24,6 +24,6 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), configCmd(), hostsTomlCmd(), prepareDirCmd(), lsCmd(), verifyCmd(), gcCmd(), preloadCmd())
+	root.AddCommand(serveCmd(), configCmd(), hostsTomlCmd(), prepareDirCmd(), lsCmd(), verifyCmd(), gcCmd(), preloadCmd(), exportCmd(), importCmd())
 	return root
 }

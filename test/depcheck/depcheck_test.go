@@ -25,6 +25,7 @@ var forbidden = map[string][]string{
 	"pkg/mirror":    {"pkg/registry", "pkg/server", "cmd/berth", "peer"},
 	"pkg/registry":  {"pkg/server", "cmd/berth", "peer"},
 	"pkg/server":    {"cmd/berth"},
+	"pkg/airgap":    {"peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
 }
 
 func deps(t *testing.T, pkg string) []string {

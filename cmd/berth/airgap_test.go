@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/test/nodetest"
+	"github.com/berth-registry/berth/test/upstreamtest"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
+)
+
+func berthRun(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(t.Context())
+	return out.String(), err
+}
+
+// pushIndex pushes a two-platform index to up as repo:tag and returns
+// every digest of it.
+func pushIndex(t *testing.T, up *upstreamtest.Registry, repo, tag string) []digest.Digest {
+	t.Helper()
+	var all []digest.Digest
+	idx := v1.ImageIndex(empty.Index)
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := random.Image(32<<10, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+		d, _ := img.Digest()
+		cfg, _ := img.ConfigName()
+		all = append(all, digest.Digest(d.String()), digest.Digest(cfg.String()))
+		layers, _ := img.Layers()
+		for _, l := range layers {
+			ld, _ := l.Digest()
+			all = append(all, digest.Digest(ld.String()))
+		}
+	}
+	return append(all, digest.Digest(up.PushIndex(t, repo, tag, idx).String()))
+}
+
+// TestExportImportThroughAdminAPIAndCacheDir: images preloaded into a
+// running node are exported through its admin API, imported into a
+// stopped store's directory, exported from there as a directory, and
+// imported into the running node again: the same digests and tag arrive
+// each time, and a file of references with comments names them.
+func TestExportImportThroughAdminAPIAndCacheDir(t *testing.T) {
+	up := upstreamtest.New(t)
+	all := pushIndex(t, up, "site/app", "v1")
+	n := nodetest.Start(t, up)
+	if out, err := berthRun(t, "preload", "--addr", n.URL, up.Host+"/site/app:v1"); err != nil {
+		t.Fatalf("preload: %v\n%s", err, out)
+	}
+	admin := httptest.NewServer(n.AdminHandler())
+	defer admin.Close()
+
+	dir := t.TempDir()
+	list := filepath.Join(dir, "images.txt")
+	os.WriteFile(list, []byte("# the site's images\n"+up.Host+"/site/app:v1  # app\n\n"), 0o644)
+	tarFile := filepath.Join(dir, "site.tar")
+	if out, err := berthRun(t, "export", "--addr", admin.URL, "-f", list, "-o", tarFile); err != nil {
+		t.Fatalf("export: %v\n%s", err, out)
+	}
+
+	storeB := filepath.Join(dir, "b")
+	out, err := berthRun(t, "import", "--cache-dir", storeB, tarFile)
+	if err != nil || !strings.Contains(out, "tagged "+up.Host+"/site/app:v1") {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	layout := filepath.Join(dir, "layout")
+	if out, err := berthRun(t, "export", "--cache-dir", storeB, "-o", layout, up.Host+"/site/app:v1"); err != nil {
+		t.Fatalf("export dir: %v\n%s", err, out)
+	}
+	s, err := cache.Open(storeB, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range all {
+		if !s.Has(d) {
+			t.Errorf("store B lacks %s", d)
+		}
+	}
+	s.Close()
+
+	// Into a running node that holds nothing yet, from the directory.
+	up2 := upstreamtest.New(t)
+	n2 := nodetest.Start(t, up2)
+	admin2 := httptest.NewServer(n2.AdminHandler())
+	defer admin2.Close()
+	if out, err := berthRun(t, "import", "--addr", admin2.URL, layout); err != nil {
+		t.Fatalf("import --addr: %v\n%s", err, out)
+	}
+	for _, d := range all {
+		if !n2.Store().Has(d) {
+			t.Errorf("node 2 lacks %s", d)
+		}
+	}
+	if _, err := n2.Store().Tag(cache.TagKey(up.Host, "site/app", "v1")); err != nil {
+		t.Errorf("node 2 tag: %v", err)
+	}
+
+	// A tampered archive is refused over the API, naming the digest.
+	data, _ := os.ReadFile(tarFile)
+	i := bytes.Index(data, []byte("blobs/sha256/"+all[2].Encoded()))
+	if i < 0 {
+		t.Fatal("layer not in the tar")
+	}
+	data[i+1024] ^= 0xff // the header is 512 bytes (PAX: more); flip a byte of the body
+	bad := filepath.Join(dir, "bad.tar")
+	os.WriteFile(bad, data, 0o644)
+	up3 := upstreamtest.New(t)
+	n3 := nodetest.Start(t, up3)
+	admin3 := httptest.NewServer(n3.AdminHandler())
+	defer admin3.Close()
+	if _, err := berthRun(t, "import", "--addr", admin3.URL, bad); err == nil || !strings.Contains(err.Error(), "DIGEST_INVALID") {
+		t.Fatalf("tampered import: %v", err)
+	}
+	if b, blobs := n3.Store().Usage(); b != 0 || blobs != 0 {
+		t.Errorf("tampered import left %d blobs", blobs)
+	}
+	// Unknown images are a clean error.
+	if _, err := berthRun(t, "export", "--addr", admin.URL, "-o", filepath.Join(dir, "none.tar"), up.Host+"/site/none:v9"); err == nil {
+		t.Fatal("export of an unknown image succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "none.tar")); err == nil {
+		t.Error("a failed export left its output")
+	}
+}

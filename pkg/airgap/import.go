@@ -1,0 +1,330 @@
+package airgap
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// tagRe is a valid tag (the distribution spec's grammar).
+var tagRe = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+
+// ErrNotLayout means an archive is neither an OCI layout nor a docker save.
+var ErrNotLayout = errors.New("neither an OCI image layout (index.json) nor a docker save archive (manifest.json)")
+
+// ImportOptions tunes an import. The zero value pins what it imports.
+type ImportOptions struct {
+	// Repo names the repository of index.json entries whose name is a bare
+	// tag (as skopeo's oci:DIR:TAG writes it); without it such entries are
+	// imported and pinned but not tagged.
+	Repo  oci.Repo
+	NoPin bool         // import without pinning
+	Log   *slog.Logger // nil discards
+}
+
+// importer stages an archive's files, checks the whole, then commits.
+type importer struct {
+	s      *cache.Store
+	o      ImportOptions
+	staged map[digest.Digest]*cache.Staged // every blob staged, verified against its digest
+	named  map[string]*cache.Staged        // docker save files by name (layer.tar)
+	files  map[string][]byte               // small metadata files by name (index.json, manifest.json, configs)
+	plan   []planned                       // what to commit, children before parents
+	inPlan map[digest.Digest]bool
+	tags   map[string]cache.Tag
+	rep    Report
+}
+
+type planned struct {
+	st        *cache.Staged
+	mediaType string
+}
+
+// ImportTar imports an OCI layout tar (oci-archive) or a docker save tar
+// from r into s. It verifies every blob while it stages it in the store's
+// tmp/, checks that each image is whole, and only then commits the blobs,
+// pins them (unless NoPin), and records the tags in one transaction. A
+// tampered or truncated archive fails with the digest named and leaves
+// the store as it was. Import may run while the store serves; running it
+// again is harmless.
+func ImportTar(ctx context.Context, s *cache.Store, r io.Reader, o ImportOptions) (Report, error) {
+	im := newImporter(s, o)
+	defer im.discard()
+	if err := walkTar(ctxReader{ctx, r}, im.entry); err != nil {
+		return im.rep, err
+	}
+	return im.finish()
+}
+
+// ImportDir imports an OCI layout directory, as ImportTar does.
+func ImportDir(ctx context.Context, s *cache.Store, dir string, o ImportOptions) (Report, error) {
+	im := newImporter(s, o)
+	defer im.discard()
+	err := walkDir(dir, func(e entry) error {
+		e.r = ctxReader{ctx, e.r}
+		return im.entry(e)
+	})
+	if err != nil {
+		return im.rep, err
+	}
+	return im.finish()
+}
+
+func newImporter(s *cache.Store, o ImportOptions) *importer {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &importer{s: s, o: o, staged: map[digest.Digest]*cache.Staged{}, named: map[string]*cache.Staged{},
+		files: map[string][]byte{}, inPlan: map[digest.Digest]bool{}, tags: map[string]cache.Tag{}}
+}
+
+// entry stages one file of the archive: a blob under its digest, a small
+// metadata file in memory, anything else (a docker save layer) under a
+// digest computed from its bytes.
+func (im *importer) entry(e entry) error {
+	if rest, ok := strings.CutPrefix(e.name, "blobs/"); ok {
+		alg, hex, _ := strings.Cut(rest, "/")
+		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
+		if err := d.Validate(); err != nil {
+			return fmt.Errorf("%s: not a blob name: %w", e.name, oci.ErrDigestInvalid)
+		}
+		st, err := im.s.Stage(e.r, d, e.size)
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		im.keep(st)
+		im.named[e.name] = st
+		return nil
+	}
+	if strings.HasSuffix(e.name, ".json") || e.name == v1.ImageLayoutFile || e.name == "repositories" {
+		if e.size > oci.MaxManifestSize {
+			return fmt.Errorf("%s: %d bytes: %w", e.name, e.size, oci.ErrTooLarge)
+		}
+		data, err := io.ReadAll(io.LimitReader(e.r, oci.MaxManifestSize+1))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", e.name, err)
+		}
+		im.files[e.name] = data
+		return nil
+	}
+	if strings.HasSuffix(e.name, "/json") || strings.HasSuffix(e.name, "/VERSION") {
+		return nil // docker save's per-layer legacy metadata
+	}
+	st, err := im.s.Stage(e.r, "", e.size)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", e.name, err)
+	}
+	im.keep(st)
+	im.named[e.name] = st
+	return nil
+}
+
+func (im *importer) keep(st *cache.Staged) {
+	if old, ok := im.staged[st.Digest]; ok {
+		old.Discard()
+	}
+	im.staged[st.Digest] = st
+}
+
+// finish checks the staged archive and commits it.
+func (im *importer) finish() (Report, error) {
+	var err error
+	switch {
+	case im.files[v1.ImageIndexFile] != nil:
+		err = im.planLayout()
+	case im.files["manifest.json"] != nil:
+		err = im.planDockerSave()
+	default:
+		err = ErrNotLayout
+	}
+	if err != nil {
+		return im.rep, fmt.Errorf("import: %w", err)
+	}
+	return im.rep, im.commit()
+}
+
+// planLayout walks index.json and plans every image it names.
+func (im *importer) planLayout() error {
+	var idx v1.Index
+	if err := json.Unmarshal(im.files[v1.ImageIndexFile], &idx); err != nil {
+		return fmt.Errorf("index.json: %w", err)
+	}
+	for _, desc := range idx.Manifests {
+		if err := im.planManifest(desc, false); err != nil {
+			return err
+		}
+		im.rep.Images++
+		im.tag(desc)
+	}
+	return nil
+}
+
+// tag records the name index.json gives an image: containerd's full
+// image name, else ref.name when it is a full reference, else ref.name as
+// a tag of ImportOptions.Repo.
+func (im *importer) tag(desc v1.Descriptor) {
+	name := desc.Annotations[annotationImageName]
+	if name == "" {
+		name = desc.Annotations[AnnotationRefName]
+	}
+	if name == "" {
+		return
+	}
+	repo, tag := im.o.Repo, name
+	if strings.Contains(name, "/") {
+		var err error
+		if repo, tag, _, err = ParseRef(name); err != nil {
+			tag = ""
+		} else if tag == "" {
+			return // named by digest: content, no tag
+		}
+	} else if repo.Name == "" || !tagRe.MatchString(name) {
+		tag = ""
+	}
+	if tag == "" {
+		im.rep.Skipped = append(im.rep.Skipped, name)
+		im.o.Log.Warn("index.json entry names no repository: imported without a tag (pass --repo)", "name", name, "digest", desc.Digest)
+		return
+	}
+	key := cache.TagKey(repo.Registry, repo.Name, tag)
+	im.tags[key] = cache.Tag{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Checked: time.Now()}
+	im.rep.Tags = append(im.rep.Tags, key)
+}
+
+// planManifest checks that manifest desc and what it references are
+// staged with their descriptors' sizes, and plans them children first. An
+// index entry not carried (a platform left out) is allowed and reported;
+// any other missing content fails.
+func (im *importer) planManifest(desc v1.Descriptor, optional bool) error {
+	st, err := im.need(desc)
+	if err != nil {
+		if optional && errors.Is(err, ErrIncomplete) {
+			im.rep.Missing = append(im.rep.Missing, desc.Digest)
+			return nil
+		}
+		return err
+	}
+	if im.inPlan[desc.Digest] {
+		return nil
+	}
+	data, err := readStaged(st)
+	if err != nil {
+		return err
+	}
+	var m manifestDoc
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	mt := desc.MediaType
+	if mt == "" || !isManifest(mt) {
+		mt = oci.SniffMediaType(data)
+	}
+	for _, child := range m.Manifests {
+		if err := im.planManifest(child, true); err != nil {
+			return err
+		}
+	}
+	for _, b := range m.blobs() {
+		bst, err := im.need(b)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", desc.Digest, err)
+		}
+		im.add(bst, "")
+	}
+	im.add(st, mt)
+	im.rep.Manifests++
+	return nil
+}
+
+// need returns the staged blob desc names, checked against its size.
+func (im *importer) need(desc v1.Descriptor) (*cache.Staged, error) {
+	st, ok := im.staged[desc.Digest]
+	if !ok {
+		return nil, fmt.Errorf("blob %s: not in the archive: %w", desc.Digest, ErrIncomplete)
+	}
+	if desc.Size != st.Size {
+		return nil, fmt.Errorf("blob %s: %d bytes, descriptor says %d: %w", desc.Digest, st.Size, desc.Size, oci.ErrDigestMismatch)
+	}
+	return st, nil
+}
+
+func (im *importer) add(st *cache.Staged, mediaType string) {
+	if im.inPlan[st.Digest] {
+		return
+	}
+	im.inPlan[st.Digest] = true
+	im.plan = append(im.plan, planned{st, mediaType})
+	if mediaType == "" {
+		im.rep.Blobs++
+	}
+	im.rep.Bytes += st.Size
+}
+
+// commit links every planned blob into place (children before the
+// manifests that name them), pins them, then records the tags in one
+// transaction. A kill part way leaves verified content and, at worst, no
+// tags: running the import again completes it.
+func (im *importer) commit() error {
+	for _, p := range im.plan {
+		if err := p.st.Commit(p.mediaType); err != nil {
+			return err
+		}
+		delete(im.staged, p.st.Digest)
+	}
+	if !im.o.NoPin {
+		for _, p := range im.plan {
+			if err := im.s.Pin(p.st.Digest); err != nil {
+				return err
+			}
+		}
+	}
+	return im.s.SetTags(im.tags)
+}
+
+// discard removes whatever staged file was not committed.
+func (im *importer) discard() {
+	for _, st := range im.staged {
+		st.Discard()
+	}
+}
+
+func readStaged(st *cache.Staged) ([]byte, error) {
+	if st.Size > oci.MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s: %d bytes: %w", st.Digest, st.Size, oci.ErrTooLarge)
+	}
+	f, err := st.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(f); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ctxReader stops a long copy when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
