@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/metrics"
@@ -36,12 +35,12 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request) error {
 	sw, _ := w.(*statusWriter)
 	before := written(sw)
 	if f := b.File(); f != nil {
-		http.ServeContent(w, r, "", time.Time{}, f) // the bare *os.File keeps sendfile
+		serveContent(w, r, f) // the bare *os.File keeps sendfile
 		h.m.Served(metrics.SourceLocal, written(sw)-before)
 		return nil
 	}
 	er := &errReader{r: b}
-	http.ServeContent(w, r, "", time.Time{}, struct {
+	serveContent(w, r, struct {
 		io.Reader
 		io.Seeker
 	}{er, b})

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -53,12 +52,6 @@ func writeError(w http.ResponseWriter, err error) (status int) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		code, status = errcode.ErrorCodeUnavailable, http.StatusGatewayTimeout
 	}
-	h := w.Header()
-	h.Del("Content-Length")
-	h.Del("Docker-Content-Digest")
-	h.Del("ETag")
-	h.Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(errcode.Errors{code.WithMessage(err.Error())})
+	writeCode(w, code, status, err.Error())
 	return status
 }

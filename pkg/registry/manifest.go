@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
@@ -42,7 +41,7 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(man.Data))
+	serveContent(w, r, bytes.NewReader(man.Data))
 	if sw, ok := w.(*statusWriter); ok && sw.status == http.StatusOK && !rq.head && rq.via == mirror.ViaClient {
 		h.m.Pull(rq.Repo.Registry, rq.Repo.Name) // a pull is a manifest's bytes sent, not a 304 or an error
 	}
