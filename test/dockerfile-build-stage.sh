@@ -7,7 +7,9 @@
 # the environment, like --build-arg; OUT defaults to a temp dir here instead of
 # /out. It then checks the binary is static, trimmed and stripped, and that the
 # final stage copies the path the build wrote, runs as non-root, exposes the
-# ports and starts `berth serve`.
+# ports and starts `berth serve` on its config file (listening on :5000),
+# that the binary reports the VERSION and REVISION it was built with, and that
+# the base images are pinned by digest.
 #
 #   test/dockerfile-build-stage.sh            # KEEP=1 keeps the output dir
 set -euo pipefail
@@ -69,6 +71,19 @@ if go tool nm "$bin" >/dev/null 2>&1; then
   echo "dockerfile: $bin has a symbol table; want -ldflags='-s -w'" >&2; exit 1
 fi
 "$bin" --help >/dev/null
+# The version the build was given is the one the binary reports.
+want="berth ${VERSION:-dev} (revision ${REVISION:-unknown}, "
+got=$("$bin" --version)
+[[ "$got" == "$want"* ]] || { echo "dockerfile: --version says '$got', want '$want...'" >&2; exit 1; }
+# The image's config file is valid and listens on every address at :5000,
+# so `docker run -p 5000:5000` reaches berth.
+"$bin" config validate "$OUT/config.yaml" >/dev/null
+grep -qx '  addr: ":5000"' "$OUT/config.yaml" || { echo "dockerfile: the image config does not listen on :5000" >&2; cat "$OUT/config.yaml" >&2; exit 1; }
+# Every base image is pinned by digest (a tag alone moves).
+for img in $(logical | awk 'toupper($1) == "ARG" && $2 ~ /_IMAGE=/ { sub(/^[^=]*=/, "", $2); print $2 }'); do
+  [[ "$img" =~ @sha256:[0-9a-f]{64}$ ]] || { echo "dockerfile: base image $img is not pinned by digest" >&2; exit 1; }
+done
+[ -s "$repo/LICENSE" ] || { echo "dockerfile: no LICENSE" >&2; exit 1; }
 
 final=$(logical | awk 'toupper($1) == "FROM" { n++ } n >= 2 && toupper($1) != "FROM"' | tail -n +1)
 check() { grep -Eq "$1" <<<"$final" || { echo "dockerfile: final stage lacks $2" >&2; exit 1; }; }
@@ -78,4 +93,7 @@ check '^EXPOSE .*5000/tcp' "EXPOSE 5000/tcp"
 check '^EXPOSE .*7946/tcp.*7946/udp' "EXPOSE 7946/tcp and 7946/udp"
 check '^ENTRYPOINT \["/usr/local/bin/berth", "serve"\]$' "ENTRYPOINT berth serve"
 check 'org\.opencontainers\.image\.source=' "OCI labels"
+check 'org\.opencontainers\.image\.licenses="Apache-2\.0"' "the license label"
+check '^COPY --from=build /out/config\.yaml /etc/berth/config\.yaml$' "the image config file"
+check '^CMD \["--config", "/etc/berth/config\.yaml"\]$' "CMD --config /etc/berth/config.yaml"
 echo "dockerfile: build stage ok ($ran RUN lines): $bin"

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/berth-registry/berth/pkg/version"
+
 	"github.com/spf13/cobra"
 )
 
@@ -23,7 +25,9 @@ func rootCmd() *cobra.Command {
 		Short:         "berth is a pull-through caching OCI registry mirror",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 	}
-	root.AddCommand(serveCmd(), configCmd(), hostsTomlCmd(), prepareDirCmd(), lsCmd(), verifyCmd(), gcCmd(), preloadCmd(), exportCmd(), importCmd())
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(serveCmd(), configCmd(), hostsTomlCmd(), prepareDirCmd(), lsCmd(), verifyCmd(), gcCmd(), preloadCmd(), exportCmd(), importCmd(), versionCmd())
 	return root
 }

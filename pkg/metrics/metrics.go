@@ -193,3 +193,14 @@ func (m *Metrics) Pull(registry, repository string) {
 	}
 	m.Pulls.WithLabelValues(registry, repository).Inc()
 }
+
+// RegisterBuildInfo registers berth_build_info, a gauge of 1 whose labels
+// name the running binary, as Prometheus conventions have it.
+func RegisterBuildInfo(reg prometheus.Registerer, version, revision, goVersion string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "berth_build_info",
+		Help: "Always 1; the labels name the version, source revision and Go toolchain of the running berth.",
+	}, []string{"version", "revision", "goversion"})
+	g.WithLabelValues(version, revision, goVersion).Set(1)
+	reg.MustRegister(g)
+}

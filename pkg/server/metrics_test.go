@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/version"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -342,4 +343,15 @@ func TestMetricsStaleTagDuringOutage(t *testing.T) {
 		d("berth_cache_misses_total", 1, lbl("kind", "tag")),
 		d("berth_cache_hits_total", 1, lbl("kind", "manifest")),
 	)
+}
+
+// berth_build_info names the running binary as version.Get does.
+func TestMetricsBuildInfo(t *testing.T) {
+	up := upstreamtest.New(t)
+	n := startNode(t, up)
+	v := version.Get()
+	s := scrapeOnce(t, n.URL)
+	if got := s.sum("berth_build_info", lbl("version", v.Version), lbl("revision", v.Revision), lbl("goversion", v.GoVersion)); got != 1 {
+		t.Errorf("berth_build_info{version=%q,revision=%q,goversion=%q} = %v, want 1", v.Version, v.Revision, v.GoVersion, got)
+	}
 }

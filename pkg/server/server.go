@@ -22,6 +22,7 @@ import (
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/berth-registry/berth/pkg/registry"
 	"github.com/berth-registry/berth/pkg/upstream"
+	"github.com/berth-registry/berth/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,6 +56,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(s.reg, cfg.Metrics.TopRepos)
+	v := version.Get()
+	metrics.RegisterBuildInfo(s.reg, v.Version, v.Revision, v.GoVersion)
 	quota, err := storeQuota(cfg.Cache)
 	if err != nil {
 		return nil, err

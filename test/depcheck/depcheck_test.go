@@ -19,6 +19,7 @@ var forbidden = map[string][]string{
 	"pkg/config":    {"*"},
 	"pkg/metrics":   {"*"},
 	"pkg/hoststoml": {"*"},
+	"pkg/version":   {"*"},
 	"cache":         {"peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
 	"peer":          {"cache", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
 	"pkg/upstream":  {"cache", "peer", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
