@@ -8,6 +8,8 @@ import "time"
 // Config is the whole configuration file.
 type Config struct {
 	Listen          Listen     `yaml:"listen"`
+	Admin           Admin      `yaml:"admin"`
+	Auth            Auth       `yaml:"auth"`
 	Cache           Cache      `yaml:"cache"`
 	TagTTL          Duration   `yaml:"tagTTL"`          // how long a tag's digest is trusted without asking upstream
 	FillTimeout     Duration   `yaml:"fillTimeout"`     // bound on one blob fetch
@@ -59,6 +61,41 @@ type Registry struct {
 	FailBackoff Duration `yaml:"failBackoff,omitempty"`
 	// MaxRetryAfter bounds how long a 429's Retry-After is waited out; 0 means pkg/upstream's default.
 	MaxRetryAfter Duration `yaml:"maxRetryAfter,omitempty"`
+	// Access is who may read this registry through berth: anonymous,
+	// authenticated or deny; "" means anonymous, or authenticated when the
+	// registry has credentials (EffectiveAccess).
+	Access string `yaml:"access,omitempty"`
+	// Users and Groups narrow authenticated access to these clients; empty
+	// means any authenticated client.
+	Users  []string `yaml:"users,omitempty"`
+	Groups []string `yaml:"groups,omitempty"`
+	// Rules decide per repository, first match wins; a repository no rule
+	// matches takes the registry's Access.
+	Rules []AccessRule `yaml:"rules,omitempty"`
+}
+
+// AccessRule is who may read the repositories matching Repos.
+type AccessRule struct {
+	Repos  []string `yaml:"repos"`  // globs over the repository name: * within a path segment, ** across segments
+	Access string   `yaml:"access"` // anonymous, authenticated or deny
+	Users  []string `yaml:"users,omitempty"`
+	Groups []string `yaml:"groups,omitempty"`
+}
+
+// Admin is the listener of the operator's surfaces: /metrics, /debug/*
+// (pprof, the audit record) and the admin API.
+type Admin struct {
+	Addr string `yaml:"addr"` // host:port; "" turns the admin listener off
+}
+
+// Auth is how clients prove who they are to berth. Either file may be
+// unset; with neither, no client can authenticate and only anonymous
+// access works.
+type Auth struct {
+	Htpasswd string              `yaml:"htpasswd"` // htpasswd file of bcrypt users (HTTP basic); re-read on SIGHUP
+	Tokens   string              `yaml:"tokens"`   // file of "name:sha256:<hex>" bearer tokens; re-read on SIGHUP
+	Realm    string              `yaml:"realm"`    // realm of the WWW-Authenticate challenge
+	Groups   map[string][]string `yaml:"groups"`   // group name -> members (htpasswd users and token names)
 }
 
 // Timeouts bound each phase of an upstream request. None bounds a whole

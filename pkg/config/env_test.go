@@ -158,6 +158,9 @@ func TestApplyCredentialEnv(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("[username password passwordFile dockerConfig] (-want +got):\n%s", diff)
 	}
+	// A registry with credentials is served to authenticated clients only,
+	// which needs client auth configured.
+	cfg.Auth.Htpasswd = "/etc/berth/htpasswd"
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("Validate after credential env: %v", err)
 	}

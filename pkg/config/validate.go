@@ -38,11 +38,13 @@ func (p *problems) check(path string, err error) {
 func (c *Config) Validate() error {
 	var p problems
 	c.validateListen(&p)
+	c.validateAdmin(&p)
 	c.validateCache(&p)
 	checkDuration(&p, "tagTTL", c.TagTTL)
 	checkDuration(&p, "fillTimeout", c.FillTimeout)
 	checkDuration(&p, "shutdownGrace", c.ShutdownGrace)
 	c.validateRegistries(&p)
+	c.validateAuth(&p)
 	c.validatePeers(&p)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

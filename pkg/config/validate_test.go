@@ -105,6 +105,45 @@ func TestValidate(t *testing.T) {
 		{"log level upper case", func(c *Config) { c.Log.Level = "WARN" }, nil},
 		{"log format", func(c *Config) { c.Log.Format = "logfmt" }, []string{"log.format"}},
 		{"negative topRepos", func(c *Config) { c.Metrics.TopRepos = -5 }, []string{"metrics.topRepos"}},
+		{"admin off", func(c *Config) { c.Admin.Addr = "" }, nil},
+		{"admin not host:port", func(c *Config) { c.Admin.Addr = "5001" }, []string{"admin.addr"}},
+		{"admin on the listen address", func(c *Config) { c.Admin.Addr = c.Listen.Addr }, []string{"admin.addr"}},
+		{"credentials without client auth", func(c *Config) { c.Auth.Htpasswd, c.Auth.Tokens = "", "" }, []string{
+			// [0] says authenticated; [2] has credentials and says nothing; [1] says anonymous.
+			"registries[0].access", "registries[2].access",
+		}},
+		{"credentials, tokens only", func(c *Config) { c.Auth.Htpasswd = "" }, nil},
+		{"credentials served anonymously on purpose", func(c *Config) {
+			c.Auth = Auth{}
+			c.Registries[0].Access, c.Registries[0].Users, c.Registries[0].Groups = "anonymous", nil, nil
+			c.Registries[0].Rules = []AccessRule{{Repos: []string{"x/**"}, Access: "deny"}}
+			c.Registries[2].Access = "ANONYMOUS"
+		}, nil},
+		{"an authenticated rule without client auth", func(c *Config) {
+			c.Auth = Auth{}
+			c.Registries[1].Rules = []AccessRule{{Repos: []string{"x"}, Access: "authenticated"}}
+			c.Registries[0].Access, c.Registries[0].Users, c.Registries[0].Groups, c.Registries[0].Rules = "anonymous", nil, nil, nil
+			c.Registries[2].Access = "deny"
+		}, []string{"registries[1].access"}},
+		{"bad access values", func(c *Config) {
+			c.Registries[1].Access = "public"
+			c.Registries[0].Rules[1].Access = ""
+			c.Registries[0].Rules[2].Access = "private"
+		}, []string{"registries[0].rules[1].access", "registries[0].rules[2].access", "registries[1].access"}},
+		{"users with anonymous", func(c *Config) { c.Registries[1].Users = []string{"alice"} }, []string{"registries[1].users"}},
+		{"users with deny rule", func(c *Config) { c.Registries[0].Rules[2].Groups = []string{"team-a"} }, []string{"registries[0].rules[2].users"}},
+		{"unknown group and bad user", func(c *Config) {
+			c.Registries[0].Groups = []string{"team-b"}
+			c.Registries[0].Rules[1].Users = []string{"bob:x"}
+		}, []string{"registries[0].groups[0]", "registries[0].rules[1].users[0]"}},
+		{"bad rule repos", func(c *Config) {
+			c.Registries[0].Rules[0].Repos = []string{"ok/*", "", "bad/[x"}
+			c.Registries[0].Rules[1].Repos = nil
+		}, []string{"registries[0].rules[0].repos[1]", "registries[0].rules[0].repos[2]", "registries[0].rules[1].repos"}},
+		{"bad group member and realm", func(c *Config) {
+			c.Auth.Groups["team-a"] = []string{"alice", ""}
+			c.Auth.Realm = `a"b`
+		}, []string{"auth.realm", "auth.groups.team-a[1]"}},
 		{"many at once", func(c *Config) {
 			c.Listen.Addr = "nope"
 			c.Registries[1].Endpoints[0] = "quay.io"

@@ -23,6 +23,7 @@ var forbidden = map[string][]string{
 	"cache":         {"peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
 	"peer":          {"cache", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
 	"pkg/upstream":  {"cache", "peer", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
+	"pkg/auth":      {"cache", "peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/server", "cmd/berth"},
 	"pkg/mirror":    {"pkg/registry", "pkg/server", "cmd/berth", "peer"},
 	"pkg/registry":  {"pkg/server", "cmd/berth", "peer"},
 	"pkg/server":    {"cmd/berth"},
