@@ -16,12 +16,12 @@ import (
 )
 
 type serveFlags struct {
-	config, addr, cacheDir, defaultRegistry, tagTTL, maxSize string
-	registries                                               []string
-	peerBind, peerAdvertise, peerSecretFile                  string
-	peerJoin                                                 []string
-	logLevel, logFormat                                      string
-	tlsAddr, tlsCert, tlsKey                                 string
+	config, addr, adminAddr, cacheDir, defaultRegistry, tagTTL, maxSize string
+	registries                                                          []string
+	peerBind, peerAdvertise, peerSecretFile                             string
+	peerJoin                                                            []string
+	logLevel, logFormat                                                 string
+	tlsAddr, tlsCert, tlsKey                                            string
 }
 
 func serveCmd() *cobra.Command {
@@ -44,6 +44,7 @@ func serveCmd() *cobra.Command {
 	fl := c.Flags()
 	fl.StringVar(&f.config, "config", "", "YAML configuration file (default: the embedded default)")
 	fl.StringVar(&f.addr, "addr", "", "HTTP listen address, host:port")
+	fl.StringVar(&f.adminAddr, "admin-addr", "", `admin listener host:port for /metrics, /debug/* and the admin API ("" turns it off)`)
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory of the content store")
 	fl.StringArrayVar(&f.registries, "registry", nil, "upstream registry NAME=URL[,URL...] (repeatable); replaces a configured registry of the same NAME")
 	fl.StringVar(&f.defaultRegistry, "default-registry", "", "registry of requests that name none")
@@ -74,6 +75,7 @@ func (f *serveFlags) resolve(cmd *cobra.Command) (*config.Config, error) {
 		}
 	}
 	set("addr", func() error { cfg.Listen.Addr = f.addr; return nil })
+	set("admin-addr", func() error { cfg.Admin.Addr = f.adminAddr; return nil })
 	set("cache-dir", func() error { cfg.Cache.Dir = f.cacheDir; return nil })
 	set("default-registry", func() error { cfg.DefaultRegistry = f.defaultRegistry; return nil })
 	set("cache-max-size", func() error { cfg.Cache.MaxSize = f.maxSize; return nil })
@@ -141,7 +143,7 @@ func serve(parent context.Context, cfg *config.Config) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go reloadOnHUP(ctx, hup, srv, log)
-	log.Info("serving", "addr", addrOf(ls.HTTP), "tls", addrOf(ls.TLS), "cache", cfg.Cache.Dir,
+	log.Info("serving", "addr", addrOf(ls.HTTP), "tls", addrOf(ls.TLS), "admin", addrOf(ls.Admin), "cache", cfg.Cache.Dir,
 		"registries", len(cfg.Registries), "default", cfg.DefaultRegistry)
 	return srv.Serve(ctx, ls)
 }

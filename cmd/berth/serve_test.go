@@ -47,11 +47,12 @@ type berthProc struct {
 	done          chan struct{}       // closed when the process has exited
 	waitErr       error               // its exit status, set before done closes
 	addr, tlsAddr string
+	adminAddr     string
 }
 
 func startBerth(t *testing.T, args ...string) *berthProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"serve", "--log-format", "json"}, args...)...)
+	cmd := exec.Command(os.Args[0], append([]string{"serve", "--log-format", "json", "--admin-addr", "127.0.0.1:0"}, args...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "BERTH_") {
 			cmd.Env = append(cmd.Env, kv)
@@ -98,6 +99,7 @@ func startBerth(t *testing.T, args ...string) *berthProc {
 	serving := p.waitLog(t, "serving")
 	p.addr, _ = serving["addr"].(string)
 	p.tlsAddr, _ = serving["tls"].(string)
+	p.adminAddr, _ = serving["admin"].(string)
 	return p
 }
 
@@ -141,8 +143,17 @@ func TestServeProcessSIGHUPReloadsCertificateAndSIGTERMLetsADownloadFinish(t *te
 	p := startBerth(t, "--addr", "127.0.0.1:0", "--cache-dir", filepath.Join(dir, "cache"),
 		"--registry", up.Host+"="+up.URL, "--default-registry", up.Host,
 		"--tls-addr", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
-	if p.addr == "" || p.tlsAddr == "" {
-		t.Fatalf("serving on %q and %q", p.addr, p.tlsAddr)
+	if p.addr == "" || p.tlsAddr == "" || p.adminAddr == "" {
+		t.Fatalf("serving on %q, %q and admin %q", p.addr, p.tlsAddr, p.adminAddr)
+	}
+	// Operator surfaces answer on the admin listener only.
+	for _, path := range []string{"/metrics", "/debug/audit", "/debug/pprof/"} {
+		if got := getStatus(t, "http://"+p.adminAddr+path); got != http.StatusOK {
+			t.Errorf("admin GET %s: %d, want 200", path, got)
+		}
+		if got := getStatus(t, "http://"+p.addr+path); got != http.StatusNotFound {
+			t.Errorf("registry GET %s: %d, want 404", path, got)
+		}
 	}
 	if got := tlsSerial(t, p.tlsAddr, roots); got != 1 {
 		t.Fatalf("serial %d, want 1", got)
@@ -288,4 +299,15 @@ func (g genCertPair) writeKeepingStamps(t *testing.T, certFile, keyFile string) 
 			t.Fatal(err)
 		}
 	}
+}
+
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

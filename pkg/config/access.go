@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 
@@ -43,7 +44,7 @@ func (c *Config) validateAdmin(p *problems) {
 		return
 	}
 	p.check("admin.addr", checkHostPort(a, false))
-	if a == c.Listen.Addr || a == c.Listen.TLS.Addr {
+	if _, port, _ := net.SplitHostPort(a); port != "0" && (a == c.Listen.Addr || a == c.Listen.TLS.Addr) {
 		p.add("admin.addr", "%q is also the registry's listen address: the admin listener needs its own", a)
 	}
 }

@@ -13,34 +13,43 @@ import (
 	"time"
 )
 
-// Listeners are the sockets a node serves on. Either may be nil.
+// Listeners are the sockets a node serves on. Any may be nil, but not
+// both HTTP and TLS.
 type Listeners struct {
-	HTTP net.Listener // plain HTTP, for node-local containerd
-	TLS  net.Listener // a TCP listener Serve speaks HTTPS on, with the configured certificate
+	HTTP  net.Listener // plain HTTP, for node-local containerd
+	TLS   net.Listener // a TCP listener Serve speaks HTTPS on, with the configured certificate
+	Admin net.Listener // plain HTTP for the admin surfaces (AdminHandler)
 }
 
-// Listen opens the configured addresses: listen.addr for plain HTTP and,
-// when set, listen.tls.addr for HTTPS. On error nothing stays open.
+// Listen opens the configured addresses: listen.addr for plain HTTP,
+// listen.tls.addr for HTTPS and admin.addr for the admin listener, each
+// when set. On error nothing stays open.
 func (s *Server) Listen() (Listeners, error) {
 	var ls Listeners
-	if a := s.cfg.Listen.Addr; a != "" {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			return ls, fmt.Errorf("listen %s: %w", a, err)
+	for _, l := range []struct {
+		what, addr string
+		ln         *net.Listener
+	}{{"listen", s.cfg.Listen.Addr, &ls.HTTP}, {"listen tls", s.cfg.Listen.TLS.Addr, &ls.TLS}, {"listen admin", s.cfg.Admin.Addr, &ls.Admin}} {
+		if l.addr == "" {
+			continue
 		}
-		ls.HTTP = ln
-	}
-	if a := s.cfg.Listen.TLS.Addr; a != "" {
-		ln, err := net.Listen("tcp", a)
+		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			if ls.HTTP != nil {
-				ls.HTTP.Close()
-			}
-			return Listeners{}, fmt.Errorf("listen tls %s: %w", a, err)
+			ls.Close()
+			return Listeners{}, fmt.Errorf("%s %s: %w", l.what, l.addr, err)
 		}
-		ls.TLS = ln
+		*l.ln = ln
 	}
 	return ls, nil
+}
+
+// Close closes the listeners that are open.
+func (ls Listeners) Close() {
+	for _, ln := range []net.Listener{ls.HTTP, ls.TLS, ls.Admin} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 // Run serves plain HTTP on ln until ctx ends; see Serve.
@@ -60,17 +69,22 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	if ls.TLS != nil && s.certs == nil {
 		return errors.New("serve tls: no certificate configured (listen.tls.certFile, keyFile)")
 	}
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	if ls.HTTP == nil && ls.TLS == nil {
+		ls.Close()
+		return errors.New("serve: no listener")
 	}
+	srv := s.httpServer(s.Handler())
 	if s.certs != nil {
 		srv.TLSConfig = s.certs.tlsConfig()
 	}
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	serving := 0
+	var admin *http.Server
+	if ls.Admin != nil {
+		admin = s.httpServer(s.admin)
+		serving++
+		go func() { errs <- serveErr(admin.Serve(ls.Admin)) }()
+	}
 	if ls.HTTP != nil {
 		serving++
 		go func() { errs <- serveErr(srv.Serve(ls.HTTP)) }()
@@ -79,9 +93,6 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 		serving++
 		go func() { errs <- serveErr(srv.ServeTLS(ls.TLS, "", "")) }()
 	}
-	if serving == 0 {
-		return errors.New("serve: no listener")
-	}
 	var err error
 	select {
 	case <-ctx.Done():
@@ -89,10 +100,24 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 		serving--
 	}
 	err = errors.Join(err, s.shutdown(ctx, srv))
+	if admin != nil {
+		// The admin listener outlives the drain, so it can be watched, then
+		// stops at once: scrapes and profiles are not downloads.
+		admin.Close()
+	}
 	for ; serving > 0; serving-- {
 		err = errors.Join(err, <-errs)
 	}
 	return err
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
 }
 
 func serveErr(err error) error {

@@ -40,12 +40,13 @@ func startPeerNodes(t *testing.T, up *upstreamtest.Registry) map[string]*node {
 		if err != nil {
 			t.Fatal(err)
 		}
-		serve(t, srv, server.Listeners{HTTP: ln})
-		nodes[name] = &node{Server: srv, URL: "http://" + ln.Addr().String()}
+		admin := listen(t)
+		serve(t, srv, server.Listeners{HTTP: ln, Admin: admin})
+		nodes[name] = &node{Server: srv, URL: "http://" + ln.Addr().String(), AdminURL: "http://" + admin.Addr().String()}
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for _, n := range nodes {
-		for scrape(t, n.URL).sum("berth_peers") != 1 {
+		for scrape(t, n.AdminURL).sum("berth_peers") != 1 {
 			if time.Now().After(deadline) {
 				t.Fatal("the nodes never saw each other")
 			}
@@ -68,7 +69,7 @@ func TestMetricsCountPeerBytes(t *testing.T) {
 	nodes := startPeerNodes(t, up)
 	rank := peer.Rank(dg.String(), []string{"n0", "n1"})
 	owner, asker := nodes[rank[0]], nodes[rank[1]]
-	so, sa := scrape(t, owner.URL), scrape(t, asker.URL)
+	so, sa := scrape(t, owner.AdminURL), scrape(t, asker.AdminURL)
 
 	resp, body := get(t, http.MethodGet, asker.URL+"/v2/p/app/blobs/"+dg.String())
 	if resp.StatusCode != 200 || sha(body) != dg.String() {
@@ -78,7 +79,7 @@ func TestMetricsCountPeerBytes(t *testing.T) {
 		t.Fatalf("upstream blob GETs %d, want 1", got)
 	}
 	s := float64(size)
-	checkDeltas(t, "asker", sa, scrape(t, asker.URL),
+	checkDeltas(t, "asker", sa, scrape(t, asker.AdminURL),
 		d("berth_cache_misses_total", 1, lbl("kind", "blob")),
 		d("berth_fetched_bytes_total", s, lbl("source", "peer")),
 		d("berth_fetched_bytes_total", s),
@@ -87,7 +88,7 @@ func TestMetricsCountPeerBytes(t *testing.T) {
 		d("berth_http_requests_total", 1, lbl("route", "blob"), lbl("code", "200")),
 		d("berth_upstream_request_seconds_count", 0),
 	)
-	checkDeltas(t, "owner", so, scrape(t, owner.URL),
+	checkDeltas(t, "owner", so, scrape(t, owner.AdminURL),
 		d("berth_cache_misses_total", 1, lbl("kind", "blob")),
 		d("berth_fetched_bytes_total", s, lbl("source", "upstream")),
 		d("berth_fetched_bytes_total", s),
@@ -97,11 +98,11 @@ func TestMetricsCountPeerBytes(t *testing.T) {
 		d("berth_upstream_request_seconds_count", 1, lbl("op", "blob")),
 	)
 	// Now both hold it: the asker answers locally.
-	sa = scrape(t, asker.URL)
+	sa = scrape(t, asker.AdminURL)
 	if resp, body := get(t, http.MethodGet, asker.URL+"/v2/p/app/blobs/"+dg.String()); resp.StatusCode != 200 || sha(body) != dg.String() {
 		t.Fatalf("second GET: %d", resp.StatusCode)
 	}
-	checkDeltas(t, "asker hit", sa, scrape(t, asker.URL),
+	checkDeltas(t, "asker hit", sa, scrape(t, asker.AdminURL),
 		d("berth_served_bytes_total", s, lbl("source", "local")),
 		d("berth_fetched_bytes_total", 0),
 	)

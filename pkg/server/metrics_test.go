@@ -158,10 +158,10 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 			}
 		}
 	}
-	upBefore, s0 := up.Total(), scrape(t, n.URL)
+	upBefore, s0 := up.Total(), scrape(t, n.AdminURL)
 
 	pullAll() // cold: everything from upstream
-	s1 := scrape(t, n.URL)
+	s1 := scrape(t, n.AdminURL)
 	nb := float64(len(blobs))
 	checkDeltas(t, "cold pull", s0, s1,
 		d("berth_http_requests_total", 1, lbl("route", "manifest"), lbl("method", "GET"), lbl("code", "200")),
@@ -189,7 +189,7 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 	upBefore = up.Total()
 	pullAll() // warm: everything local, nothing upstream
 	get(t, http.MethodHead, n.URL+"/v2/a/one/manifests/v1", "Accept", manifestAccept)
-	s2 := scrape(t, n.URL)
+	s2 := scrape(t, n.AdminURL)
 	if up.Total() != upBefore {
 		t.Fatalf("warm pull reached the upstream %d times", up.Total()-upBefore)
 	}
@@ -213,7 +213,7 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 			t.Fatalf("%s: %d", repo, resp.StatusCode)
 		}
 	}
-	s3 := scrape(t, n.URL)
+	s3 := scrape(t, n.AdminURL)
 	checkDeltas(t, "top-N pulls", s2, s3,
 		d("berth_pulls_total", 2, reg, lbl("repository", "a/three")), // since it got its series
 		d("berth_pulls_total", 1, reg, lbl("repository", "other")),   // a/three's first
@@ -249,7 +249,7 @@ func upstreamErrors(t *testing.T, n *node, up *upstreamtest.Registry, before sam
 	if down < 1 {
 		t.Fatal("the outage saw no blob request")
 	}
-	after := scrape(t, n.URL)
+	after := scrape(t, n.AdminURL)
 	checkDeltas(t, "upstream errors", before, after,
 		d("berth_upstream_errors_total", 1, reg, lbl("kind", "notfound")),
 		d("berth_upstream_errors_total", down, reg, lbl("kind", "5xx")),
@@ -268,7 +268,7 @@ func dedup(t *testing.T, n *node, up *upstreamtest.Registry, img v1.Image) {
 	dg, _ := layers[0].Digest()
 	size, _ := layers[0].Size()
 	url := n.URL + "/v2/a/three/blobs/" + dg.String()
-	before := scrape(t, n.URL)
+	before := scrape(t, n.AdminURL)
 	release := up.Gate()
 	t.Cleanup(release)
 	const clients = 4
@@ -313,7 +313,7 @@ func dedup(t *testing.T, n *node, up *upstreamtest.Registry, img v1.Image) {
 	if got := up.BlobGETs("a/three", dg.String()); got != 1 {
 		t.Fatalf("upstream blob GETs %d, want 1", got)
 	}
-	after := scrape(t, n.URL)
+	after := scrape(t, n.AdminURL)
 	checkDeltas(t, "dedup", before, after,
 		d("berth_fills_deduplicated_total", clients-1),
 		d("berth_cache_misses_total", clients, lbl("kind", "blob")),
@@ -332,13 +332,13 @@ func TestMetricsStaleTagDuringOutage(t *testing.T) {
 	if resp, _ := get(t, http.MethodGet, url, "Accept", manifestAccept); resp.StatusCode != 200 {
 		t.Fatalf("manifest: %d", resp.StatusCode)
 	}
-	before := scrape(t, n.URL)
+	before := scrape(t, n.AdminURL)
 	up.SetDown(true)
 	time.Sleep(5 * time.Millisecond) // let the 1ms TTL pass
 	if resp, _ := get(t, http.MethodGet, url, "Accept", manifestAccept); resp.StatusCode != 200 {
 		t.Fatalf("stale manifest: %d", resp.StatusCode)
 	}
-	checkDeltas(t, "stale", before, scrape(t, n.URL),
+	checkDeltas(t, "stale", before, scrape(t, n.AdminURL),
 		d("berth_stale_served_total", 1, lbl("kind", "tag")),
 		d("berth_cache_misses_total", 1, lbl("kind", "tag")),
 		d("berth_cache_hits_total", 1, lbl("kind", "manifest")),

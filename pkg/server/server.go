@@ -5,7 +5,6 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +24,6 @@ import (
 	"github.com/berth-registry/berth/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Server is one berth node.
@@ -39,6 +37,7 @@ type Server struct {
 	mirror  *mirror.Mirror
 	api     *registry.Handler
 	cluster *peer.Cluster // nil when alone
+	admin   *http.ServeMux // the admin listener's routes (admin.go)
 	certs   *certReloader // nil without listen.tls
 
 	storeOpen atomic.Bool    // the store is open: New to Close
@@ -54,6 +53,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	s.admin = s.newAdminMux()
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(s.reg, cfg.Metrics.TopRepos)
 	v := version.Get()
@@ -99,29 +99,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the node's HTTP handler: /v2/, /metrics, /healthz,
-// /readyz and /debug/audit (the audit record as JSON).
+// Handler returns the handler of the registry's listeners: /v2/,
+// /healthz and /readyz. Operator surfaces are on AdminHandler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", s.api)
 	mux.Handle("/v2", s.api)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /debug/audit", s.audit)
 	return mux
-}
-
-// audit serves the store's audit record as JSON (berth ls --addr).
-func (s *Server) audit(w http.ResponseWriter, _ *http.Request) {
-	repos, err := s.store.Audit()
-	if err != nil {
-		s.log.Error("audit", "err", err)
-		http.Error(w, "audit record unavailable", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(repos)
 }
 
 // storeQuota is the configured quota in bytes, a percentage taken of the

@@ -69,7 +69,7 @@ func waitPeers(ctx context.Context, nodes []node, want int) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, nd := range nodes {
 		for {
-			v, err := metric(ctx, nd.addr, "berth_peers")
+			v, err := metric(ctx, nd.p.admin, "berth_peers")
 			if err == nil && int(v) == want {
 				break
 			}
@@ -130,8 +130,8 @@ func benchCluster(ctx context.Context, e *env, img *image, n, par, reps int, set
 				c.hwm = max(c.hwm, hwm)
 				c.cpu += cpu
 				if setup != "distribution proxy" {
-					p, _ := metric(ctx, nd.addr, `berth_fetched_bytes_total{source="peer"`)
-					u, _ := metric(ctx, nd.addr, `berth_fetched_bytes_total{source="upstream"`)
+					p, _ := metric(ctx, nd.p.admin, `berth_fetched_bytes_total{source="peer"`)
+					u, _ := metric(ctx, nd.p.admin, `berth_fetched_bytes_total{source="upstream"`)
 					c.fromPeer += p
 					c.fromUp += u
 				}

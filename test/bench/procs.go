@@ -20,10 +20,11 @@ import (
 
 // proc is a child process; its output goes to a log file in its dir.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
+	name  string
+	admin string // berth's admin listener (/metrics), host:port
+	cmd   *exec.Cmd
+	done  chan struct{}
+	log   string
 }
 
 var (
@@ -207,7 +208,8 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 	addr := freeAddr()
 	cfg := fmt.Sprintf("defaultRegistry: %q\nregistries:\n  - name: %q\n    endpoints: [\"http://%s\"]\nlog:\n  level: warn\n",
 		upstream, upstream, upstream)
-	args := []string{"serve", "--addr", addr, "--cache-dir", filepath.Join(dir, "cache")}
+	admin := freeAddr()
+	args := []string{"serve", "--addr", addr, "--admin-addr", admin, "--cache-dir", filepath.Join(dir, "cache")}
 	if peer != nil {
 		cfg += fmt.Sprintf("peers:\n  nodeName: %q\n", peer.Name)
 		args = append(args, "--peer-bind", peer.Bind, "--peer-advertise", addr,
@@ -222,6 +224,7 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 	if err != nil {
 		return nil, "", err
 	}
+	p.admin = admin
 	if err := waitHTTP(ctx, p, "http://"+addr+"/v2/", 200); err != nil {
 		p.stop(5 * time.Second)
 		return nil, "", err

@@ -158,7 +158,7 @@ func freeAddr(t *testing.T) string {
 func startBerth(t *testing.T, bin, dir, upstream string) *berth {
 	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "--addr", addr, "--cache-dir", dir,
+	cmd := exec.Command(bin, "serve", "--addr", addr, "--admin-addr", "127.0.0.1:0", "--cache-dir", dir,
 		"--registry", upstream+"=http://"+upstream, "--default-registry", upstream,
 		"--cache-max-size", "6MiB", "--log-level", "debug")
 	for _, kv := range os.Environ() {

@@ -11,8 +11,9 @@ import (
 
 // berth is a running berth serve process.
 type berth struct {
-	Addr string // host:port it serves on
-	p    *proc
+	Addr  string // host:port it serves on
+	Admin string // host:port of its admin listener (/metrics, /debug/*)
+	p     *proc
 }
 
 // berthOpts are the serve flags a test varies.
@@ -32,8 +33,9 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 	var lastErr error
 	for range 3 { // the free port may be taken between pick and bind
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		dir := t.TempDir()
-		args := []string{"serve", "--config", berthConfig(t, dir, o), "--addr", addr,
+		args := []string{"serve", "--config", berthConfig(t, dir, o), "--addr", addr, "--admin-addr", admin,
 			"--cache-dir", filepath.Join(dir, "cache"), "--tag-ttl", "60s"}
 		for n, u := range o.Registries {
 			if _, ok := o.Creds[n]; !ok { // the flag would replace the entry and its credentials
@@ -46,7 +48,7 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 		args = append(args, o.Extra...)
 		p := startProc(t, "berth", []string{"GORACE=halt_on_error=0"}, bin, args...)
 		if lastErr = p.ready("http://"+addr+"/v2/", 200); lastErr == nil {
-			b := &berth{Addr: addr, p: p}
+			b := &berth{Addr: addr, Admin: admin, p: p}
 			t.Cleanup(b.checkRaces(t))
 			return b
 		}

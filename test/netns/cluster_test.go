@@ -26,6 +26,7 @@ import (
 
 const (
 	httpPort   = "5000" // every host is alone in its namespace: fixed ports cannot collide
+	adminPort  = "5001" // the default admin.addr, on 127.0.0.1 of the node's namespace
 	gossipPort = "7946"
 )
 
@@ -36,7 +37,7 @@ type node struct {
 	p    *proc
 }
 
-func (nd node) metricsURL() string { return "http://127.0.0.1:" + httpPort + "/metrics" }
+func (nd node) metricsURL() string { return "http://127.0.0.1:" + adminPort + "/metrics" }
 
 // TestClusterAcrossNamespaces runs three berth processes, each in its own
 // namespace, in front of a distribution registry in a fourth; a bridge in

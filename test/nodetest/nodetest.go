@@ -17,7 +17,8 @@ import (
 // Node is one berth node serving on a loopback port.
 type Node struct {
 	*server.Server
-	URL string // http://127.0.0.1:port
+	URL      string // http://127.0.0.1:port
+	AdminURL string // the admin listener: /metrics, /debug/*
 }
 
 // Start runs a node on the embedded default config with up as its only
@@ -49,9 +50,13 @@ func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
+	go func() { done <- srv.Serve(ctx, server.Listeners{HTTP: ln, Admin: admin}) }()
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections() // the tests' client: let shutdown find no idle peer
 		cancel()
@@ -60,5 +65,5 @@ func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Confi
 		}
 		srv.Close()
 	})
-	return &Node{Server: srv, URL: "http://" + ln.Addr().String()}
+	return &Node{Server: srv, URL: "http://" + ln.Addr().String(), AdminURL: "http://" + admin.Addr().String()}
 }
