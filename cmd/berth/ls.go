@@ -87,7 +87,7 @@ func lsCmd() *cobra.Command {
 		},
 	}
 	sf.add(c)
-	c.Flags().StringVar(&addr, "addr", "", "base URL of a running berth, e.g. http://127.0.0.1:5000")
+	c.Flags().StringVar(&addr, "addr", "", "base URL of a running berth's admin listener, e.g. http://127.0.0.1:5001")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	return c
 }
