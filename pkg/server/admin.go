@@ -22,8 +22,9 @@ import (
 //
 // Patterns follow net/http.ServeMux; keep the admin API under /admin/ and
 // debugging under /debug/. A route registered twice panics (ServeMux), so
-// register each once, where the feature is built (server.New or a helper
-// it calls).
+// register each once: a feature of the node itself adds its routes in
+// newAdminMux (as airgap.go's adminRoutes does); code outside the package
+// calls HandleAdmin.
 
 // newAdminMux builds the admin routes every node has.
 func (s *Server) newAdminMux() *http.ServeMux {
@@ -37,6 +38,7 @@ func (s *Server) newAdminMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.adminRoutes(mux) // airgap.go
 	return mux
 }
 

@@ -14,17 +14,11 @@ import (
 	"github.com/distribution/reference"
 )
 
-// AdminHandler returns the node's admin API: routes that change or read
-// out the whole store, for the admin listener only (never the registry's).
+// adminRoutes are the admin API of air-gapped sites, on the admin listener
+// only (never the registry's):
 //
 //	GET  /admin/export?ref=IMAGE&ref=...&pinned=true   an OCI layout tar
 //	POST /admin/import?repo=REGISTRY/NAME&pin=false    body: an OCI layout or docker save tar
-func (s *Server) AdminHandler() http.Handler {
-	mux := http.NewServeMux()
-	s.adminRoutes(mux)
-	return mux
-}
-
 func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /admin/export", s.adminExport)
 	mux.HandleFunc("POST /admin/import", s.adminImport)
