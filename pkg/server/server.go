@@ -36,9 +36,9 @@ type Server struct {
 	up      *upstream.Client
 	mirror  *mirror.Mirror
 	api     *registry.Handler
-	cluster *peer.Cluster // nil when alone
+	cluster *peer.Cluster  // nil when alone
 	admin   *http.ServeMux // the admin listener's routes (admin.go)
-	certs   *certReloader // nil without listen.tls
+	certs   *certReloader  // nil without listen.tls
 
 	storeOpen atomic.Bool    // the store is open: New to Close
 	draining  atomic.Bool    // Serve is shutting down
