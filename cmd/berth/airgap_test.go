@@ -62,11 +62,11 @@ func TestExportImportThroughAdminAPIAndCacheDir(t *testing.T) {
 	up := upstreamtest.New(t)
 	all := pushIndex(t, up, "site/app", "v1")
 	n := nodetest.Start(t, up)
-	if out, err := berthRun(t, "preload", "--addr", n.URL, up.Host+"/site/app:v1"); err != nil {
-		t.Fatalf("preload: %v\n%s", err, out)
-	}
 	admin := httptest.NewServer(n.AdminHandler())
 	defer admin.Close()
+	if out, err := berthRun(t, "preload", "--addr", n.URL, "--admin-addr", admin.URL, up.Host+"/site/app:v1"); err != nil {
+		t.Fatalf("preload: %v\n%s", err, out)
+	}
 
 	dir := t.TempDir()
 	list := filepath.Join(dir, "images.txt")

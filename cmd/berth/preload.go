@@ -2,174 +2,193 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"time"
 
-	"github.com/berth-registry/berth/pkg/oci"
-	"github.com/distribution/reference"
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/server"
+	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
+	"golang.org/x/term"
 )
 
+type preloadFlags struct {
+	sf              storeFlags
+	addr, adminAddr string
+	file            string
+	platforms       []string
+	parallel        int
+	noPin, noRefs   bool
+	progress        string
+}
+
 func preloadCmd() *cobra.Command {
-	var (
-		addr     string
-		parallel int
-	)
+	var f preloadFlags
 	c := &cobra.Command{
-		Use:   "preload REF...",
-		Short: "Pull images through a running berth so its store holds them (air-gapped sites)",
-		Long: "Pull every manifest (all platforms of an index) and every blob of each image through a\n" +
-			"running berth, verifying each by digest, so that berth's store holds the whole image and\n" +
-			"serves it later without its upstream. REF is a reference as docker writes it:\n" +
-			"alpine:3.20, registry.k8s.io/pause:3.10, ghcr.io/org/app@sha256:...",
-		Args: cobra.MinimumNArgs(1),
+		Use:   "preload [REF...]",
+		Short: "Pull whole images into a store (all or some platforms, with signatures), for air-gapped sites",
+		Long: "Pull every manifest (all platforms of an index, or those --platform names), config and\n" +
+			"layer of each image, and its referrers (signatures, SBOMs, attestations: the referrers\n" +
+			"API, the sha256-<hex> tag schema and cosign's sha256-<hex>.sig, .att, .sbom tags),\n" +
+			"verifying each by digest, so the store holds it and serves it later without its\n" +
+			"upstream; then pin it (unless --no-pin). REF is a reference as docker writes it\n" +
+			"(alpine:3.20, registry.k8s.io/pause:3.10, ghcr.io/org/app@sha256:...), as arguments or\n" +
+			"one a line in -f FILE (# comments). A failed image does not stop the others; the\n" +
+			"command then exits non-zero naming each. Running it again fetches nothing new.\n\n" +
+			"With --addr it pulls through a running berth (and pins through its admin API at\n" +
+			"--admin-addr); with --cache-dir (or --config) it runs a berth of its own on that store,\n" +
+			"with the configuration's registries, which must not be in use by a server.",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Its own transport, closed when done: a connection dialled and
-			// never used would hold the server's graceful shutdown for 5s.
-			tr := http.DefaultTransport.(*http.Transport).Clone()
-			defer tr.CloseIdleConnections()
-			p := &preloader{base: strings.TrimSuffix(addr, "/"), client: &http.Client{Transport: tr}}
-			for _, ref := range args {
-				if err := p.image(cmd.Context(), ref, parallel); err != nil {
-					return fmt.Errorf("preload %s: %w", ref, err)
-				}
+			refs, err := refList(args, f.file)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "preloaded %d images: %d manifests, %d blobs, %d bytes\n",
-				len(args), p.manifests.Load(), p.blobs.Load(), p.bytes.Load())
-			return nil
+			if len(refs) == 0 {
+				return errors.New("name images as arguments or with -f FILE")
+			}
+			match, err := platformMatcher(f.platforms)
+			if err != nil {
+				return err
+			}
+			return runPreload(cmd, &f, refs, match)
 		},
 	}
-	c.Flags().StringVar(&addr, "addr", "http://127.0.0.1:5000", "base URL of the running berth")
-	c.Flags().IntVar(&parallel, "parallel", 4, "blobs fetched at once")
+	fl := c.Flags()
+	f.sf.add(c)
+	fl.StringVar(&f.addr, "addr", "", "base URL of a running berth to pull through (http://127.0.0.1:5000); without it, --cache-dir or the config's cache.dir is used directly")
+	fl.StringVar(&f.adminAddr, "admin-addr", "http://127.0.0.1:5001", "admin address of the running berth, for pinning (with --addr)")
+	fl.StringVarP(&f.file, "file", "f", "", "file of image references, one a line (- for standard input)")
+	fl.StringSliceVar(&f.platforms, "platform", nil, "platforms of an index to preload, e.g. linux/amd64,linux/arm64 (default: all)")
+	fl.IntVar(&f.parallel, "parallel", 4, "blobs fetched at once")
+	fl.BoolVar(&f.noPin, "no-pin", false, "do not pin the preloaded images")
+	fl.BoolVar(&f.noRefs, "no-referrers", false, "skip signatures, SBOMs and attestations")
+	fl.StringVar(&f.progress, "progress", "auto", "auto (a bar on a terminal, lines otherwise), bar, or plain")
 	return c
 }
 
-// preloader walks images through berth's own API, so the server stays the
-// store's one writer and every byte is verified on both ends.
-type preloader struct {
-	base                    string
-	client                  *http.Client
-	manifests, blobs, bytes atomic.Int64
-	seen                    sync.Map // digest → struct{}: blobs shared by images go once
-}
-
-// manifestDoc holds the fields of an index or a manifest that name content.
-type manifestDoc struct {
-	MediaType string           `json:"mediaType"`
-	Manifests []oci.Descriptor `json:"manifests"`
-	Config    *oci.Descriptor  `json:"config"`
-	Layers    []oci.Descriptor `json:"layers"`
-}
-
-func (p *preloader) image(ctx context.Context, ref string, parallel int) error {
-	named, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		return err
+// platformMatcher parses --platform; nil means every platform.
+func platformMatcher(specs []string) (platforms.Matcher, error) {
+	if len(specs) == 0 {
+		return nil, nil
 	}
-	repo := oci.Repo{Registry: reference.Domain(named), Name: reference.Path(named)}
-	tag := "latest"
-	if t, ok := named.(reference.Tagged); ok {
-		tag = t.Tag()
-	}
-	if d, ok := named.(reference.Digested); ok {
-		tag = d.Digest().String()
-	}
-	var blobs []digest.Digest
-	if err := p.walk(ctx, repo, tag, &blobs); err != nil {
-		return err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(1, parallel))
-	for _, d := range blobs {
-		if _, dup := p.seen.LoadOrStore(d, struct{}{}); dup {
-			continue
+	var ps []platforms.Platform
+	for _, s := range specs {
+		p, err := platforms.Parse(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("--platform %s: %w", s, err)
 		}
-		g.Go(func() error { return p.blob(gctx, repo, d) })
+		ps = append(ps, p)
 	}
-	return g.Wait()
+	return platforms.Any(ps...), nil
 }
 
-// walk fetches the manifest ref and, for an index, every child, collecting
-// the blobs they name.
-func (p *preloader) walk(ctx context.Context, repo oci.Repo, ref string, blobs *[]digest.Digest) error {
-	body, err := p.get(ctx, repo, "manifests/"+ref, strings.Join(oci.ManifestTypes, ", "))
-	if err != nil {
-		return err
-	}
-	data, err := io.ReadAll(io.LimitReader(body, oci.MaxManifestSize+1))
-	body.Close()
-	if err != nil {
-		return err
-	}
-	if d, err := digest.Parse(ref); err == nil && d.Algorithm().FromBytes(data) != d {
-		return fmt.Errorf("manifest %s: %w", d, oci.ErrDigestMismatch)
-	}
-	p.manifests.Add(1)
-	var m manifestDoc
-	if err := json.Unmarshal(data, &m); err != nil {
-		return fmt.Errorf("manifest %s: %w", ref, err)
-	}
-	for _, child := range m.Manifests {
-		if err := p.walk(ctx, repo, child.Digest.String(), blobs); err != nil {
+func runPreload(cmd *cobra.Command, f *preloadFlags, refs []string, match platforms.Matcher) error {
+	ctx := cmd.Context()
+	// Its own transport, closed when done: a connection dialled and never
+	// used would hold the server's graceful shutdown for 5s.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	p := &preloader{client: &http.Client{Transport: tr}, match: match, referrers: !f.noRefs, parallel: max(1, f.parallel)}
+	switch {
+	case f.addr != "":
+		p.base = strings.TrimSuffix(f.addr, "/")
+		if !f.noPin {
+			p.pin = adminPinner(tr, f.adminAddr)
+		}
+	default:
+		stop, err := p.ownNode(ctx, &f.sf, !f.noPin)
+		if err != nil {
 			return err
 		}
+		defer stop()
 	}
-	if m.Config != nil {
-		*blobs = append(*blobs, m.Config.Digest)
-	}
-	for _, l := range m.Layers {
-		*blobs = append(*blobs, l.Digest)
-	}
-	return nil
+	p.rep = newReporter(cmd, f.progress)
+	results := p.run(ctx, refs)
+	return p.rep.finish(results)
 }
 
-// blob reads blob d through berth and checks it against its digest.
-func (p *preloader) blob(ctx context.Context, repo oci.Repo, d digest.Digest) error {
-	body, err := p.get(ctx, repo, "blobs/"+d.String(), "")
-	if err != nil {
-		return err
-	}
-	defer body.Close()
-	v := d.Verifier()
-	n, err := io.Copy(v, body)
-	if err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
-	}
-	if !v.Verified() {
-		return fmt.Errorf("blob %s: %w", d, oci.ErrDigestMismatch)
-	}
-	p.blobs.Add(1)
-	p.bytes.Add(n)
-	return nil
-}
-
-// get asks berth for /v2/<name>/<subpath>, routed to the repository's
-// registry with ns, as containerd does.
-func (p *preloader) get(ctx context.Context, repo oci.Repo, subpath, accept string) (io.ReadCloser, error) {
-	u := p.base + "/v2/" + repo.Name + "/" + subpath + "?ns=" + url.QueryEscape(repo.Registry)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+// ownNode runs a berth of the process's own on the store named by sf,
+// serving on a loopback port until stop, and pins straight into its store.
+func (p *preloader) ownNode(ctx context.Context, sf *storeFlags, pin bool) (stop func(), err error) {
+	cfg, err := loadConfig(sf.config)
 	if err != nil {
 		return nil, err
 	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
+	if sf.cacheDir != "" {
+		cfg.Cache.Dir = sf.cacheDir
 	}
-	resp, err := p.client.Do(req)
-	if err != nil {
+	cfg.Peers.Bind, cfg.Peers.Join = "", nil // never join a cluster from a command
+	cfg.Listen.TLS = config.TLS{}
+	if err := config.ApplyCredentialEnv(cfg, os.Environ()); err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		resp.Body.Close()
-		return nil, fmt.Errorf("GET %s: %s: %s", subpath, resp.Status, strings.TrimSpace(string(msg)))
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	return resp.Body, nil
+	srv, err := server.New(cfg, stderrLogger())
+	if err != nil {
+		return nil, inUse(err, "pass --addr to preload through it")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(runCtx, ln) }()
+	p.base = "http://" + ln.Addr().String()
+	if pin {
+		p.pin = storePinner(srv.Store())
+	}
+	return func() {
+		p.client.CloseIdleConnections()
+		cancel()
+		<-done
+		srv.Close()
+	}, nil
+}
+
+// storePinner pins an image's root in a store the process holds.
+func storePinner(s *cache.Store) pinFunc {
+	return func(_ context.Context, ref string, d digest.Digest) error {
+		return s.Pin(d)
+	}
+}
+
+// adminPinner pins through a running berth's admin API.
+func adminPinner(tr http.RoundTripper, admin string) pinFunc {
+	client := &http.Client{Transport: tr, Timeout: time.Minute}
+	return func(ctx context.Context, ref string, d digest.Digest) error {
+		q := url.Values{"ref": {ref}, "digest": {d.String()}}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(admin, "/")+"/admin/pin?"+q.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("pin through %s (or pass --no-pin): %w", admin, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			return fmt.Errorf("pin: %s: %s", resp.Status, errcodeMessage(msg))
+		}
+		return nil
+	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

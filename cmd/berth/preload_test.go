@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -46,12 +47,14 @@ func TestPreloadThenServeWithoutUpstream(t *testing.T) {
 	// The second run revalidates the tag (1ms TTL), fails, and serves stale.
 	n := nodetest.Start(t, up, func(c *config.Config) { c.TagTTL = config.Duration(time.Millisecond) })
 	srv, url := n.Server, n.URL
+	admin := httptest.NewServer(n.AdminHandler()) // preload pins through it
+	defer admin.Close()
 	run := func() string {
 		t.Helper()
 		var out bytes.Buffer
 		cmd := rootCmd()
 		cmd.SetOut(&out)
-		cmd.SetArgs([]string{"preload", "--addr", url, up.Host + "/site/app:v1"})
+		cmd.SetArgs([]string{"preload", "--addr", url, "--admin-addr", admin.URL, up.Host + "/site/app:v1"})
 		if err := cmd.ExecuteContext(t.Context()); err != nil {
 			t.Fatalf("preload: %v", err)
 		}
@@ -68,6 +71,9 @@ func TestPreloadThenServeWithoutUpstream(t *testing.T) {
 		if n := up.BlobGETs("site/app", d.String()); n > 1 {
 			t.Fatalf("upstream served %s %d times", d, n)
 		}
+	}
+	if info, err := srv.Store().Info(digest.Digest(idxDigest.String())); err != nil || !info.Pinned {
+		t.Errorf("preloaded index not pinned: %+v %v", info, err)
 	}
 	up.SetDown(true) // the site loses its upstream
 	if out := run(); !strings.Contains(out, "3 manifests, 6 blobs") {

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/test/upstreamtest"
+	"github.com/creack/pty"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+)
+
+// site is an upstream holding what a site preloads: a three-platform
+// index, a cosign signature of it (sha256-<hex>.sig) and an SBOM
+// attached by subject (the registry has no referrers API, so the pusher
+// writes the sha256-<hex> tag schema index).
+type site struct {
+	up                   *upstreamtest.Registry
+	index                digest.Digest
+	platforms            map[string]digest.Digest // arch → manifest
+	sig, sbom            digest.Digest
+	sigLayer, sbomConfig digest.Digest
+}
+
+func newSite(t *testing.T) *site {
+	t.Helper()
+	s := &site{up: upstreamtest.New(t), platforms: map[string]digest.Digest{}}
+	idx := v1.ImageIndex(empty.Index)
+	for _, arch := range []string{"amd64", "arm64", "s390x"} {
+		img, err := random.Image(16<<10, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img = mutate.MediaType(img, types.OCIManifestSchema1)
+		d, _ := img.Digest()
+		s.platforms[arch] = digest.Digest(d.String())
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	idx = mutate.IndexMediaType(idx, types.OCIImageIndex)
+	ih := s.up.PushIndex(t, "site/app", "v1", idx)
+	s.index = digest.Digest(ih.String())
+
+	sig, _ := random.Image(512, 1)
+	sig = mutate.MediaType(sig, types.OCIManifestSchema1)
+	sh := s.up.Push(t, "site/app", "sha256-"+s.index.Encoded()+".sig", sig)
+	s.sig = digest.Digest(sh.String())
+	l, _ := sig.Layers()
+	ld, _ := l[0].Digest()
+	s.sigLayer = digest.Digest(ld.String())
+
+	sbom, _ := random.Image(512, 1)
+	sbom = mutate.MediaType(sbom, types.OCIManifestSchema1)
+	isz, _ := idx.Size()
+	sbom = mutate.Subject(sbom, v1.Descriptor{MediaType: types.OCIImageIndex, Digest: ih, Size: isz}).(v1.Image)
+	bh, _ := sbom.Digest()
+	ref, _ := name.ParseReference(s.up.Host+"/site/app@"+bh.String(), name.Insecure)
+	if err := remote.Write(ref, sbom); err != nil {
+		t.Fatal(err)
+	}
+	s.sbom = digest.Digest(bh.String())
+	cn, _ := sbom.ConfigName()
+	s.sbomConfig = digest.Digest(cn.String())
+	return s
+}
+
+// TestPreloadListPlatformsReferrers preloads from a list file, straight
+// into a cache directory, one platform of an index with its signature and
+// SBOM, past an image that does not exist: the command fails naming that
+// image only, the store holds the wanted platform and both referrers, all
+// pinned, and not the other platforms. A second run asks the upstream for
+// no blob again.
+func TestPreloadListPlatformsReferrers(t *testing.T) {
+	s := newSite(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "berth.yaml")
+	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+s.up.Host+"\"\n    endpoints: [\""+s.up.URL+"\"]\n"), 0o644)
+	list := filepath.Join(dir, "images.txt")
+	os.WriteFile(list, []byte("# what the site runs\n"+s.up.Host+"/site/app:v1\n"+s.up.Host+"/site/missing:v1   # not pushed\n"), 0o644)
+	store := filepath.Join(dir, "store")
+
+	run := func() (string, string, error) {
+		var out, errb bytes.Buffer
+		cmd := rootCmd()
+		cmd.SetOut(&out)
+		cmd.SetErr(&errb)
+		cmd.SetArgs([]string{"preload", "--config", cfg, "--cache-dir", store, "-f", list, "--platform", "linux/arm64"})
+		err := cmd.ExecuteContext(t.Context())
+		return out.String(), errb.String(), err
+	}
+	out, errOut, err := run()
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 images failed") || !strings.Contains(err.Error(), "site/missing:v1") ||
+		strings.Contains(err.Error(), "site/app:v1") {
+		t.Fatalf("preload: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
+	if !strings.Contains(out, "preloaded "+s.up.Host+"/site/app:v1 "+s.index.String()) || !strings.Contains(out, "2 referrers") {
+		t.Fatalf("stdout:\n%s", out)
+	}
+	if strings.Contains(errOut, "\r") || strings.Contains(errOut, "%|") {
+		t.Errorf("a progress bar without a terminal:\n%q", errOut)
+	}
+
+	st, err := cache.Open(store, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []digest.Digest{s.index, s.platforms["arm64"], s.sig, s.sigLayer, s.sbom, s.sbomConfig}
+	for _, d := range want {
+		if !st.Has(d) {
+			t.Errorf("store lacks %s", d)
+		}
+	}
+	for _, arch := range []string{"amd64", "s390x"} {
+		if st.Has(s.platforms[arch]) {
+			t.Errorf("store holds %s, not asked for", arch)
+		}
+	}
+	for _, d := range []digest.Digest{s.index, s.sig, s.sbom} {
+		if info, err := st.Info(d); err != nil || !info.Pinned {
+			t.Errorf("%s not pinned: %v", d, err)
+		}
+	}
+	st.Close()
+
+	if _, _, err := run(); err == nil {
+		t.Fatal("second run: the missing image succeeded")
+	}
+	for _, d := range want {
+		if n := s.up.BlobGETs("site/app", d.String()); n > 1 {
+			t.Errorf("upstream served %s %d times", d, n)
+		}
+	}
+}
+
+// TestPreloadProgressBar: on a terminal the bar renders (bytes, percent);
+// into a pipe there is none and each image gets a plain line.
+func TestPreloadProgressBar(t *testing.T) {
+	s := newSite(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "berth.yaml")
+	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+s.up.Host+"\"\n    endpoints: [\""+s.up.URL+"\"]\n"), 0o644)
+
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer ptmx.Close()
+	got := make(chan string, 1)
+	go func() {
+		var b bytes.Buffer
+		io.Copy(&b, ptmx) // until the tty side closes
+		got <- b.String()
+	}()
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(tty)
+	cmd.SetArgs([]string{"preload", "--config", cfg, "--cache-dir", filepath.Join(dir, "a"), s.up.Host + "/site/app:v1"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("preload: %v", err)
+	}
+	tty.Close()
+	var bar string
+	select {
+	case bar = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("pty reader did not end")
+	}
+	if !strings.Contains(bar, "preload") || !strings.Contains(bar, "100%") || !strings.Contains(bar, "KiB") && !strings.Contains(bar, "kB") {
+		t.Errorf("no progress bar on the terminal:\n%q", bar)
+	}
+
+	var errb bytes.Buffer
+	out.Reset()
+	cmd = rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetArgs([]string{"preload", "--config", cfg, "--cache-dir", filepath.Join(dir, "b"), s.up.Host + "/site/app:v1"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("preload: %v", err)
+	}
+	if strings.Contains(errb.String(), "100%") || !strings.Contains(out.String(), "preloaded "+s.up.Host+"/site/app:v1 sha256:") {
+		t.Errorf("without a terminal: stdout %q stderr %q", out.String(), errb.String())
+	}
+}
