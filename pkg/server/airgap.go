@@ -133,12 +133,16 @@ func (s *Server) adminImport(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(rep)
 }
 
-// adminError writes err as OCI errcode JSON with code's status (400 for
-// a bad archive rather than the code's own 404 where it has one).
+// adminError writes err as OCI errcode JSON: 404 for an unknown image,
+// 500 for the store's own failures, 400 for the rest (a bad archive or
+// parameter, rather than the code's own 404 where it has one).
 func adminError(w http.ResponseWriter, code errcode.ErrorCode, err error) {
-	status := code.Descriptor().HTTPStatusCode
-	if code != errcode.ErrorCodeManifestUnknown {
-		status = http.StatusBadRequest
+	status := http.StatusBadRequest
+	switch code {
+	case errcode.ErrorCodeManifestUnknown:
+		status = http.StatusNotFound
+	case errcode.ErrorCodeUnknown:
+		status = http.StatusInternalServerError
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
