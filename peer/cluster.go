@@ -114,7 +114,8 @@ type Cluster struct {
 	suspects map[string]time.Time // peer name -> skipped until
 
 	joined       atomic.Bool
-	joinAttempts atomic.Int64 // tests wait on it
+	conflict     atomic.Pointer[nameConflict] // the last node seen using this node's name
+	joinAttempts atomic.Int64                 // tests wait on it
 	stop         context.CancelFunc
 	done         chan struct{} // closed when the join loop ends
 	closeOnce    sync.Once
@@ -250,12 +251,35 @@ func (c *Cluster) Members() map[string]string {
 // no seeds to join (alone by configuration, or the seeds name only itself).
 // It does not block.
 func (c *Cluster) Ready() bool {
+	if c.NameConflict() != "" {
+		return false
+	}
 	if c == nil || len(c.cfg.Join) == 0 || c.joined.Load() {
 		return true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.members) > 0
+}
+
+// nameConflict is another node that gossips this node's name.
+type nameConflict struct {
+	other string // its gossip address
+	at    time.Time
+}
+
+// NameConflict returns the gossip address of another node that used this
+// node's name within the last two re-join intervals (at least a minute), or
+// "". Two nodes of one name cannot peer: memberlist keeps one of them.
+func (c *Cluster) NameConflict() string {
+	if c == nil {
+		return ""
+	}
+	nc := c.conflict.Load()
+	if nc == nil || time.Since(nc.at) > max(2*c.cfg.RejoinInterval, time.Minute) {
+		return ""
+	}
+	return nc.other
 }
 
 // Close leaves the cluster, waiting up to timeout for the leave to reach a

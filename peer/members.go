@@ -2,6 +2,7 @@ package peer
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -67,6 +68,11 @@ func (e events) put(n *memberlist.Node, msg string) {
 }
 
 // NotifyConflict is memberlist's ConflictDelegate: two nodes share a name.
+// One about this node's own name makes it not Ready for a while (see
+// NameConflict): it cannot peer with the other node.
 func (e events) NotifyConflict(existing, other *memberlist.Node) {
 	e.c.log.Error("two nodes share a name", "peer", existing.Name, "addr", existing.Address(), "other", other.Address())
+	if existing.Name == e.c.cfg.NodeName {
+		e.c.conflict.Store(&nameConflict{other: other.Address(), at: time.Now()})
+	}
 }

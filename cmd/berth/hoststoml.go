@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/hoststoml"
 )
 
@@ -36,8 +36,10 @@ line, or a registry directory holding other files (Docker-style certificates),
 is never touched: it is reported as skipped. --prune removes berth's files for
 registries no longer listed.
 
---registry takes NAME=URL (docker.io=https://registry-1.docker.io) or NAME alone
-(docker.io means https://registry-1.docker.io, any other NAME https://NAME).
+--registry takes what berth serve --registry takes: NAME=URL[,URL...]
+(docker.io=https://registry-1.docker.io; the first URL is containerd's
+fallback) or NAME alone (docker.io means https://registry-1.docker.io, any
+other NAME https://NAME).
 NAME "` + hoststoml.Default + `" is containerd's catch-all for registries without a directory.`,
 		Example: `  berth hosts-toml --dir /etc/containerd/certs.d --mirror http://127.0.0.1:5000 \
     --registry docker.io=https://registry-1.docker.io --registry registry.k8s.io --registry _default`,
@@ -56,7 +58,7 @@ NAME "` + hoststoml.Default + `" is containerd's catch-all for registries withou
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "/etc/containerd/certs.d", "containerd's hosts directory (its registry config_path)")
 	f.StringVar(&mirror, "mirror", "", "berth's URL as containerd reaches it, e.g. http://127.0.0.1:5000")
-	f.StringArrayVar(&registries, "registry", nil, "registry to mirror: NAME[=URL]; repeat for each")
+	f.StringArrayVar(&registries, "registry", nil, "registry to mirror: NAME or NAME=URL[,URL...] as for serve; repeat for each")
 	f.DurationVar(&dial, "dial-timeout", hoststoml.DefaultDialTimeout, "how long containerd tries to connect to berth before falling back")
 	f.BoolVar(&skipVerify, "skip-verify", false, "let containerd skip TLS verification of an https --mirror")
 	f.BoolVar(&prune, "prune", false, "remove berth's hosts.toml of registries not listed")
@@ -64,23 +66,29 @@ NAME "` + hoststoml.Default + `" is containerd's catch-all for registries withou
 	return cmd
 }
 
-// parseRegistryFlags turns NAME[=URL] values into hosts.
+// parseRegistryFlags turns --registry values into hosts. They take the
+// forms `berth serve --registry` takes (config.ParseRegistryFlag); the first
+// URL is the registry's own server, containerd's fallback. NAME
+// hoststoml.Default alone is containerd's catch-all, with no server.
 func parseRegistryFlags(values []string) ([]hoststoml.Host, error) {
 	if len(values) == 0 {
 		return nil, errors.New("no --registry given")
 	}
 	hosts := make([]hoststoml.Host, 0, len(values))
+	var errs []error
 	for _, v := range values {
-		name, server, ok := strings.Cut(v, "=")
-		if !ok {
-			server = hoststoml.KnownServer(name)
+		if v == hoststoml.Default {
+			hosts = append(hosts, hoststoml.Host{Name: v})
+			continue
 		}
-		if name == "" || (ok && server == "" && name != hoststoml.Default) {
-			return nil, fmt.Errorf("--registry %q: want NAME or NAME=URL", v)
+		r, err := config.ParseRegistryFlag(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--registry %s: %w", v, err))
+			continue
 		}
-		hosts = append(hosts, hoststoml.Host{Name: name, Server: server})
+		hosts = append(hosts, hoststoml.Host{Name: r.Name, Server: r.Endpoints[0]})
 	}
-	return hosts, nil
+	return hosts, errors.Join(errs...)
 }
 
 func printResults(w io.Writer, results []hoststoml.Result) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/hoststoml"
 )
 
@@ -86,3 +87,32 @@ func TestPrepareDirCmd(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// serve --registry and hosts-toml --registry read the same forms and agree
+// on the name and the registry's own URL; both refuse the same bad ones.
+func TestRegistryFlagFormsAgree(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"docker.io", "quay.io", "127.0.0.1:5001", "ghcr.io=https://ghcr.example",
+		"registry.k8s.io=https://a.test,https://b.test:8443", "[::1]:5000=http://[::1]:5000"} {
+		r, err := config.ParseRegistryFlag(v)
+		if err != nil {
+			t.Errorf("serve --registry %s: %v", v, err)
+			continue
+		}
+		hosts, err := parseRegistryFlags([]string{v})
+		if err != nil {
+			t.Errorf("hosts-toml --registry %s: %v", v, err)
+			continue
+		}
+		if want := (hoststoml.Host{Name: r.Name, Server: r.Endpoints[0]}); hosts[0] != want {
+			t.Errorf("--registry %s: hosts-toml %+v, serve %+v", v, hosts[0], r)
+		}
+	}
+	for _, bad := range []string{"=https://x", "quay.io=", "Quay.IO", "quay.io=ftp://x", "docker.io/library"} {
+		_, serveErr := config.ParseRegistryFlag(bad)
+		_, hostsErr := parseRegistryFlags([]string{bad})
+		if serveErr == nil || hostsErr == nil {
+			t.Errorf("--registry %q: serve error %v, hosts-toml error %v; want both to refuse", bad, serveErr, hostsErr)
+		}
+	}
+}

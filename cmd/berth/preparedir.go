@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 )
@@ -16,12 +17,15 @@ import (
 // about to provide.
 func prepareDirCmd() *cobra.Command {
 	var uid, gid int
-	var mode uint32
+	mode := octalMode(0o750)
 	cmd := &cobra.Command{
 		Use:   "prepare-dir DIR...",
 		Short: "Create directories and give them to berth's user (top level only)",
-		Long: `Create each DIR, set its mode and then its owner. Only the directory itself
-is changed, never its contents: a large cache is not walked at every start.`,
+		Long: `Create each DIR, set its mode (--mode, octal, 0750 by default) and then its
+owner (--uid, --gid). Only the directory itself is changed, never its contents:
+a large cache is not walked at every start. The chart runs it as root with
+CAP_CHOWN only, in an init container, on the hostPath cache that the kubelet
+creates owned by root.`,
 		Example: "  berth prepare-dir --uid 65532 --gid 65532 /var/lib/berth",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, dirs []string) error {
@@ -38,7 +42,7 @@ is changed, never its contents: a large cache is not walked at every start.`,
 	}
 	cmd.Flags().IntVar(&uid, "uid", 65532, "owner user id")
 	cmd.Flags().IntVar(&gid, "gid", 65532, "owner group id")
-	cmd.Flags().Uint32Var(&mode, "mode", 0o750, "directory permission bits")
+	cmd.Flags().Var(&mode, "mode", "directory permission bits, in octal")
 	return cmd
 }
 
@@ -61,5 +65,21 @@ func prepareDir(dir string, uid, gid int, mode os.FileMode) error {
 	if err := os.Lchown(dir, uid, gid); err != nil {
 		return fmt.Errorf("chown %s: %w", dir, err)
 	}
+	return nil
+}
+
+// octalMode is a permission flag read and shown in octal (0750), as chmod
+// takes it, not in decimal.
+type octalMode uint32
+
+func (m *octalMode) String() string { return fmt.Sprintf("%#o", uint32(*m)) }
+func (m *octalMode) Type() string   { return "octal" }
+
+func (m *octalMode) Set(s string) error {
+	v, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || v&^0o7777 != 0 {
+		return fmt.Errorf("%q is not an octal mode such as 0750", s)
+	}
+	*m = octalMode(v)
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,7 +47,7 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.addr, "addr", "", "HTTP listen address, host:port")
 	fl.StringVar(&f.adminAddr, "admin-addr", "", `admin listener host:port for /metrics, /debug/* and the admin API ("" turns it off)`)
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory of the content store")
-	fl.StringArrayVar(&f.registries, "registry", nil, "upstream registry NAME=URL[,URL...] (repeatable); replaces a configured registry of the same NAME")
+	fl.StringArrayVar(&f.registries, "registry", nil, "upstream registry NAME=URL[,URL...], or NAME alone for https://NAME (repeatable); replaces a configured registry of the same NAME")
 	fl.StringVar(&f.defaultRegistry, "default-registry", "", "registry of requests that name none")
 	fl.StringVar(&f.tagTTL, "tag-ttl", "", "how long a tag's digest is trusted without asking upstream (e.g. 60s)")
 	fl.StringVar(&f.maxSize, "cache-max-size", "", "store quota: 50GiB, or a percentage of the filesystem such as 80%")
@@ -63,49 +64,51 @@ func serveCmd() *cobra.Command {
 }
 
 // resolve builds the configuration: file or embedded default, then env,
-// then the flags that were set, then validation.
+// then the flags that were set, then credential env and validation, as
+// config.Resolve does for `berth config validate`. Every problem is reported.
 func (f *serveFlags) resolve(cmd *cobra.Command) (*config.Config, error) {
-	cfg, err := loadConfig(f.config)
+	cfg, err := loadFile(f.config)
 	if err != nil {
 		return nil, err
 	}
-	set := func(name string, apply func() error) {
-		if err == nil && cmd.Flags().Changed(name) {
-			err = apply()
-		}
-	}
-	set("addr", func() error { cfg.Listen.Addr = f.addr; return nil })
-	set("admin-addr", func() error { cfg.Admin.Addr = f.adminAddr; return nil })
-	set("cache-dir", func() error { cfg.Cache.Dir = f.cacheDir; return nil })
-	set("default-registry", func() error { cfg.DefaultRegistry = f.defaultRegistry; return nil })
-	set("cache-max-size", func() error { cfg.Cache.MaxSize = f.maxSize; return nil })
-	set("tag-ttl", func() (e error) { cfg.TagTTL, e = config.ParseDuration(f.tagTTL); return e })
-	set("registry", func() error {
-		for _, v := range f.registries {
-			r, err := config.ParseRegistryFlag(v)
-			if err != nil {
-				return fmt.Errorf("--registry %s: %w", v, err)
+	return cfg, config.Resolve(cfg, os.Environ(), func(cfg *config.Config) error {
+		var errs []error
+		set := func(name string, apply func() error) {
+			if cmd.Flags().Changed(name) {
+				if err := apply(); err != nil {
+					errs = append(errs, fmt.Errorf("--%s: %w", name, err))
+				}
 			}
-			cfg.SetRegistry(r)
 		}
-		return nil
+		set("addr", func() error { cfg.Listen.Addr = f.addr; return nil })
+		set("admin-addr", func() error { cfg.Admin.Addr = f.adminAddr; return nil })
+		set("cache-dir", func() error { cfg.Cache.Dir = f.cacheDir; return nil })
+		set("default-registry", func() error { cfg.DefaultRegistry = f.defaultRegistry; return nil })
+		set("cache-max-size", func() error { cfg.Cache.MaxSize = f.maxSize; return nil })
+		set("tag-ttl", func() (e error) { cfg.TagTTL, e = config.ParseDuration(f.tagTTL); return e })
+		set("registry", func() error {
+			var errs []error
+			for _, v := range f.registries {
+				r, err := config.ParseRegistryFlag(v)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", v, err))
+					continue
+				}
+				cfg.SetRegistry(r)
+			}
+			return errors.Join(errs...)
+		})
+		set("peer-bind", func() error { cfg.Peers.Bind = f.peerBind; return nil })
+		set("peer-advertise", func() error { cfg.Peers.Advertise = f.peerAdvertise; return nil })
+		set("peer-join", func() error { cfg.Peers.Join = f.peerJoin; return nil })
+		set("peer-secret-file", func() error { cfg.Peers.SecretFile = f.peerSecretFile; return nil })
+		set("tls-addr", func() error { cfg.Listen.TLS.Addr = f.tlsAddr; return nil })
+		set("tls-cert", func() error { cfg.Listen.TLS.CertFile = f.tlsCert; return nil })
+		set("tls-key", func() error { cfg.Listen.TLS.KeyFile = f.tlsKey; return nil })
+		set("log-level", func() error { cfg.Log.Level = f.logLevel; return nil })
+		set("log-format", func() error { cfg.Log.Format = f.logFormat; return nil })
+		return errors.Join(errs...)
 	})
-	set("peer-bind", func() error { cfg.Peers.Bind = f.peerBind; return nil })
-	set("peer-advertise", func() error { cfg.Peers.Advertise = f.peerAdvertise; return nil })
-	set("peer-join", func() error { cfg.Peers.Join = f.peerJoin; return nil })
-	set("peer-secret-file", func() error { cfg.Peers.SecretFile = f.peerSecretFile; return nil })
-	set("tls-addr", func() error { cfg.Listen.TLS.Addr = f.tlsAddr; return nil })
-	set("tls-cert", func() error { cfg.Listen.TLS.CertFile = f.tlsCert; return nil })
-	set("tls-key", func() error { cfg.Listen.TLS.KeyFile = f.tlsKey; return nil })
-	set("log-level", func() error { cfg.Log.Level = f.logLevel; return nil })
-	set("log-format", func() error { cfg.Log.Format = f.logFormat; return nil })
-	if err != nil {
-		return nil, err
-	}
-	if err := config.ApplyCredentialEnv(cfg, os.Environ()); err != nil {
-		return nil, err
-	}
-	return cfg, cfg.Validate()
 }
 
 func newLogger(c config.Log) *slog.Logger {

@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/berth-registry/berth/pkg/version"
@@ -34,5 +38,25 @@ func TestVersion(t *testing.T) {
 	var got version.Info
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got != want {
 		t.Errorf("version --json: %s (%v), want %+v", out.Bytes(), err, want)
+	}
+}
+
+// prepare-dir reads and shows --mode in octal.
+func TestPrepareDirModeIsOctal(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	out, _, err := run(t, "prepare-dir", "--uid", strconv.Itoa(os.Getuid()), "--gid", strconv.Itoa(os.Getgid()), "--mode", "0705", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o705 || !strings.Contains(out, " 0705)") {
+		t.Errorf("mode %v, output %q; want 0705", fi.Mode().Perm(), out)
+	}
+	if _, _, err := run(t, "prepare-dir", "--mode", "750x", dir); err == nil {
+		t.Error("--mode 750x accepted")
+	}
+	help, _, _ := run(t, "prepare-dir", "--help")
+	if !strings.Contains(help, "(default 0750)") {
+		t.Errorf("help does not show the default mode in octal:\n%s", help)
 	}
 }

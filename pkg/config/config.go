@@ -116,7 +116,8 @@ type Peers struct {
 	Timeout     Duration `yaml:"timeout"`     // time to first byte from a peer
 	IdleTimeout Duration `yaml:"idleTimeout"` // longest pause in a peer's body before it is abandoned
 	AskNext     int      `yaml:"askNext"`     // ranked nodes asked besides the owner
-	// NodeName names this node in the cluster; "" means the hostname.
+	// NodeName names this node in the cluster; "" means the hostname and a
+	// random id kept in the cache directory (file node-id).
 	NodeName string `yaml:"nodeName"`
 	// RejoinInterval is how often Join is re-resolved and re-joined, so a
 	// headless Service's new pods are found; 0 disables it.

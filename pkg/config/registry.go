@@ -7,17 +7,18 @@ import (
 	"strings"
 )
 
-// ParseRegistryFlag parses the CLI's --registry NAME=URL[,URL...] into a
-// Registry with those endpoints, in order. Errors say what is wrong with
-// the name or which URL is bad.
+// ParseRegistryFlag parses the CLI's --registry value, NAME=URL[,URL...] or
+// NAME alone (its KnownEndpoint), into a Registry with those endpoints, in
+// order. `berth serve` and `berth hosts-toml` both read --registry with it.
+// Errors say what is wrong with the name or which URL is bad.
 func ParseRegistryFlag(s string) (Registry, error) {
 	name, urls, ok := strings.Cut(s, "=")
 	name = strings.TrimSpace(name)
-	if !ok {
-		return Registry{}, fmt.Errorf("registry %q: want NAME=URL[,URL...]", redact(s))
-	}
 	if err := CheckRegistryName(name); err != nil {
-		return Registry{}, fmt.Errorf("registry name: %w", err)
+		return Registry{}, fmt.Errorf("registry name: %w (want NAME or NAME=URL[,URL...])", err)
+	}
+	if !ok {
+		urls = KnownEndpoint(name)
 	}
 	r := Registry{Name: name}
 	for _, u := range strings.Split(urls, ",") {
@@ -33,6 +34,16 @@ func ParseRegistryFlag(s string) (Registry, error) {
 		return Registry{}, fmt.Errorf("registry %s: no endpoint URL: want NAME=URL[,URL...]", name)
 	}
 	return r, nil
+}
+
+// KnownEndpoint returns the API URL of a registry name: docker.io's API lives
+// at https://registry-1.docker.io, every other registry's at https://NAME.
+func KnownEndpoint(name string) string {
+	switch name {
+	case "docker.io", "index.docker.io", "registry-1.docker.io":
+		return "https://registry-1.docker.io"
+	}
+	return "https://" + name
 }
 
 // SetRegistry puts r in the registry list: it replaces the registry of the

@@ -183,7 +183,9 @@ func (s *Server) notReady() []string {
 	} else if _, err := os.Stat(s.store.Root()); err != nil {
 		why = append(why, "store: "+err.Error())
 	}
-	if !s.cluster.Ready() {
+	if other := s.cluster.NameConflict(); other != "" {
+		why = append(why, fmt.Sprintf("peers: the node at %s uses this node's name %q; give each node its own peers.nodeName", other, s.cluster.Name()))
+	} else if !s.cluster.Ready() {
 		why = append(why, "peers: not joined yet")
 	}
 	return why

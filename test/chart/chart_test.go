@@ -233,13 +233,7 @@ func podConfig(t *testing.T, r *rendered, berth *corev1.Container) *config.Confi
 	if unknown := config.UnknownEnv(env); len(unknown) > 0 {
 		t.Errorf("the pod sets BERTH_* variables berth does not read: %q", unknown)
 	}
-	if err := config.ApplyEnv(cfg, env); err != nil {
-		t.Fatalf("pod environment: %v", err)
-	}
-	if err := config.ApplyCredentialEnv(cfg, env); err != nil {
-		t.Fatalf("pod credential environment: %v", err)
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := config.Resolve(cfg, env, nil); err != nil {
 		t.Fatalf("the config the pod runs with is invalid: %v\n%s", err, cm.Data["config.yaml"])
 	}
 	return cfg

@@ -1,0 +1,72 @@
+package peers
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Three nodes on one host with no peers.nodeName get names of their own (the
+// host name alone would collide) and peer; each keeps its name in its cache.
+func TestDefaultNodeNamesDifferOnOneHost(t *testing.T) {
+	up := newUpstream(t)
+	gossip := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	nodes := make([]*node, len(gossip))
+	for i := range nodes {
+		nodes[i] = startNode(t, up, "", gossip[i], gossip, nodeOpts{})
+		nodes[i].name = fmt.Sprintf("n%d", i)
+	}
+	waitPeers(t, nodes, 2)
+	host, _ := os.Hostname()
+	for _, n := range nodes {
+		id, err := os.ReadFile(filepath.Join(n.srv.Store().Root(), "node-id"))
+		if err != nil || len(id) != 8 {
+			t.Fatalf("%s: node-id %q %v", n.name, id, err)
+		}
+		if got := n.srv.NodeName(); got != host+"-"+string(id) {
+			t.Errorf("%s: name %q, want %q", n.name, got, host+"-"+string(id))
+		}
+		if code, body := readyz(t, n); code != http.StatusOK {
+			t.Errorf("%s: /readyz %d %s", n.name, code, body)
+		}
+	}
+}
+
+// Two nodes that share a name cannot peer; each says so on /readyz.
+func TestSharedNodeNameIsNotReady(t *testing.T) {
+	up := newUpstream(t)
+	gossip := []string{freeAddr(t), freeAddr(t)}
+	nodes := []*node{
+		startNode(t, up, "twin", gossip[0], gossip, nodeOpts{}),
+		startNode(t, up, "twin", gossip[1], gossip, nodeOpts{}),
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, n := range nodes {
+		for {
+			code, body := readyz(t, n)
+			if code == http.StatusServiceUnavailable && strings.Contains(body, `uses this node's name "twin"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node at %s: /readyz %d %q, want 503 naming the shared name", n.addr, code, body)
+			}
+			time.Sleep(100 * time.Millisecond) // polling with a deadline: gossip decides when
+		}
+	}
+}
+
+func readyz(t *testing.T, n *node) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + n.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
