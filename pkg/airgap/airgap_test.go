@@ -39,7 +39,7 @@ func openStore(t *testing.T) *cache.Store {
 
 // putImage commits img's layers, config and manifest into s, as fills
 // would, and returns every digest it holds.
-func putImage(t *testing.T, s *cache.Store, img ggv1.Image) []digest.Digest {
+func putImage(t testing.TB, s *cache.Store, img ggv1.Image) []digest.Digest {
 	t.Helper()
 	layers, _ := img.Layers()
 	var out []digest.Digest
@@ -64,7 +64,7 @@ func putImage(t *testing.T, s *cache.Store, img ggv1.Image) []digest.Digest {
 	return append(out, put(t, s, string(mt), raw))
 }
 
-func put(t *testing.T, s *cache.Store, mt string, data []byte) digest.Digest {
+func put(t testing.TB, s *cache.Store, mt string, data []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(data)
 	if err := s.Put(d, mt, data); err != nil {
@@ -73,7 +73,7 @@ func put(t *testing.T, s *cache.Store, mt string, data []byte) digest.Digest {
 	return d
 }
 
-func tag(t *testing.T, s *cache.Store, repo oci.Repo, tg string, d digest.Digest, mt string) {
+func tag(t testing.TB, s *cache.Store, repo oci.Repo, tg string, d digest.Digest, mt string) {
 	t.Helper()
 	if err := s.SetTag(cache.TagKey(repo.Registry, repo.Name, tg), cache.Tag{Digest: d, MediaType: mt}); err != nil {
 		t.Fatal(err)
@@ -396,5 +396,91 @@ func TestExportLeavesOutMissingPlatforms(t *testing.T) {
 	rep, err = ImportTar(t.Context(), b, &buf, ImportOptions{})
 	if err != nil || len(rep.Missing) != 1 {
 		t.Fatalf("import: %v %+v", err, rep)
+	}
+}
+
+// TestImportBareTagNeedsRepo: a layout whose index.json names an image by
+// a bare tag (as skopeo's oci:DIR:TAG writes it) is imported untagged and
+// reported, or tagged in ImportOptions.Repo.
+func TestImportBareTagNeedsRepo(t *testing.T) {
+	a := openStore(t)
+	img, _ := random.Image(1<<10, 1)
+	ds := putImage(t, a, img)
+	root := ds[len(ds)-1]
+	var buf bytes.Buffer
+	mt, _ := img.MediaType()
+	tag(t, a, repo, "v3", root, string(mt))
+	im, err := Resolve(a, "registry.test/site/app:v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.Ref = "v3" // what skopeo writes
+	if _, err := Export(t.Context(), a, []Image{im}, NewTarWriter(&buf), nil); err != nil {
+		t.Fatal(err)
+	}
+	b := openStore(t)
+	rep, err := ImportTar(t.Context(), b, bytes.NewReader(buf.Bytes()), ImportOptions{})
+	if err != nil || len(rep.Skipped) != 1 || len(rep.Tags) != 0 || !b.Has(root) {
+		t.Fatalf("import without repo: %v %+v", err, rep)
+	}
+	c := openStore(t)
+	other := oci.Repo{Registry: "mirror.test", Name: "team/app"}
+	rep, err = ImportTar(t.Context(), c, bytes.NewReader(buf.Bytes()), ImportOptions{Repo: other})
+	if err != nil || len(rep.Tags) != 1 {
+		t.Fatalf("import with repo: %v %+v", err, rep)
+	}
+	if got, err := c.Tag("mirror.test/team/app:v3"); err != nil || got.Digest != root {
+		t.Errorf("tag: %v %v, want %s", got, err, root)
+	}
+}
+
+// TestImportDockerSaveUncompressed: docker save writes each layer as an
+// uncompressed layer.tar under a directory and the config as <hex>.json;
+// the layers' own digests are the diff_ids. A config whose name does not
+// match its bytes fails.
+func TestImportDockerSaveUncompressed(t *testing.T) {
+	layer := []byte(strings.Repeat("layer bytes ", 1000))
+	diffID := digest.FromBytes(layer)
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["` + diffID.String() + `"]}}`)
+	cfgD := digest.FromBytes(cfg)
+	build := func(cfgName string) []byte {
+		manifest := []byte(`[{"Config":"` + cfgName + `","RepoTags":["team/app:v1"],"Layers":["abc/layer.tar"]}]`)
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, f := range []struct {
+			name string
+			data []byte
+		}{{"abc/VERSION", []byte("1.0")}, {"abc/json", []byte("{}")}, {"abc/layer.tar", layer}, {cfgName, cfg}, {"manifest.json", manifest}} {
+			tw.WriteHeader(&tar.Header{Name: f.name, Size: int64(len(f.data)), Mode: 0o644, Typeflag: tar.TypeReg})
+			tw.Write(f.data)
+		}
+		tw.Close()
+		return buf.Bytes()
+	}
+	s := openStore(t)
+	if _, err := ImportTar(t.Context(), s, bytes.NewReader(build(cfgD.Encoded()+".json")), ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := s.Tag("docker.io/team/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, info, err := s.ReadAll(tg.Digest)
+	if err != nil || info.MediaType != "application/vnd.oci.image.manifest.v1+json" ||
+		!strings.Contains(string(data), diffID.String()) || !strings.Contains(string(data), "vnd.oci.image.layer.v1.tar\"") {
+		t.Fatalf("manifest %s (%v): %s", info.MediaType, err, data)
+	}
+	if !s.Has(diffID) || !s.Has(cfgD) {
+		t.Error("layer or config not stored")
+	}
+	// The config renamed: its bytes no longer match the name.
+	wrong := digest.FromString("another config").Encoded() + ".json"
+	data = build(wrong)
+	s2 := openStore(t)
+	if _, err := ImportTar(t.Context(), s2, bytes.NewReader(data), ImportOptions{}); !errors.Is(err, oci.ErrDigestMismatch) {
+		t.Fatalf("renamed config: %v", err)
+	}
+	if n, _ := s2.Usage(); n != 0 {
+		t.Errorf("refused import left %d bytes", n)
 	}
 }
