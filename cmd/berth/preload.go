@@ -59,13 +59,21 @@ func preloadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if f.progress != "auto" && f.progress != "bar" && f.progress != "plain" {
+				return fmt.Errorf("--progress %s: want auto, bar or plain", f.progress)
+			}
+			if f.addr != "" && !f.noPin && f.adminAddr == "" {
+				if f.adminAddr = defaultAdmin(f.addr); f.adminAddr == "" {
+					return fmt.Errorf("--addr %s is not on this machine: pass its --admin-addr to pin, or --no-pin", f.addr)
+				}
+			}
 			return runPreload(cmd, &f, refs, match)
 		},
 	}
 	fl := c.Flags()
 	f.sf.add(c)
 	fl.StringVar(&f.addr, "addr", "", "base URL of a running berth to pull through (http://127.0.0.1:5000); without it, --cache-dir or the config's cache.dir is used directly")
-	fl.StringVar(&f.adminAddr, "admin-addr", "http://127.0.0.1:5001", "admin address of the running berth, for pinning (with --addr)")
+	fl.StringVar(&f.adminAddr, "admin-addr", "", "admin address of the running berth, for pinning (with --addr; default http://127.0.0.1:5001 when --addr is on loopback)")
 	fl.StringVarP(&f.file, "file", "f", "", "file of image references, one a line (- for standard input)")
 	fl.StringSliceVar(&f.platforms, "platform", nil, "platforms of an index to preload, e.g. linux/amd64,linux/arm64 (default: all)")
 	fl.IntVar(&f.parallel, "parallel", 4, "blobs fetched at once")
@@ -185,6 +193,19 @@ func adminPinner(tr http.RoundTripper, admin string) pinFunc {
 		}
 		return nil
 	}
+}
+
+// defaultAdmin is the admin address of a berth at addr when that is on
+// loopback (the admin listener's default), else "".
+func defaultAdmin(addr string) string {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(u.Hostname()); u.Hostname() == "localhost" || ip != nil && ip.IsLoopback() {
+		return "http://127.0.0.1:5001"
+	}
+	return ""
 }
 
 // isTerminal reports whether w is a terminal.

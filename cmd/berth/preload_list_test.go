@@ -195,3 +195,22 @@ func TestPreloadProgressBar(t *testing.T) {
 		t.Errorf("without a terminal: stdout %q stderr %q", out.String(), errb.String())
 	}
 }
+
+// TestPreloadAdminDefault: pinning through a berth elsewhere needs its
+// admin address named; on loopback the admin listener's default serves.
+func TestPreloadAdminDefault(t *testing.T) {
+	for addr, want := range map[string]string{
+		"http://127.0.0.1:5000": "http://127.0.0.1:5001", "http://localhost:5000": "http://127.0.0.1:5001",
+		"http://[::1]:5000": "http://127.0.0.1:5001", "http://10.1.2.3:5000": "", "http://berth.internal:5000": "",
+	} {
+		if got := defaultAdmin(addr); got != want {
+			t.Errorf("defaultAdmin(%s) = %q, want %q", addr, got, want)
+		}
+	}
+	cmd := rootCmd()
+	cmd.SetOut(io.Discard)
+	cmd.SetArgs([]string{"preload", "--addr", "http://10.1.2.3:5000", "alpine:3.20"})
+	if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), "--admin-addr") {
+		t.Fatalf("preload through a remote berth without --admin-addr: %v", err)
+	}
+}
