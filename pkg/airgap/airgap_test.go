@@ -484,3 +484,33 @@ func TestImportDockerSaveUncompressed(t *testing.T) {
 		t.Errorf("refused import left %d bytes", n)
 	}
 }
+
+// TestImportDockerSaveRepeatedLayer: two layers of the same bytes (docker
+// save writes each under its own directory) are stored once, and the
+// image imports.
+func TestImportDockerSaveRepeatedLayer(t *testing.T) {
+	layer := []byte(strings.Repeat("same ", 500))
+	diffID := digest.FromBytes(layer)
+	cfg := []byte(`{"os":"linux","rootfs":{"type":"layers","diff_ids":["` + diffID.String() + `","` + diffID.String() + `"]}}`)
+	cfgName := digest.FromBytes(cfg).Encoded() + ".json"
+	manifest := []byte(`[{"Config":"` + cfgName + `","RepoTags":["registry.test/team/rep:v1"],"Layers":["a/layer.tar","b/layer.tar"]}]`)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"a/layer.tar", layer}, {"b/layer.tar", layer}, {cfgName, cfg}, {"manifest.json", manifest}} {
+		tw.WriteHeader(&tar.Header{Name: f.name, Size: int64(len(f.data)), Mode: 0o644, Typeflag: tar.TypeReg})
+		tw.Write(f.data)
+	}
+	tw.Close()
+	s := openStore(t)
+	rep, err := ImportTar(t.Context(), s, &buf, ImportOptions{})
+	if err != nil || rep.Blobs != 2 {
+		t.Fatalf("import: %v %+v", err, rep)
+	}
+	if _, err := s.Tag("registry.test/team/rep:v1"); err != nil || !s.Has(diffID) {
+		t.Fatalf("tag %v, layer stored %v", err, s.Has(diffID))
+	}
+	assertNoTemp(t, s)
+}

@@ -57,7 +57,7 @@ func (im *importer) planDockerImage(e dockerSaveEntry) error {
 	if err != nil {
 		return err
 	}
-	im.keep(cfgSt)
+	cfgSt = im.keep(cfgSt)
 	m := v1.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: v1.MediaTypeImageManifest,
@@ -88,7 +88,7 @@ func (im *importer) planDockerImage(e dockerSaveEntry) error {
 	if err != nil {
 		return err
 	}
-	im.keep(mst)
+	mst = im.keep(mst)
 	im.add(cfgSt, "")
 	for _, st := range layers {
 		im.add(st, "")

@@ -104,8 +104,7 @@ func (im *importer) entry(e entry) error {
 		if err != nil {
 			return fmt.Errorf("import: %w", err)
 		}
-		im.keep(st)
-		im.named[e.name] = st
+		im.named[e.name] = im.keep(st)
 		return nil
 	}
 	if strings.HasSuffix(e.name, ".json") || e.name == v1.ImageLayoutFile || e.name == "repositories" {
@@ -126,16 +125,20 @@ func (im *importer) entry(e entry) error {
 	if err != nil {
 		return fmt.Errorf("import %s: %w", e.name, err)
 	}
-	im.keep(st)
-	im.named[e.name] = st
+	im.named[e.name] = im.keep(st)
 	return nil
 }
 
-func (im *importer) keep(st *cache.Staged) {
+// keep records a staged blob and returns the one to use: the first
+// staged under its digest (an archive may carry the same bytes twice, as
+// docker save does for identical layers).
+func (im *importer) keep(st *cache.Staged) *cache.Staged {
 	if old, ok := im.staged[st.Digest]; ok {
-		old.Discard()
+		st.Discard()
+		return old
 	}
 	im.staged[st.Digest] = st
+	return st
 }
 
 // finish checks the staged archive and commits it.
