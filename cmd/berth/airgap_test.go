@@ -140,3 +140,42 @@ func TestExportImportThroughAdminAPIAndCacheDir(t *testing.T) {
 		t.Error("a failed export left its output")
 	}
 }
+
+// TestExportPinned: --pinned exports every pinned image under the tag
+// that names it (preload pins what it loads), and nothing unpinned.
+func TestExportPinned(t *testing.T) {
+	up := upstreamtest.New(t)
+	pinned := pushIndex(t, up, "site/app", "v1")
+	loose := pushIndex(t, up, "site/other", "v1")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "berth.yaml")
+	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+up.Host+"\"\n    endpoints: [\""+up.URL+"\"]\n"), 0o644)
+	store := filepath.Join(dir, "store")
+	if out, err := berthRun(t, "preload", "--config", cfg, "--cache-dir", store, up.Host+"/site/app:v1"); err != nil {
+		t.Fatalf("preload: %v\n%s", err, out)
+	}
+	if out, err := berthRun(t, "preload", "--config", cfg, "--cache-dir", store, "--no-pin", up.Host+"/site/other:v1"); err != nil {
+		t.Fatalf("preload: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "pinned.tar")
+	if o, err := berthRun(t, "export", "--cache-dir", store, "--pinned", "-o", out); err != nil || !strings.Contains(o, "exported 1 images") {
+		t.Fatalf("export --pinned: %v\n%s", err, o)
+	}
+	b := filepath.Join(dir, "b")
+	if o, err := berthRun(t, "import", "--cache-dir", b, out); err != nil || !strings.Contains(o, "tagged "+up.Host+"/site/app:v1") {
+		t.Fatalf("import: %v\n%s", err, o)
+	}
+	s, err := cache.Open(b, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, d := range pinned {
+		if !s.Has(d) {
+			t.Errorf("pinned image's %s not exported", d)
+		}
+	}
+	if s.Has(loose[len(loose)-1]) {
+		t.Error("an unpinned image was exported")
+	}
+}
