@@ -31,8 +31,10 @@ type authenticator struct {
 	hosts []string
 	base  http.RoundTripper
 
-	mu         sync.Mutex // guards creds, challenges, tokens
+	mu         sync.Mutex // guards creds, loadedAt, challenges, tokens
 	creds      credentials
+	loadedAt   time.Time                       // when creds were read
+	refreshMu  sync.Mutex                      // one credential helper run at a time
 	challenges map[string]*transport.Challenge // by endpoint host; Scheme "" means none needed
 	tokens     map[string]*tokenEntry          // by endpoint host and scope
 }
@@ -54,7 +56,7 @@ func newAuthenticator(rc config.Registry, base http.RoundTripper) (*authenticato
 	if err != nil {
 		return nil, err
 	}
-	a.creds = creds
+	a.creds, a.loadedAt = creds, time.Now()
 	return a, nil
 }
 
@@ -66,11 +68,47 @@ func (a *authenticator) reload() error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.loadedAt = time.Now()
 	if creds != a.creds {
 		a.creds = creds
 		a.tokens = map[string]*tokenEntry{}
 	}
 	return nil
+}
+
+// Credentials from a Docker credential helper are short-lived tokens on
+// ECR (12h), GCR (1h) and ACR (3h): the helper is asked again once they are
+// helperRefresh old, and after an upstream refused them (at most every
+// helperRetry), so berth follows the helper's renewals without a restart.
+var (
+	helperRefresh = 10 * time.Minute
+	helperRetry   = 10 * time.Second
+)
+
+// freshCredentials returns the credentials, asking the credential helper
+// again first when they came from one and are due (see helperRefresh). A
+// failed helper run keeps the credentials it had.
+func (a *authenticator) freshCredentials(refused bool) credentials {
+	a.mu.Lock()
+	c, at := a.creds, a.loadedAt
+	a.mu.Unlock()
+	age := time.Since(at)
+	if !c.fromHelper || age < helperRetry || (!refused && age < helperRefresh) {
+		return c
+	}
+	a.refreshMu.Lock()
+	defer a.refreshMu.Unlock()
+	a.mu.Lock()
+	again := a.loadedAt.Equal(at) // no other caller refreshed meanwhile
+	a.mu.Unlock()
+	if again {
+		if err := a.reload(); err != nil {
+			a.mu.Lock()
+			a.loadedAt = time.Now() // retry after helperRetry, not on every request
+			a.mu.Unlock()
+		}
+	}
+	return a.credentials()
 }
 
 func (a *authenticator) credentials() credentials {
@@ -88,7 +126,7 @@ func (a *authenticator) header(ctx context.Context, ep *endpoint, scope, stale s
 	if err != nil {
 		return "", err
 	}
-	creds := a.credentials()
+	creds := a.freshCredentials(refused)
 	switch strings.ToLower(ch.Scheme) {
 	case "":
 		return "", nil
@@ -102,6 +140,12 @@ func (a *authenticator) header(ctx context.Context, ep *endpoint, scope, stale s
 			return "Bearer " + creds.RegistryToken, nil
 		}
 		tok, err := a.token(ctx, ep, scope, ch, creds, strings.TrimPrefix(stale, "Bearer "))
+		if err != nil && creds.fromHelper && errors.Is(err, oci.ErrUnauthorized) {
+			// The realm refused the helper's answer: it may have renewed it.
+			if renewed := a.freshCredentials(true); renewed != creds {
+				tok, err = a.token(ctx, ep, scope, ch, renewed, "")
+			}
+		}
 		if err != nil {
 			return "", err
 		}

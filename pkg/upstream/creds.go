@@ -1,11 +1,11 @@
 package upstream
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
+
+	dockerconfig "github.com/docker/cli/cli/config"
 
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/oci"
@@ -18,6 +18,7 @@ type credentials struct {
 	Password      string
 	IdentityToken string // OAuth2 refresh token (docker login to some registries)
 	RegistryToken string // a bearer token used as it is
+	fromHelper    bool   // a Docker credential helper gave them: they may expire
 }
 
 func (c credentials) anonymous() bool { return c == credentials{} }
@@ -54,7 +55,8 @@ func loadCredentials(rc config.Registry, hosts []string) (credentials, error) {
 		return c, nil
 	}
 	if rc.DockerConfig != "" {
-		return dockerConfigCredentials(rc.DockerConfig, dockerConfigKeys(rc.Name, hosts))
+		c, _, err := dockerConfigCredentials(rc.DockerConfig, dockerConfigKeys(rc.Name, hosts))
+		return c, err
 	}
 	return credentials{}, nil
 }
@@ -71,55 +73,41 @@ func dockerConfigKeys(name string, hosts []string) []string {
 	return keys
 }
 
-type dockerAuth struct {
-	Auth          string `json:"auth"`
-	Username      string `json:"username"`
-	Password      string `json:"password"`
-	IdentityToken string `json:"identitytoken"`
-	RegistryToken string `json:"registrytoken"`
-}
-
-// dockerConfigCredentials reads the entry for one of keys from a Docker
-// config.json. Keys may be written as hosts or as URLs.
-func dockerConfigCredentials(path string, keys []string) (credentials, error) {
-	b, err := os.ReadFile(path)
+// dockerConfigCredentials reads the credentials for the first of keys
+// that has any from a Docker config.json, as docker and crane do (the docker
+// CLI's own config package): "auths" entries ("auth", "username"/"password",
+// "identitytoken", "registrytoken"; keys written as hosts or URLs), and the
+// credential helpers it names: credHelpers for that key, else credsStore,
+// each run as docker-credential-<name> from PATH. helper reports whether a
+// helper was asked, whose answers may expire (ECR, GCR, ACR tokens).
+func dockerConfigCredentials(path string, keys []string) (c credentials, helper bool, err error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return credentials{}, fmt.Errorf("docker config: %w", err)
+		return credentials{}, false, fmt.Errorf("docker config: %w", err)
 	}
-	var f struct {
-		Auths map[string]dockerAuth `json:"auths"`
-	}
-	if err := json.Unmarshal(b, &f); err != nil {
-		return credentials{}, fmt.Errorf("docker config %s: not a JSON config", path)
-	}
-	byHost := map[string]dockerAuth{}
-	for k, a := range f.Auths {
-		byHost[k] = a
-		byHost[hostOf(k)] = a
+	defer f.Close()
+	cf, err := dockerconfig.LoadFromReader(f)
+	if err != nil {
+		return credentials{}, false, fmt.Errorf("docker config %s: not a valid config", path)
 	}
 	for _, k := range keys {
-		a, ok := byHost[k]
-		if !ok {
-			continue
+		helper = helper || cf.CredentialsStore != "" || cf.CredentialHelpers[k] != ""
+		a, err := cf.GetAuthConfig(k)
+		if err != nil {
+			// A helper's message may quote what it was given; keep it out.
+			return credentials{}, helper, fmt.Errorf("docker config %s: credentials of %s: the credential helper failed", path, k)
 		}
 		c := credentials{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
-		if a.Auth != "" {
-			dec, err := base64.StdEncoding.DecodeString(a.Auth)
-			if err != nil {
-				return credentials{}, fmt.Errorf("docker config %s: entry %s: auth is not base64", path, k)
-			}
-			user, pass, ok := strings.Cut(string(dec), ":")
-			if !ok {
-				return credentials{}, fmt.Errorf("docker config %s: entry %s: auth is not user:password", path, k)
-			}
-			c.Username, c.Password = user, pass
+		if c.anonymous() {
+			continue
 		}
 		if c.IdentityToken != "" && c.Username == "" {
 			c.Username = "<token>"
 		}
-		return c, nil
+		c.fromHelper = helper
+		return c, helper, nil
 	}
-	return credentials{}, nil
+	return credentials{}, helper, nil
 }
 
 // hostOf returns the host of a config.json key written as a URL.

@@ -27,8 +27,10 @@
 //   - the config's dockerConfig, a Docker config.json whose "auths" entry
 //     for the registry name or an endpoint host (for docker.io also
 //     https://index.docker.io/v1/) holds "auth" (base64 user:password),
-//     "username"/"password", "identitytoken" or "registrytoken".
-//     Credential helpers (credsStore) are not run.
+//     "username"/"password", "identitytoken" or "registrytoken", or whose
+//     credHelpers entry or credsStore names a credential helper, run as
+//     docker-credential-<name> (read with the Docker CLI's config package).
+//     A helper's answer is asked for again when 10 minutes old or refused.
 //
 // Reload re-reads passwordFile, dockerConfig and the environment. Secrets
 // never appear in logs, metrics or errors; an Authorization header is only
