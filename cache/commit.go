@@ -18,7 +18,8 @@ import (
 // check, fsync the bytes, link, fsync the directory, then index. A crash
 // before the link leaves only a temp file; after it, a verified file the
 // next start indexes. Content committed already is left as it is.
-func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, size int64, mediaType string) error {
+// info carries the size, media type and subject to index.
+func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, info Info) error {
 	if got := dg.Digest(); got != d {
 		return fmt.Errorf("blob %s: got %s: %w", d, got, oci.ErrDigestMismatch)
 	}
@@ -46,10 +47,11 @@ func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, size int
 		s.log.Warn("sync blob directory", "digest", d, "err", err)
 	}
 	now := time.Now()
-	if err := s.putInfo(Info{Digest: d, Size: size, MediaType: mediaType, Created: now, Access: now}); err != nil {
+	info.Digest, info.Created, info.Access = d, now, now
+	if err := s.putInfo(info); err != nil {
 		s.log.Warn("index committed blob", "digest", d, "err", err)
 	}
-	s.added(size, 1)
+	s.added(info.Size, 1)
 	return nil
 }
 
@@ -98,7 +100,8 @@ func (s *Store) Put(d digest.Digest, mediaType string, data []byte) error {
 		s.kickEvict()
 		return fmt.Errorf("put %s: %w", d, err)
 	}
-	if err := s.commit(f, dg, d, int64(len(data)), mediaType); err != nil {
+	info := manifestInfo(Info{Size: int64(len(data)), MediaType: mediaType}, data)
+	if err := s.commit(f, dg, d, info); err != nil {
 		os.Remove(f.Name())
 		return err
 	}
@@ -122,6 +125,9 @@ func (s *Store) ReadAll(d digest.Digest) ([]byte, Info, error) {
 	info, err := s.Info(d)
 	if err != nil {
 		info = Info{Digest: d, Size: size}
+	}
+	if info.MediaType == "" { // a manifest stored as a blob, or indexed without its type
+		info = manifestInfo(info, data)
 	}
 	return data, info, nil
 }

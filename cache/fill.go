@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
@@ -47,7 +48,8 @@ type fill struct {
 	d    digest.Digest
 	file *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
 
-	blamers []Blamer // source streams to tell of a digest mismatch; the fill goroutine's own
+	blamers   []Blamer    // source streams to tell of a digest mismatch; the fill goroutine's own
+	overQuota atomic.Bool // passing through because the blob is larger than the quota can hold
 
 	mu      sync.Mutex    // guards the fields below
 	size    int64         // total size, -1 until a source tells it
@@ -153,7 +155,7 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 			err = fmt.Errorf("blob %s: got %s: %w", f.d, got, oci.ErrDigestMismatch)
 		}
 	case err == nil:
-		err = s.commit(f.file, dg, f.d, f.written, meta.MediaType)
+		err = s.commit(f.file, dg, f.d, Info{Size: f.written, MediaType: meta.MediaType})
 	}
 	if err != nil && f.file != nil {
 		os.Remove(f.file.Name())
@@ -172,6 +174,9 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	reason := failReason(err)
 	if st.passThrough && reason == "" {
 		reason = "disk" // served whole, stored nothing
+		if f.overQuota.Load() {
+			reason = "quota"
+		}
 	}
 	s.m.FillEnded(reason)
 	attrs := []any{"digest", f.d, "repo", meta.Repo, "bytes", st.written, "source", f.source, "duration", time.Since(start).Round(time.Millisecond)}
@@ -226,6 +231,7 @@ func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, 
 	if err := f.setSize(size); err != nil {
 		return 0, true, err
 	}
+	s.checkRoom(f, size)
 	f.mu.Lock()
 	f.source = source
 	f.mu.Unlock()
@@ -275,6 +281,9 @@ func (s *Store) append(ctx context.Context, f *fill, p []byte, h io.Writer) erro
 	st := f.state()
 	if st.size >= 0 && st.written+int64(len(p)) > st.size {
 		return fmt.Errorf("blob %s: more than %d bytes: %w", f.d, st.size, oci.ErrDigestMismatch)
+	}
+	if !st.passThrough && s.checkRoom(f, st.written+int64(len(p))) {
+		st.passThrough = true
 	}
 	if !st.passThrough {
 		_, err := s.writeAt(f.file, p, st.written)

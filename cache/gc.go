@@ -1,59 +1,69 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
 
-// GCOptions tunes one gc run. The zero value removes content unused for
-// the store's GCMinAge.
+// GCOptions tunes one gc run.
 type GCOptions struct {
-	MinAge time.Duration // unreferenced content unused this long goes; 0 means Options.GCMinAge
-	DryRun bool          // report only
+	// MinAge is how long unreferenced content must have gone unused to
+	// be removed. 0 means 0: every unreferenced blob goes. A negative
+	// MinAge is an error.
+	MinAge time.Duration
+	DryRun bool // report only
 }
 
 // GCReport says what a gc run found.
 type GCReport struct {
-	Referenced int             `json:"referenced"` // content reachable from a cached tag or pinned
+	Referenced int             `json:"referenced"` // content reachable from a cached tag or a pin
+	Pinned     int             `json:"pinned"`     // of which a pin reaches
 	Removed    []digest.Digest `json:"removed"`    // removed (or, with DryRun, to be removed)
 	Bytes      int64           `json:"bytes"`      // their size
 	DryRun     bool            `json:"dryRun"`
 }
 
 // GC removes content that no cached tag's manifest tree references (an
-// index, its manifests, their configs and layers), that is not pinned or
-// reachable from pinned manifests, and that nobody used for MinAge. Fills
-// under way are left alone. GC may run while the store serves; it runs one
-// at a time with eviction.
+// index, its manifests, their configs and layers, and their referrers),
+// that no pin reaches, and that nobody used for MinAge. Fills under way
+// are left alone. GC may run while the store serves; it runs one at a time
+// with eviction and pinning.
 func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
-	if o.MinAge <= 0 {
-		o.MinAge = s.opts.GCMinAge
+	if o.MinAge < 0 {
+		return GCReport{}, fmt.Errorf("gc: negative minimum age %s", o.MinAge)
 	}
 	s.flushAccess()
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
-	roots, infos, err := s.gcRoots()
+	sc, err := s.scan()
 	if err != nil {
 		return GCReport{}, fmt.Errorf("gc: %w", err)
 	}
-	ref := map[digest.Digest]bool{}
-	for _, d := range roots {
+	ref := sc.pinned(s)
+	s.notePinned(sc, ref)
+	pinned := len(ref)
+	for _, t := range sc.tags {
 		if err := ctx.Err(); err != nil {
 			return GCReport{}, err
 		}
-		s.mark(d, ref, 0)
+		sc.mark(s, t.Digest, ref, nil, 0)
 	}
-	rep := GCReport{Referenced: len(ref), DryRun: o.DryRun}
+	rep := GCReport{Pinned: pinned, DryRun: o.DryRun}
 	cutoff := time.Now().Add(-o.MinAge)
-	for d, info := range infos {
-		if ref[d] || info.Pinned || !s.lastAccess(d, info.Access).Before(cutoff) {
+	for d, info := range sc.infos {
+		if ref[d] {
+			rep.Referenced++
+			continue
+		}
+		if !s.lastAccess(d, info.Access).Before(cutoff) {
 			continue
 		}
 		rep.Removed = append(rep.Removed, d)
@@ -62,7 +72,7 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	if o.DryRun || len(rep.Removed) == 0 {
 		return rep, nil
 	}
-	st, err := s.remove(rep.Removed, false)
+	st, err := s.remove(rep.Removed, false, ref)
 	if err != nil {
 		return rep, fmt.Errorf("gc: %w", err)
 	}
@@ -70,89 +80,82 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	return rep, nil
 }
 
-// gcRoots returns the digests of cached tags and pinned content, and the
-// index's entries.
-func (s *Store) gcRoots() ([]digest.Digest, map[digest.Digest]Info, error) {
-	var roots []digest.Digest
-	infos := map[digest.Digest]Info{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		err := tx.Bucket(bucketTags).ForEach(func(_, v []byte) error {
-			var t Tag
-			if json.Unmarshal(v, &t) == nil {
-				roots = append(roots, t.Digest)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-			var info Info
-			if json.Unmarshal(v, &info) != nil {
-				return nil
-			}
-			d := digest.Digest(k)
-			infos[d] = info
-			if info.Pinned {
-				roots = append(roots, d)
-			}
-			return nil
-		})
-	})
-	return roots, infos, err
-}
-
-// manifestRefs is what gc reads of a manifest or an index.
+// manifestRefs is what the store reads of a manifest or an index.
 type manifestRefs struct {
+	MediaType string    `json:"mediaType"`
 	Manifests []descRef `json:"manifests"`
 	Config    *descRef  `json:"config"`
 	Layers    []descRef `json:"layers"`
 	Blobs     []descRef `json:"blobs"` // artifact manifests
+	Subject   *descRef  `json:"subject"`
 }
 
 type descRef struct {
 	Digest digest.Digest `json:"digest"`
 }
 
-// mark marks d and, when it is a stored manifest, what it references.
-func (s *Store) mark(d digest.Digest, ref map[digest.Digest]bool, depth int) {
-	if ref[d] || d.Validate() != nil {
-		return
-	}
-	ref[d] = true
-	if depth > 8 {
-		return // an index of indexes this deep is no image
-	}
-	if fi, err := os.Stat(s.BlobPath(d)); err != nil || fi.Size() > oci.MaxManifestSize {
-		return // content not stored, or a layer
-	}
-	data, err := os.ReadFile(s.BlobPath(d))
-	if err != nil {
-		return
-	}
-	var m manifestRefs
-	if json.Unmarshal(data, &m) != nil {
-		return
-	}
-	for _, c := range m.Manifests {
-		s.mark(c.Digest, ref, depth+1)
-	}
+// leaves are the config and layers (blobs) a manifest names.
+func (m *manifestRefs) leaves() []digest.Digest {
+	var out []digest.Digest
 	if m.Config != nil {
-		ref[m.Config.Digest] = true
+		out = append(out, m.Config.Digest)
 	}
 	for _, l := range append(m.Layers, m.Blobs...) {
-		ref[l.Digest] = true
+		out = append(out, l.Digest)
 	}
+	return out
+}
+
+// readRefs reads stored content d as a manifest. ok is false for content
+// that is no manifest (a layer, a config) or cannot be read.
+func (s *Store) readRefs(d digest.Digest, info Info) (manifestRefs, bool) {
+	if info.Size > oci.MaxManifestSize || info.Size < 2 {
+		return manifestRefs{}, false
+	}
+	f, err := os.Open(s.BlobPath(d))
+	if err != nil {
+		return manifestRefs{}, false
+	}
+	defer f.Close()
+	var first [1]byte // a layer is no JSON: one byte tells, before reading it all
+	if _, err := f.ReadAt(first[:], 0); err != nil || !bytes.ContainsAny(first[:], "{ \t\r\n") {
+		return manifestRefs{}, false
+	}
+	data, err := io.ReadAll(io.LimitReader(f, oci.MaxManifestSize))
+	if err != nil {
+		return manifestRefs{}, false
+	}
+	return parseRefs(data)
+}
+
+// parseRefs reads data as a manifest or an index: a JSON object with a
+// schemaVersion of 2 that names content.
+func parseRefs(data []byte) (manifestRefs, bool) {
+	data = bytes.TrimLeft(data, " \t\r\n")
+	if len(data) == 0 || data[0] != '{' {
+		return manifestRefs{}, false
+	}
+	var m struct {
+		SchemaVersion int `json:"schemaVersion"`
+		manifestRefs
+	}
+	if json.Unmarshal(data, &m) != nil || m.SchemaVersion != 2 {
+		return manifestRefs{}, false
+	}
+	if m.Manifests == nil && m.Config == nil && m.Layers == nil && m.Blobs == nil {
+		return manifestRefs{}, false
+	}
+	return m.manifestRefs, true
 }
 
 // gcOnce is the periodic gc's run.
 func (s *Store) gcOnce() {
-	rep, err := s.GC(s.ctx, GCOptions{})
+	rep, err := s.GC(s.ctx, GCOptions{MinAge: s.opts.GCMinAge})
 	if err != nil {
 		s.log.Warn("gc", "err", err)
 		return
 	}
 	if len(rep.Removed) > 0 {
-		s.log.Info("gc", "removed", len(rep.Removed), "bytes", rep.Bytes, "referenced", rep.Referenced)
+		s.log.Info("gc", "removed", len(rep.Removed), "bytes", rep.Bytes, "referenced", rep.Referenced, "pinned", rep.Pinned)
 	}
 }

@@ -21,6 +21,7 @@ import (
 //	index.db
 //	├── blobs/   <digest>                   → Info
 //	├── tags/    <registry>/<name>:<tag>    → Tag
+//	├── pins/    see pin.go
 //	└── audit/   see audit.go
 //
 // The files under blobs/ are the truth; the index holds what the files
@@ -38,7 +39,10 @@ type Info struct {
 	MediaType string        `json:"mediaType,omitempty"`
 	Created   time.Time     `json:"created"`
 	Access    time.Time     `json:"access"`
-	Pinned    bool          `json:"pinned,omitempty"`
+	Pinned    bool          `json:"pinned,omitempty"` // pinned alone, before pins had a bucket; see pin.go
+	// Subject is the manifest a stored manifest refers to (a signature's,
+	// an SBOM's): the referrers a pin of the subject keeps.
+	Subject digest.Digest `json:"subject,omitempty"`
 }
 
 // Tag is a cached tag → manifest mapping.
@@ -58,7 +62,7 @@ func openIndex(path string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("open index %s: %w", filepath.Base(path), err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketAudit} {
+		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketPins, bucketAudit} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -148,7 +152,9 @@ func TagKey(registry, name, tag string) string { return registry + "/" + name + 
 
 // reconcile brings the index in line with the files after a crash: an
 // entry whose file is gone is dropped; a file without an entry (the process
-// died between link and index) is re-hashed, then indexed or removed. Files
+// died between link and index) is re-hashed, then indexed or removed. A
+// manifest indexed so gets its media type back from its own bytes (see
+// manifestInfo), or it would be served without a Content-Type. Files
 // with entries were verified before their link and are not re-hashed, nor
 // even stat'ed: their sizes come from the index. It sets the usage counters.
 func (s *Store) reconcile() error {
@@ -198,7 +204,16 @@ func (s *Store) reconcile() error {
 				}
 				continue
 			}
-			v, _ := json.Marshal(Info{Size: size, Created: now, Access: now})
+			info := Info{Size: size, Created: now, Access: now}
+			if size <= oci.MaxManifestSize {
+				if data, err := os.ReadFile(path); err == nil {
+					info = manifestInfo(info, data)
+				}
+			}
+			if info.MediaType != "" {
+				s.log.Info("restored the media type of a manifest indexed after a crash", "digest", d, "mediaType", info.MediaType)
+			}
+			v, _ := json.Marshal(info)
 			if err := b.Put([]byte(d), v); err != nil {
 				return err
 			}
@@ -213,6 +228,23 @@ func (s *Store) reconcile() error {
 	s.bytes.Store(bytes)
 	s.blobs.Store(blobs)
 	return nil
+}
+
+// manifestInfo completes info from content data when data is a manifest or
+// an index: the media type (its own mediaType field, else sniffed) unless
+// info has one, and the subject. Other content is returned as it is.
+func manifestInfo(info Info, data []byte) Info {
+	m, ok := parseRefs(data)
+	if !ok {
+		return info
+	}
+	if info.MediaType == "" || info.MediaType == "application/octet-stream" {
+		info.MediaType = oci.SniffMediaType(data)
+	}
+	if m.Subject != nil && m.Subject.Digest.Validate() == nil {
+		info.Subject = m.Subject.Digest
+	}
+	return info
 }
 
 // listBlobs lists the files under blobs/ by name, without stat'ing them,

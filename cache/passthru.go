@@ -31,7 +31,8 @@ var errFellBehind = fmt.Errorf("reader fell behind a fill passing through withou
 
 // passThrough switches f to memory: it removes the temp file's name (its
 // descriptor stays readable), counts and logs the error, and asks for an
-// eviction. The fill's outcome is counted as reason "disk" when it ends.
+// eviction (unless the blob is larger than the quota: see checkRoom). The
+// fill's outcome is counted as reason "disk" (or "quota") when it ends.
 func (s *Store) passThrough(f *fill, cause error) {
 	if f.file != nil {
 		os.Remove(f.file.Name())
@@ -39,7 +40,9 @@ func (s *Store) passThrough(f *fill, cause error) {
 	ring := make([]byte, s.opts.PassThroughBuffer)
 	f.update(func() { f.ring = ring })
 	s.log.Warn("fill passes through without storing", "digest", f.d, "offset", f.state().written, "err", cause)
-	s.kickEvict()
+	if !f.overQuota.Load() { // eviction cannot make room for a blob larger than the quota
+		s.kickEvict()
+	}
 }
 
 // joinable reports whether a new reader starting at offset 0 can read f

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/berth-registry/berth/pkg/oci"
+
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 )
@@ -16,7 +18,14 @@ import (
 // The quota. The store keeps its committed bytes and blob count in atomic
 // counters (set by reconcile at start, moved by every commit and removal),
 // so checking the quota costs no I/O. Bytes written to temp files of fills
-// under way count too: they take disk space like committed ones.
+// under way take disk space too, and Usage counts them, but eviction works
+// on committed content only: a download in progress is no reason to remove
+// what the store holds (its size may be unknown, or larger than the
+// quota). Eviction starts when committed bytes pass the high watermark and
+// removes least recently used content until they are at the low one, and
+// it stops short of that, saying why, when what is left is pinned or is the
+// most recently used blob alone: a blob larger than the low watermark
+// would otherwise evict itself right after its commit.
 //
 // Eviction takes s.commitMu exclusively while it removes files, so no
 // commit runs in between: a digest cannot be re-committed half way through
@@ -24,11 +33,21 @@ import (
 // unlink stays whole for its reader (the inode lives while a descriptor
 // does), and one opened after it is a miss.
 
-// EvictStats says what one eviction removed.
+// Why an eviction stopped: the values of EvictStats.Stopped and of the
+// stopped label of berth_eviction_runs_total.
+const (
+	StopLowWatermark = "low_watermark" // committed bytes are at or below the low watermark
+	StopInProgress   = "in_progress"   // only bytes of fills under way are above it
+	StopPinned       = "pinned"        // the rest is pinned
+	StopNewest       = "newest"        // the rest is the most recently used blob (and pinned content)
+)
+
+// EvictStats says what one eviction removed and why it stopped.
 type EvictStats struct {
-	Blobs int   `json:"blobs"`
-	Bytes int64 `json:"bytes"`
-	Tags  int   `json:"tags"` // tag mappings dropped with their manifests
+	Blobs   int    `json:"blobs"`
+	Bytes   int64  `json:"bytes"`
+	Tags    int    `json:"tags"` // tag mappings dropped with their manifests
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // Usage returns the bytes the store holds (committed, plus temp files of
@@ -40,10 +59,37 @@ func (s *Store) Usage() (bytes, blobs int64) {
 // Quota returns the store's quota in bytes; 0 means none.
 func (s *Store) Quota() int64 { return s.opts.MaxBytes }
 
+// overHigh reports whether committed content is above the high watermark.
 func (s *Store) overHigh() bool {
 	q := s.opts.MaxBytes
-	used, _ := s.Usage()
-	return q > 0 && float64(used) > float64(q)*s.opts.HighWatermark
+	return q > 0 && float64(s.bytes.Load()) > float64(q)*s.opts.HighWatermark
+}
+
+// fillRoom is the most a single fill may hold on disk: the quota less the
+// pinned content eviction cannot remove. 0 means no bound.
+func (s *Store) fillRoom() int64 {
+	q := s.opts.MaxBytes
+	if q <= 0 {
+		return 0
+	}
+	return max(0, q-s.pinnedBytes.Load())
+}
+
+// checkRoom switches fill f to pass-through when it needs more than
+// fillRoom (n is its size, or the bytes it has reached): it then streams to
+// its readers and stores nothing, and evicts nothing for a blob the store
+// cannot hold. It reports whether f passes through.
+func (s *Store) checkRoom(f *fill, n int64) bool {
+	room := s.fillRoom()
+	if s.opts.MaxBytes <= 0 || n <= room {
+		return false
+	}
+	if f.state().passThrough {
+		return true
+	}
+	f.overQuota.Store(true)
+	s.passThrough(f, fmt.Errorf("blob %s: %d bytes, more than the %d the quota can hold: %w", f.d, n, room, oci.ErrTooLarge))
+	return true
 }
 
 // kickEvict asks the eviction goroutine to run; it never blocks.
@@ -56,6 +102,7 @@ func (s *Store) kickEvict() {
 
 func (s *Store) evictLoop() {
 	defer s.wg.Done()
+	last := ""
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -70,16 +117,26 @@ func (s *Store) evictLoop() {
 				continue
 			}
 			used, _ := s.Usage()
-			s.log.Info("evicted", "blobs", st.Blobs, "bytes", st.Bytes, "tags", st.Tags, "usage", used, "quota", s.opts.MaxBytes)
+			attrs := []any{"blobs", st.Blobs, "bytes", st.Bytes, "tags", st.Tags, "stopped", st.Stopped, "committed", s.bytes.Load(), "usage", used, "quota", s.opts.MaxBytes}
+			switch {
+			case st.Stopped != StopLowWatermark && st.Stopped != last:
+				s.log.Warn("eviction stopped above the low watermark", attrs...)
+			case st.Blobs > 0:
+				s.log.Info("evicted", attrs...)
+			}
+			last = st.Stopped
 		}
 	}
 }
 
-// Evict removes the least recently used content until the store is at or
-// below its low watermark. Pinned content and fills under way are never
-// evicted; a manifest goes together with the tag mappings that point at
-// it, tags first. Evict does nothing without a quota. It may run
-// concurrently with reads and fills; evictions run one at a time.
+// Evict removes the least recently used committed content until committed
+// bytes are at or below the low watermark. Pinned content (see pin.go)
+// and fills under way are never evicted, nor is the most recently used
+// blob; when only those are left above the watermark, Evict stops and
+// says so in Stopped. A manifest goes together with the tag mappings that
+// point at it, tags first. Evict does nothing without a quota. It may run
+// concurrently with reads and fills; evictions, gc and pinning run one at
+// a time.
 func (s *Store) Evict() (EvictStats, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
@@ -88,24 +145,42 @@ func (s *Store) Evict() (EvictStats, error) {
 		return EvictStats{}, nil
 	}
 	target := int64(float64(q) * s.opts.LowWatermark)
-	used, _ := s.Usage()
+	used := s.bytes.Load()
 	if used <= target {
-		return EvictStats{}, nil
+		st := EvictStats{Stopped: StopLowWatermark}
+		if used+s.pending.Load() > target {
+			st.Stopped = StopInProgress
+		}
+		s.m.EvictionRun(st.Stopped)
+		return st, nil
 	}
-	cands, err := s.candidates()
+	sc, err := s.scan()
 	if err != nil {
 		return EvictStats{}, fmt.Errorf("evict: %w", err)
 	}
+	pinned := sc.pinned(s)
+	s.notePinned(sc, pinned)
+	cands := s.candidates(sc, pinned)
 	slices.SortFunc(cands, func(a, b candidate) int { return a.access.Compare(b.access) })
 	var victims []digest.Digest
-	for _, c := range cands {
+	pinnedBytes := s.pinnedBytes.Load()
+	stopped := StopLowWatermark
+	for i, c := range cands {
 		if used <= target {
+			break
+		}
+		if i == len(cands)-1 { // the newest stays: it is what a client just pulled
+			stopped = StopNewest
 			break
 		}
 		victims = append(victims, c.d)
 		used -= c.size
 	}
-	st, err := s.remove(victims, true)
+	if used > target && (len(cands) == 0 || pinnedBytes > target) {
+		stopped = StopPinned
+	}
+	st, err := s.remove(victims, true, pinned)
+	st.Stopped = stopped
 	if err != nil {
 		return st, fmt.Errorf("evict: %w", err)
 	}
@@ -113,6 +188,7 @@ func (s *Store) Evict() (EvictStats, error) {
 		s.m.Evictions.Add(float64(st.Blobs))
 		s.m.EvictedBytes.Add(float64(st.Bytes))
 	}
+	s.m.EvictionRun(stopped)
 	return st, nil
 }
 
@@ -125,20 +201,14 @@ type candidate struct {
 // candidates lists the unpinned content of the index with its last access:
 // the later of the index's time and the one gathered in memory since the
 // last flush.
-func (s *Store) candidates() ([]candidate, error) {
+func (s *Store) candidates(sc *indexScan, pinned map[digest.Digest]bool) []candidate {
 	var out []candidate
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-			var info Info
-			if err := json.Unmarshal(v, &info); err != nil || info.Pinned {
-				return nil // an unreadable entry is left to verify
-			}
-			d := digest.Digest(k)
+	for d, info := range sc.infos {
+		if !pinned[d] {
 			out = append(out, candidate{d: d, size: info.Size, access: s.lastAccess(d, info.Access)})
-			return nil
-		})
-	})
-	return out, err
+		}
+	}
+	return out
 }
 
 // lastAccess merges the index's access time with the unflushed one.
@@ -155,17 +225,18 @@ func (s *Store) lastAccess(d digest.Digest, indexed time.Time) time.Time {
 // one transaction, so a crash leaves entries without files (dropped at the
 // next start), never the reverse. With dropTags, tag mappings pointing at a
 // removed digest go in the same transaction. Pinned content and digests
-// with a fill under way are skipped, unless force (bad files).
-func (s *Store) remove(victims []digest.Digest, dropTags bool) (EvictStats, error) {
-	return s.removeMode(victims, dropTags, false)
+// with a fill under way are skipped, unless force (bad files); pinned is
+// the set pin.go works out, taken under evictMu by the caller.
+func (s *Store) remove(victims []digest.Digest, dropTags bool, pinned map[digest.Digest]bool) (EvictStats, error) {
+	return s.removeMode(victims, dropTags, false, pinned)
 }
 
 // removeBad removes files that failed verification, pinned or not.
 func (s *Store) removeBad(bad []digest.Digest) (EvictStats, error) {
-	return s.removeMode(bad, true, true)
+	return s.removeMode(bad, true, true, nil)
 }
 
-func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool) (EvictStats, error) {
+func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned map[digest.Digest]bool) (EvictStats, error) {
 	var st EvictStats
 	if len(victims) == 0 {
 		return st, nil
@@ -193,7 +264,7 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool) (Evict
 			v := b.Get([]byte(d))
 			var info Info
 			indexed := v != nil && json.Unmarshal(v, &info) == nil
-			if !force && (!indexed || info.Pinned || s.filling(d)) {
+			if !force && (!indexed || info.Pinned || pinned[d] || s.filling(d)) {
 				continue
 			}
 			for _, k := range tagsOf[d] { // the tag goes before its manifest
@@ -231,6 +302,28 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool) (Evict
 	return st, nil
 }
 
+// refreshPinned works out the size of pinned content again.
+func (s *Store) refreshPinned() {
+	if s.opts.MaxBytes <= 0 {
+		return // only fillRoom needs it
+	}
+	sc, err := s.scan()
+	if err != nil {
+		s.log.Warn("pinned content", "err", err)
+		return
+	}
+	s.notePinned(sc, sc.pinned(s))
+}
+
+// notePinned keeps the size of pinned content for fillRoom.
+func (s *Store) notePinned(sc *indexScan, pinned map[digest.Digest]bool) {
+	var n int64
+	for d := range pinned {
+		n += sc.infos[d].Size
+	}
+	s.pinnedBytes.Store(n)
+}
+
 func (s *Store) filling(d digest.Digest) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -249,37 +342,4 @@ func (s *Store) added(bytes, blobs int64) {
 	if bytes > 0 && s.overHigh() {
 		s.kickEvict()
 	}
-}
-
-// Pin keeps committed content d from eviction and gc until Unpin. The
-// error wraps ErrNotFound when d is not in the store.
-func (s *Store) Pin(d digest.Digest) error { return s.setPinned(d, true) }
-
-// Unpin makes pinned content d evictable again.
-func (s *Store) Unpin(d digest.Digest) error { return s.setPinned(d, false) }
-
-func (s *Store) setPinned(d digest.Digest, pinned bool) error {
-	var info Info
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketBlobs)
-		v := b.Get([]byte(d))
-		if v == nil {
-			return ErrNotFound
-		}
-		if err := json.Unmarshal(v, &info); err != nil {
-			return err
-		}
-		info.Pinned = pinned
-		nv, err := json.Marshal(info)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(d), nv)
-	})
-	if err != nil {
-		return fmt.Errorf("pin %s: %w", d, err)
-	}
-	info.Digest = d
-	s.meta.addInfo(info)
-	return nil
 }

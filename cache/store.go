@@ -54,8 +54,9 @@ type Options struct {
 	NoTracking bool
 
 	// GCInterval is the period of the background gc; 0 runs none.
-	// GCMinAge is how long unreferenced content must go unused before gc
-	// removes it; 0 means 24h.
+	// GCMinAge is how long unreferenced content must go unused before the
+	// background gc removes it; 0 means 0 (the config's cache.gcMinAge
+	// holds the default).
 	GCInterval, GCMinAge time.Duration
 
 	// WriteAt writes fill and Put bytes to their temp file; nil means
@@ -88,9 +89,7 @@ func (o *Options) defaults() {
 	if o.LowWatermark <= 0 || o.LowWatermark > o.HighWatermark {
 		o.LowWatermark = min(0.8, o.HighWatermark)
 	}
-	if o.GCMinAge <= 0 {
-		o.GCMinAge = 24 * time.Hour
-	}
+	o.GCMinAge = max(0, o.GCMinAge)
 	if o.PassThroughBuffer < 1<<20 {
 		o.PassThroughBuffer = 8 << 20
 	}
@@ -114,6 +113,7 @@ type Store struct {
 
 	bytes, blobs atomic.Int64  // committed content; see quota.go
 	pending      atomic.Int64  // bytes in temp files of fills under way
+	pinnedBytes  atomic.Int64  // size of pinned content, as of the last eviction, gc or pin
 	commitMu     sync.RWMutex  // commits hold it shared, removals exclusively
 	evictMu      sync.Mutex    // one eviction or gc at a time
 	evictCh      chan struct{} // wakes evictLoop; capacity 1
@@ -156,6 +156,7 @@ func Open(root string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.refreshPinned()
 	s.added(0, 0) // the gauges
 	s.wg.Add(2)
 	go s.every(s.opts.FlushInterval, s.flush)

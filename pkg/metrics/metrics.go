@@ -33,6 +33,7 @@ type Metrics struct {
 	UpstreamLatency *prometheus.HistogramVec // registry, op: time to response headers
 	Evictions       prometheus.Counter       // blobs evicted
 	EvictedBytes    prometheus.Counter       // bytes evicted
+	EvictionRuns    *prometheus.CounterVec   // stopped: why each eviction run stopped
 	StoreBytes      prometheus.Gauge         // bytes in the store
 	StoreBlobs      prometheus.Gauge         // blobs in the store
 	StoreQuota      prometheus.Gauge         // quota in bytes; 0 means none
@@ -60,6 +61,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		UpstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_upstream_request_seconds", Help: "Time to upstream response headers.", Buckets: prometheus.DefBuckets}, []string{"registry", "op"}),
 		Evictions:       prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evictions_total", Help: "Blobs evicted by the quota."}),
 		EvictedBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evicted_bytes_total", Help: "Bytes evicted by the quota."}),
+		EvictionRuns:    counterVec("berth_eviction_runs_total", "Eviction runs by why they stopped: low_watermark, in_progress (only fills under way are above it), pinned, newest (only the most recently used blob is left).", "stopped"),
 		StoreBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_bytes", Help: "Bytes of content in the store."}),
 		StoreBlobs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_blobs", Help: "Blobs and manifests in the store."}),
 		StoreQuota:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_quota_bytes", Help: "Store quota in bytes; 0 means none."}),
@@ -71,7 +73,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
 			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency,
-			m.Evictions, m.EvictedBytes, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed)
+			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed)
 	}
 	return m
 }
@@ -123,6 +125,13 @@ func (m *Metrics) FillEnded(reason string) {
 	m.FillsInFlight.Dec()
 	if reason != "" {
 		m.FillsFailed.WithLabelValues(reason).Inc()
+	}
+}
+
+// EvictionRun counts one eviction run by why it stopped.
+func (m *Metrics) EvictionRun(stopped string) {
+	if m != nil {
+		m.EvictionRuns.WithLabelValues(stopped).Inc()
 	}
 }
 
