@@ -18,11 +18,20 @@ func gcCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "gc",
 		Short: "Remove content no cached tag references and nobody used for a while",
-		Long: "Remove content that no cached tag's manifest tree (index, manifests, configs, layers)\n" +
-			"references, that is not pinned, and that was not used for --min-age. It opens the store,\n" +
-			"so the server must be stopped; a running server does the same every cache.gcInterval.",
+		Long: "Remove content that no cached tag's manifest tree (index, manifests, configs, layers,\n" +
+			"referrers) references, that no pin reaches (berth pin, berth preload), and that was not\n" +
+			"used for --min-age (default: the config's cache.gcMinAge; --min-age 0s removes every\n" +
+			"unreferenced blob now). It opens the store, so the server must be stopped; a running\n" +
+			"server does the same every cache.gcInterval.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("min-age") {
+				cfg, err := loadConfig(sf.config)
+				if err != nil {
+					return err
+				}
+				minAge = cfg.Cache.GCMinAge.D()
+			}
 			s, err := sf.open("stop it first, or let its periodic gc run")
 			if err != nil {
 				return err
@@ -42,13 +51,13 @@ func gcCmd() *cobra.Command {
 			for _, d := range rep.Removed {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", verb, d)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %d blobs (%d bytes); %d referenced\n", verb, len(rep.Removed), rep.Bytes, rep.Referenced)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %d blobs (%d bytes); %d referenced, %d of them pinned\n", verb, len(rep.Removed), rep.Bytes, rep.Referenced, rep.Pinned)
 			return nil
 		},
 	}
 	sf.add(c)
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be removed")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	c.Flags().DurationVar(&minAge, "min-age", 24*time.Hour, "remove only content unused this long")
+	c.Flags().DurationVar(&minAge, "min-age", 0, "remove only content unused this long; 0s means now (default: the config's cache.gcMinAge)")
 	return c
 }
