@@ -2,6 +2,7 @@ package cache
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -136,9 +137,10 @@ func (s *Store) Pins() ([]PinStatus, error) {
 		return nil, fmt.Errorf("pins: %w", err)
 	}
 	out := make([]PinStatus, 0, len(sc.pins))
-	for _, p := range sc.pins {
+	for _, p := range append(slices.Clone(sc.pins), sc.topFlagged(s)...) {
 		out = append(out, sc.status(s, p))
 	}
+	slices.SortFunc(out, func(a, b PinStatus) int { return strings.Compare(a.Ref, b.Ref) })
 	return out, nil
 }
 
@@ -151,16 +153,59 @@ func (s *Store) PinnedSet() (map[digest.Digest]bool, error) {
 	return sc.pinned(s), nil
 }
 
-// Pin pins the content rooted at d under its own digest; see AddPin.
+// Pin marks committed content d pinned: it and everything it reaches (see
+// AddPin) are kept until Unpin. Unlike AddPin it names nothing, so
+// import can pin every blob it brings in, in any order; Pins lists such a
+// digest only when no other pin reaches it. The error wraps ErrNotFound
+// when d is not in the store.
 func (s *Store) Pin(d digest.Digest) error {
-	_, err := s.AddPin(Pin{Ref: d.String(), Digest: d})
+	s.evictMu.Lock()
+	defer s.evictMu.Unlock()
+	return s.setPinned(d, true) // fillRoom learns of it at the next eviction or gc
+}
+
+// Unpin drops the mark Pin set on d and every pin rooted at d. The error
+// wraps ErrNotFound when d was pinned neither way.
+func (s *Store) Unpin(d digest.Digest) error {
+	info, ierr := s.Info(d)
+	flagged := ierr == nil && info.Pinned
+	if flagged {
+		if err := s.setPinned(d, false); err != nil {
+			return err
+		}
+	}
+	_, err := s.RemovePin(d.String())
+	if flagged && errors.Is(err, ErrNotFound) {
+		s.refreshPinned()
+		return nil
+	}
 	return err
 }
 
-// Unpin drops every pin rooted at d; see RemovePin.
-func (s *Store) Unpin(d digest.Digest) error {
-	_, err := s.RemovePin(d.String())
-	return err
+func (s *Store) setPinned(d digest.Digest, pinned bool) error {
+	var info Info
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBlobs)
+		v := b.Get([]byte(d))
+		if v == nil {
+			return ErrNotFound
+		}
+		if err := json.Unmarshal(v, &info); err != nil {
+			return err
+		}
+		info.Pinned = pinned
+		nv, err := json.Marshal(info)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(d), nv)
+	})
+	if err != nil {
+		return fmt.Errorf("pin %s: %w", d, err)
+	}
+	info.Digest = d
+	s.meta.addInfo(info)
+	return nil
 }
 
 // indexScan is one consistent read of the index: what eviction, gc, pins
@@ -169,6 +214,9 @@ type indexScan struct {
 	infos map[digest.Digest]Info
 	tags  map[string]Tag // by tag key
 	pins  []Pin          // sorted by Ref
+	// flagged is the content Pin marked: roots like pins, listed by Pins
+	// only where no pin or other mark reaches them.
+	flagged []digest.Digest
 	refs  map[digest.Digest][]digest.Digest
 }
 
@@ -222,8 +270,8 @@ func (s *Store) scan() (*indexScan, error) {
 		return nil, err
 	}
 	for _, info := range sc.infos {
-		if info.Pinned { // an entry pinned before pins had their own bucket
-			sc.pins = append(sc.pins, Pin{Ref: info.Digest.String(), Digest: info.Digest})
+		if info.Pinned {
+			sc.flagged = append(sc.flagged, info.Digest)
 		}
 	}
 	slices.SortFunc(sc.pins, func(a, b Pin) int { return strings.Compare(a.Ref, b.Ref) })
@@ -248,7 +296,7 @@ func (sc *indexScan) roots(p Pin) []digest.Digest {
 	return roots
 }
 
-// pinned marks what every pin reaches.
+// pinned marks what every pin and mark reaches.
 func (sc *indexScan) pinned(s *Store) map[digest.Digest]bool {
 	set := map[digest.Digest]bool{}
 	for _, p := range sc.pins {
@@ -256,7 +304,45 @@ func (sc *indexScan) pinned(s *Store) map[digest.Digest]bool {
 			sc.mark(s, d, set, nil, 0)
 		}
 	}
+	for _, d := range sc.flagged {
+		sc.mark(s, d, set, nil, 0)
+	}
 	return set
+}
+
+// topFlagged is the marked content no pin and no other marked content
+// reaches: the images Pin marked, as Pins lists them.
+func (sc *indexScan) topFlagged(s *Store) []Pin {
+	reached := map[digest.Digest]bool{}
+	for _, p := range sc.pins {
+		for _, d := range sc.roots(p) {
+			sc.mark(s, d, reached, nil, 0)
+		}
+	}
+	for _, d := range sc.flagged {
+		if m, ok := s.readRefs(d, sc.infos[d]); ok {
+			sub := map[digest.Digest]bool{}
+			for _, c := range m.Manifests {
+				sc.mark(s, c.Digest, sub, nil, 1)
+			}
+			for _, c := range m.leaves() {
+				sub[c] = true
+			}
+			for r := range sub {
+				reached[r] = true
+			}
+		}
+		for _, r := range sc.refs[d] {
+			sc.mark(s, r, reached, nil, 1)
+		}
+	}
+	var out []Pin
+	for _, d := range sc.flagged {
+		if !reached[d] {
+			out = append(out, Pin{Ref: d.String(), Digest: d, Source: "mark"})
+		}
+	}
+	return out
 }
 
 func (sc *indexScan) status(s *Store, p Pin) PinStatus {

@@ -174,3 +174,32 @@ func TestReconcileRestoresManifestMediaType(t *testing.T) {
 		t.Fatalf("read of an untyped manifest: %q %v", info.MediaType, err)
 	}
 }
+
+func TestPinMarksAreListedByTheirTopmostImage(t *testing.T) {
+	s := openStore(t)
+	index, all := image(t, s, "r.example", "app", "v1", 100)
+	for _, d := range all { // as import pins: every blob, children first
+		if err := s.Pin(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pins, err := s.Pins()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []string
+	for _, p := range pins {
+		refs = append(refs, p.Ref)
+	}
+	// The index alone: its manifest, config, layers, signature and cosign
+	// tag's manifest all hang from it.
+	if len(pins) != 1 || refs[0] != index.String() || pins[0].Blobs != len(all) {
+		t.Fatalf("pins listed: %v", refs)
+	}
+	if err := s.Unpin(index); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unpin(index); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second unpin: %v", err)
+	}
+}
