@@ -217,7 +217,7 @@ type indexScan struct {
 	// flagged is the content Pin marked: roots like pins, listed by Pins
 	// only where no pin or other mark reaches them.
 	flagged []digest.Digest
-	refs  map[digest.Digest][]digest.Digest
+	refs    map[digest.Digest][]digest.Digest
 }
 
 // cosignTag matches the tags of the cosign schema that attach content to
