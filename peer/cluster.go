@@ -35,8 +35,17 @@ type Config struct {
 	AskNext   int           // ranked nodes asked in holder mode besides the owner; 0 means 2, negative means none
 
 	RejoinInterval time.Duration // how often seeds are re-resolved and joined; 0 means 30s, negative: only until a first join
-	Logger         *slog.Logger  // nil discards
-	Metrics        *metrics.Metrics
+	// LocalTags turns peer tag resolution off: ResolveTag fails at once
+	// with ErrNoPeer, so this node asks upstream itself. On (false), a tag's
+	// owner is trusted to say which digest it names.
+	LocalTags bool
+	// AllowForeignAdvertise accepts a member whose advertised HTTP host
+	// differs from the address its gossip comes from. Off (false), such a
+	// member is left out: a member could otherwise point this node's peer
+	// requests at any address.
+	AllowForeignAdvertise bool
+	Logger                *slog.Logger // nil discards
+	Metrics               *metrics.Metrics
 
 	OwnerTimeout  time.Duration // time to the owner's first response for a manifest or tag (it may go upstream first); 0 means 3s
 	HeaderTimeout time.Duration // after a first (1xx) response, time to the final headers; 0 means 30s

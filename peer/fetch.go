@@ -70,9 +70,10 @@ func (c *Cluster) FetchManifest(ctx context.Context, repo oci.Repo, d digest.Dig
 // ResolveTag asks the tag's owner (in owner mode, with HEAD) which manifest
 // a tag names, so a cluster revalidates a tag upstream once per TTL instead
 // of once per node. It fails with ErrSelfOwner when this node owns the tag:
-// the caller then asks upstream itself. Any error means "go upstream".
+// the caller then asks upstream itself, and with ErrNoPeer when LocalTags
+// is set. Any error means "go upstream".
 func (c *Cluster) ResolveTag(ctx context.Context, repo oci.Repo, tag string) (oci.Descriptor, error) {
-	if c == nil {
+	if c == nil || c.cfg.LocalTags {
 		return oci.Descriptor{}, ErrNoPeer
 	}
 	key := repo.String() + ":" + tag

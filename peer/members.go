@@ -2,6 +2,8 @@ package peer
 
 import (
 	"encoding/json"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -35,17 +37,38 @@ func (e events) NotifyJoin(n *memberlist.Node)   { e.put(n, "peer joined") }
 func (e events) NotifyUpdate(n *memberlist.Node) { e.put(n, "peer updated") }
 
 func (e events) NotifyLeave(n *memberlist.Node) {
-	c := e.c
-	if n.Name == c.cfg.NodeName {
+	if n.Name == e.c.cfg.NodeName {
 		return
 	}
+	if was, count := e.drop(n.Name); was {
+		e.c.log.Info("peer left", "peer", n.Name, "peers", count)
+	}
+}
+
+// drop removes a member, reporting whether it was one and how many remain.
+func (e events) drop(name string) (was bool, count int) {
+	c := e.c
 	c.mu.Lock()
-	delete(c.members, n.Name)
-	delete(c.suspects, n.Name)
-	count := len(c.members)
+	_, was = c.members[name]
+	delete(c.members, name)
+	delete(c.suspects, name)
+	count = len(c.members)
 	c.mu.Unlock()
 	c.setPeersGauge(count)
-	c.log.Info("peer left", "peer", n.Name, "peers", count)
+	return was, count
+}
+
+// sameHost reports whether the HTTP address advertised (host:port) names
+// the IP gossip came from. A host that is no IP (a name) never matches:
+// the check is on what gossip saw, not on what a name resolves to later.
+func sameHost(advertised string, gossip net.IP) bool {
+	host, _, err := net.SplitHostPort(advertised)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	g, ok := netip.AddrFromSlice(gossip)
+	return err == nil && ok && ip.Unmap() == g.Unmap()
 }
 
 func (e events) put(n *memberlist.Node, msg string) {
@@ -56,6 +79,12 @@ func (e events) put(n *memberlist.Node, msg string) {
 	var meta nodeMeta
 	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.HTTP == "" {
 		c.log.Warn("peer without an HTTP address ignored", "peer", n.Name, "addr", n.Address())
+		return
+	}
+	if !c.cfg.AllowForeignAdvertise && !sameHost(meta.HTTP, n.Addr) {
+		c.log.Warn("peer advertising an HTTP address on another host than its gossip ignored",
+			"peer", n.Name, "http", meta.HTTP, "addr", n.Address())
+		e.drop(n.Name)
 		return
 	}
 	c.mu.Lock()

@@ -3,6 +3,7 @@ package peer
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"testing"
 
@@ -100,6 +101,26 @@ func TestRankMinimalMovement(t *testing.T) {
 		before, after := rank(k, five)[0], rank(k, four)[0]
 		if before.Name != after.Name && before.Name != five[2].Name {
 			t.Fatalf("key %s moved from %s though only %s left", k, before.Name, five[2].Name)
+		}
+	}
+}
+
+func TestSameHost(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		advertised, gossip string
+		want               bool
+	}{
+		{"127.0.0.1:5000", "127.0.0.1", true},
+		{"10.0.0.5:5000", "10.0.0.5", true},
+		{"[::1]:5000", "::1", true},
+		{"127.0.0.2:5000", "127.0.0.1", false},
+		{"169.254.169.254:80", "10.0.0.5", false},
+		{"berth-0.example:5000", "10.0.0.5", false},
+		{"10.0.0.5", "10.0.0.5", false},
+	} {
+		if got := sameHost(c.advertised, net.ParseIP(c.gossip)); got != c.want {
+			t.Errorf("sameHost(%s, %s) = %v, want %v", c.advertised, c.gossip, got, c.want)
 		}
 	}
 }

@@ -72,6 +72,10 @@ type Registry struct {
 	// Rules decide per repository, first match wins; a repository no rule
 	// matches takes the registry's Access.
 	Rules []AccessRule `yaml:"rules,omitempty"`
+	// AllowPrivateRedirects lets the registry's redirects lead to loopback,
+	// private, link-local and metadata addresses (object storage on a
+	// private network, tests on loopback). Off, such a redirect is refused.
+	AllowPrivateRedirects bool `yaml:"allowPrivateRedirects,omitempty"`
 }
 
 // AccessRule is who may read the repositories matching Repos.
@@ -122,6 +126,15 @@ type Peers struct {
 	// RejoinInterval is how often Join is re-resolved and re-joined, so a
 	// headless Service's new pods are found; 0 disables it.
 	RejoinInterval Duration `yaml:"rejoinInterval"`
+	// ResolveTags lets a tag's owner in the cluster resolve it for this
+	// node (one upstream HEAD per tag per TTL for the whole cluster): a
+	// member holding the secret is trusted to say which digest a tag names.
+	// Off, this node revalidates every tag upstream itself.
+	ResolveTags bool `yaml:"resolveTags"`
+	// AllowForeignAdvertise accepts a member whose advertised HTTP address
+	// is on another host than the address its gossip comes from (NAT, a
+	// separate serving interface). Off, such a member is not used.
+	AllowForeignAdvertise bool `yaml:"allowForeignAdvertise"`
 }
 
 // Log configures log/slog.

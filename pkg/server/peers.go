@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/peer"
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/registry"
 )
@@ -22,13 +23,9 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	if pc.Bind == "" {
 		return mirror.NoPeers{}, nil, nil
 	}
-	var secret []byte
-	if pc.SecretFile != "" {
-		b, err := os.ReadFile(pc.SecretFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("peer secret: %w", err)
-		}
-		secret = b
+	secret, err := config.ReadSecret(pc.SecretFile)
+	if err != nil {
+		return nil, nil, err
 	}
 	rejoin := pc.RejoinInterval.D()
 	if rejoin == 0 {
@@ -44,6 +41,7 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	c, err := peer.Start(context.Background(), peer.Config{
 		NodeName: name, Bind: pc.Bind, Advertise: pc.Advertise, Join: pc.Join, Secret: secret,
 		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, RejoinInterval: rejoin,
+		LocalTags: !pc.ResolveTags, AllowForeignAdvertise: pc.AllowForeignAdvertise,
 		Logger: s.log, Metrics: s.metrics,
 	})
 	if err != nil {

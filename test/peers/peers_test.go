@@ -243,7 +243,7 @@ func TestWrongKeyNotAdmittedNorAsked(t *testing.T) {
 	}
 	a := startNode(t, up, "n0", gossip[0], gossip, nodeOpts{})
 	b := startNode(t, up, "n1", gossip[1], gossip, nodeOpts{})
-	x := startNode(t, up, "x", gossip[2], gossip, nodeOpts{secret: "another secret", wrap: countMarked})
+	x := startNode(t, up, "x", gossip[2], gossip, nodeOpts{secret: "another cluster secret", wrap: countMarked})
 	waitPeers(t, []*node{a, b}, 1)
 	c := client(t, up.host)
 	// x keeps trying to join every second; pulls on a and b meanwhile must
