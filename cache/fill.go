@@ -306,7 +306,7 @@ func (s *Store) append(ctx context.Context, f *fill, p []byte, h io.Writer) erro
 // retryable reports whether another attempt may succeed where err failed.
 func retryable(err error) bool {
 	for _, final := range []error{oci.ErrBlobUnknown, oci.ErrManifestUnknown, oci.ErrNameUnknown,
-		oci.ErrUnauthorized, oci.ErrDenied, oci.ErrDigestMismatch, oci.ErrTooManyRequests,
+		oci.ErrUnauthorized, oci.ErrDenied, oci.ErrDigestMismatch, oci.ErrTooManyRequests, oci.ErrBadUpstream,
 		context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, final) {
 			return false

@@ -187,4 +187,11 @@ var (
 	ErrUnavailable     = errors.New("upstream unavailable")
 	ErrDigestMismatch  = errors.New("content does not match its digest")
 	ErrTooLarge        = errors.New("content too large")
+	// ErrBadUpstream is an upstream answer berth refuses: a redirect to a
+	// private address, a body that is not what was asked for.
+	ErrBadUpstream = errors.New("upstream answer refused")
+	// ErrManifestInvalid is an upstream manifest answer whose bytes are no
+	// manifest, or not the manifest its media type says. It wraps
+	// ErrBadUpstream.
+	ErrManifestInvalid = fmt.Errorf("not a valid manifest: %w", ErrBadUpstream)
 )

@@ -7,6 +7,7 @@ import (
 
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 )
 
 // apiFunc is one route. It returns an error instead of writing one, so
@@ -22,6 +23,7 @@ var errorCodes = []struct {
 	{oci.ErrTagInvalid, errcode.ErrorCodeTagInvalid},
 	{oci.ErrDigestInvalid, errcode.ErrorCodeDigestInvalid},
 	{oci.ErrRegistryUnknown, errcode.ErrorCodeDenied},
+	{oci.ErrManifestInvalid, v2.ErrorCodeManifestInvalid},
 	{oci.ErrManifestUnknown, errcode.ErrorCodeManifestUnknown},
 	{oci.ErrBlobUnknown, errcode.ErrorCodeBlobUnknown},
 	{oci.ErrNameUnknown, errcode.ErrorCodeNameUnknown},
@@ -37,7 +39,8 @@ var errUnsupported = errors.New("berth is a read-only mirror: push and delete ar
 
 // writeError writes err as OCI errcode JSON with the status its code
 // carries. Content that failed its digest, or an upstream that answered
-// nonsense, is a bad gateway: 502 with code UNKNOWN.
+// nonsense, is a bad gateway: 502 with code UNKNOWN (MANIFEST_INVALID for
+// a manifest answer that is no manifest).
 func writeError(w http.ResponseWriter, err error) (status int) {
 	code, status := errcode.ErrorCodeUnknown, http.StatusInternalServerError
 	for _, c := range errorCodes {
@@ -46,7 +49,7 @@ func writeError(w http.ResponseWriter, err error) (status int) {
 			break
 		}
 	}
-	if code == errcode.ErrorCodeUnknown && (errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrTooLarge)) {
+	if errors.Is(err, oci.ErrBadUpstream) || code == errcode.ErrorCodeUnknown && (errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrTooLarge)) {
 		status = http.StatusBadGateway
 	}
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -303,6 +303,7 @@ type callKey struct{}
 type authTransport struct{ r *registry }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = t.r.markRedirect(req)
 	ci, _ := req.Context().Value(callKey{}).(*callInfo)
 	if ci == nil || req.URL.Host != ci.ep.url.Host {
 		req = req.Clone(req.Context())

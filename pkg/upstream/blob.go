@@ -52,7 +52,7 @@ func (c *Client) FetchBlob(ctx context.Context, repo oci.Repo, d digest.Digest, 
 	if err != nil {
 		_ = body.Close()
 		r.markFailed(ep, "range", err)
-		return nil, 0, fmt.Errorf("fetch %s from %s: %w", d, ep.url.Host, err)
+		return nil, 0, fmt.Errorf("fetch %s: %w", d, err)
 	}
 	return body, size, nil
 }

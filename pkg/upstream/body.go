@@ -51,7 +51,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	if context.Cause(b.reqCtx) == errIdleTimeout {
 		err = fmt.Errorf("upstream body: no bytes for %s: %w: %w", b.idle, errIdleTimeout, oci.ErrUnavailable)
 	} else {
-		err = fmt.Errorf("upstream body: %w: %w", redactURLError(err), oci.ErrUnavailable)
+		err = redact("upstream body", "", redactURLError(err), oci.ErrUnavailable)
 	}
 	b.once.Do(func() {
 		if b.onFail != nil {

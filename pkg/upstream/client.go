@@ -114,6 +114,9 @@ type registry struct {
 	idleRead      time.Duration
 	failBackoff   time.Duration
 	maxRetryAfter time.Duration
+	// allowPrivateRedirects lets redirects lead to loopback, private and
+	// link-local addresses (see checkRedirect).
+	allowPrivateRedirects bool
 }
 
 func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*registry, error) {
@@ -123,6 +126,8 @@ func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*regist
 		idleRead:      orDefault(rc.Timeouts.IdleRead.D(), DefaultIdleReadTimeout),
 		failBackoff:   orDefault(rc.FailBackoff.D(), DefaultFailBackoff),
 		maxRetryAfter: orDefault(rc.MaxRetryAfter.D(), DefaultMaxRetryAfter),
+
+		allowPrivateRedirects: rc.AllowPrivateRedirects,
 	}
 	urls := rc.Endpoints
 	if len(urls) == 0 {
@@ -135,7 +140,7 @@ func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*regist
 		}
 		r.endpoints = append(r.endpoints, &endpoint{url: u})
 	}
-	rt, err := registryTransport(rc, base)
+	rt, err := registryTransport(rc, base, r.guardedDial)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +149,7 @@ func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*regist
 	if err != nil {
 		return nil, err
 	}
-	r.client = &http.Client{Transport: &authTransport{r: r}, CheckRedirect: checkRedirect}
+	r.client = &http.Client{Transport: &authTransport{r: r}, CheckRedirect: r.checkRedirect}
 	return r, nil
 }
 
@@ -161,19 +166,6 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-// checkRedirect follows at most 10 redirects and never carries an
-// Authorization header to another host (the auth transport adds it only
-// for the endpoint's own host, so this is a second guard).
-func checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) >= 10 {
-		return fmt.Errorf("stopped after 10 redirects")
-	}
-	if req.URL.Host != via[0].URL.Host {
-		req.Header.Del("Authorization")
-	}
-	return nil
 }
 
 // uaTransport sets the User-Agent.

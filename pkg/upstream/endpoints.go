@@ -168,15 +168,18 @@ func (r *registry) send(ctx context.Context, ep *endpoint, cl call) (*http.Respo
 }
 
 // transportError describes a request that got no response. Errors of the
-// auth layer keep their sentinel; every other one (connect, TLS, timeout)
-// wraps oci.ErrUnavailable. No URL is included: a redirect target's query
-// may carry a signature.
+// auth layer and refusals keep their sentinel; every other one (connect,
+// TLS, timeout) wraps oci.ErrUnavailable. The message, which a client may
+// see, names the registry and a reason; the endpoint and the network
+// error's addresses are kept for the log only (see redacted). No URL is
+// included anywhere: a redirect target's query may carry a signature.
 func (r *registry) transportError(ep *endpoint, err error) error {
 	err = redactURLError(err)
-	for _, s := range []error{oci.ErrUnauthorized, oci.ErrDenied, oci.ErrTooManyRequests, oci.ErrUnavailable, oci.ErrNameUnknown, oci.ErrNameInvalid} {
+	prefix := "upstream " + r.name
+	for _, s := range []error{oci.ErrBadUpstream, oci.ErrUnauthorized, oci.ErrDenied, oci.ErrTooManyRequests, oci.ErrUnavailable, oci.ErrNameUnknown, oci.ErrNameInvalid} {
 		if errors.Is(err, s) {
-			return fmt.Errorf("upstream %s (%s): %w", r.name, ep.url.Host, err)
+			return redact(prefix, ep.url.Host, err)
 		}
 	}
-	return fmt.Errorf("upstream %s (%s): %w: %w", r.name, ep.url.Host, err, oci.ErrUnavailable)
+	return redact(prefix, ep.url.Host, err, oci.ErrUnavailable)
 }

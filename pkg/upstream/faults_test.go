@@ -41,7 +41,7 @@ func TestRedirectNeverCarriesAuthorization(t *testing.T) {
 		return true
 	})
 
-	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Username: "alice", Password: "pw"})
+	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Username: "alice", Password: "pw", AllowPrivateRedirects: true})
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
 	for _, off := range []int64{0, 1234} {
 		rc, size, err := c.FetchBlob(ctx, repo, d, off)

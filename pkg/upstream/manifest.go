@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,8 +51,10 @@ func (c *Client) HeadManifest(ctx context.Context, repo oci.Repo, ref string) (o
 // GetManifest fetches ref (a tag or a digest) of repo with the full Accept
 // list and returns its descriptor and bytes (at most oci.MaxManifestSize).
 // The bytes are verified against a digest ref and against the upstream's
-// Docker-Content-Digest. A body broken mid-way is fetched again from the
-// next endpoint. Errors are those of HeadManifest, plus oci.ErrTooLarge.
+// Docker-Content-Digest, and must be a manifest of the media type the
+// upstream declares (oci.CheckManifest). A body broken mid-way is fetched
+// again from the next endpoint. Errors are those of HeadManifest, plus
+// oci.ErrTooLarge and oci.ErrManifestInvalid.
 // Safe for concurrent use.
 func (c *Client) GetManifest(ctx context.Context, repo oci.Repo, ref string) (oci.Descriptor, []byte, error) {
 	r, err := c.registry(repo)
@@ -95,14 +96,11 @@ func (r *registry) getManifest(ctx context.Context, repo oci.Repo, ref string) (
 	if err != nil {
 		return oci.Descriptor{}, nil, err
 	}
-	mt := mediaType(resp.Header.Get("Content-Type"))
-	if !isManifestType(mt) {
-		var m struct {
-			MediaType string `json:"mediaType"`
-		}
-		if json.Unmarshal(b, &m) == nil && m.MediaType != "" {
-			mt = m.MediaType
-		}
+	mt, err := oci.CheckManifest(resp.Header.Get("Content-Type"), b)
+	if err != nil {
+		r.c.metrics.UpstreamError(r.name, "invalid")
+		r.c.log.Warn("upstream manifest refused", "registry", r.name, "repo", repo.String(), "ref", ref, "digest", d, "err", err)
+		return oci.Descriptor{}, nil, fmt.Errorf("upstream %s: %w", r.name, err)
 	}
 	return oci.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}, b, nil
 }

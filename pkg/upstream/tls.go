@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -15,7 +16,8 @@ import (
 // registryTransport returns the transport of one registry: base (or a clone
 // of http.DefaultTransport) with the registry's timeouts and TLS settings.
 // A base that is not an *http.Transport is returned unchanged.
-func registryTransport(rc config.Registry, base http.RoundTripper) (http.RoundTripper, error) {
+// guard wraps the dialer (see registry.guardedDial).
+func registryTransport(rc config.Registry, base http.RoundTripper, guard func(*net.Dialer) func(context.Context, string, string) (net.Conn, error)) (http.RoundTripper, error) {
 	var t *http.Transport
 	switch b := base.(type) {
 	case nil:
@@ -27,7 +29,7 @@ func registryTransport(rc config.Registry, base http.RoundTripper) (http.RoundTr
 	}
 	to := rc.Timeouts
 	dialer := &net.Dialer{Timeout: orDefault(to.Connect.D(), DefaultConnectTimeout), KeepAlive: 30 * time.Second}
-	t.DialContext = dialer.DialContext
+	t.DialContext = guard(dialer)
 	t.TLSHandshakeTimeout = orDefault(to.TLSHandshake.D(), DefaultTLSHandshakeTimeout)
 	t.ResponseHeaderTimeout = orDefault(to.ResponseHeader.D(), DefaultResponseHeaderTimeout)
 	t.DisableCompression = true // blobs are served as stored, never decoded on the way
