@@ -25,6 +25,7 @@ type berth struct {
 	*proctest.Proc
 	URL      string // http://127.0.0.1:port
 	Addr     string // 127.0.0.1:port
+	AdminURL string // the admin listener: /metrics
 	CacheDir string
 }
 
@@ -41,8 +42,10 @@ func startBerthAt(t *testing.T, addr string, cfg map[string]any) *berth {
 	t.Helper()
 	bin := needBerth(t)
 	dir := t.TempDir()
-	b := &berth{URL: "http://" + addr, Addr: addr, CacheDir: filepath.Join(dir, "cache")}
+	admin := freeAddr(t)
+	b := &berth{URL: "http://" + addr, Addr: addr, AdminURL: "http://" + admin, CacheDir: filepath.Join(dir, "cache")}
 	cfg["listen"] = map[string]any{"addr": addr}
+	cfg["admin"] = map[string]any{"addr": admin}
 	cache, _ := cfg["cache"].(map[string]any)
 	if cache == nil {
 		cache = map[string]any{}
@@ -192,7 +195,7 @@ func (u usage) String() string {
 func (b *berth) usage(t *testing.T) usage {
 	t.Helper()
 	var u usage
-	resp, err := plain.Get(b.URL + "/metrics")
+	resp, err := plain.Get(b.AdminURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

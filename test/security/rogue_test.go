@@ -89,7 +89,7 @@ func startRogue(t *testing.T, name, seed, listen, advertise string, planted dige
 // peersGauge reads berth_peers from b's metrics.
 func (b *berth) peersGauge(t *testing.T) int {
 	t.Helper()
-	resp, err := plain.Get(b.URL + "/metrics")
+	resp, err := plain.Get(b.AdminURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +245,7 @@ func TestPeerSecret(t *testing.T) {
 		path := filepath.Join(dir, "berth.yaml")
 		writeYAML(t, path, map[string]any{
 			"listen": map[string]any{"addr": freeAddr(t)},
+			"admin":  map[string]any{"addr": freeAddr(t)},
 			"cache":  map[string]any{"dir": filepath.Join(dir, "cache")},
 			"peers": map[string]any{"bind": freeAddr(t), "advertise": "127.0.0.1:5000",
 				"secretFile": writeSecret(t, secret)},
