@@ -350,7 +350,7 @@ func TestMetricsBuildInfo(t *testing.T) {
 	up := upstreamtest.New(t)
 	n := startNode(t, up)
 	v := version.Get()
-	s := scrapeOnce(t, n.URL)
+	s := scrapeOnce(t, n.AdminURL)
 	if got := s.sum("berth_build_info", lbl("version", v.Version), lbl("revision", v.Revision), lbl("goversion", v.GoVersion)); got != 1 {
 		t.Errorf("berth_build_info{version=%q,revision=%q,goversion=%q} = %v, want 1", v.Version, v.Revision, v.GoVersion, got)
 	}
