@@ -78,10 +78,17 @@ func (s *Store) Stage(r io.Reader, d digest.Digest, size int64) (*Staged, error)
 func (st *Staged) Open() (*os.File, error) { return os.Open(st.path) }
 
 // Commit links the staged file into place as committed content with its
-// media type, as a fill's commit does. Content committed already is left
-// as it is. After Commit the Staged is spent.
+// media type (a manifest's subject is indexed too), as a fill's commit
+// does. Content committed already is left as it is. After Commit the
+// Staged is spent.
 func (st *Staged) Commit(mediaType string) error {
 	s := st.s
+	info := Info{Size: st.Size, MediaType: mediaType}
+	if mediaType != "" && st.Size <= oci.MaxManifestSize {
+		if data, err := os.ReadFile(st.path); err == nil {
+			info = manifestInfo(info, data)
+		}
+	}
 	if err := os.Chmod(st.path, 0o444); err != nil {
 		return fmt.Errorf("commit %s: %w", st.Digest, err)
 	}
@@ -108,7 +115,8 @@ func (st *Staged) Commit(mediaType string) error {
 		s.log.Warn("sync blob directory", "digest", st.Digest, "err", err)
 	}
 	now := time.Now()
-	if err := s.putInfo(Info{Digest: st.Digest, Size: st.Size, MediaType: mediaType, Created: now, Access: now}); err != nil {
+	info.Digest, info.Created, info.Access = st.Digest, now, now
+	if err := s.putInfo(info); err != nil {
 		s.log.Warn("index committed blob", "digest", st.Digest, "err", err)
 	}
 	s.added(st.Size, 1)

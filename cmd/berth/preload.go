@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/airgap"
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/server"
 	"github.com/containerd/platforms"
@@ -166,10 +167,10 @@ func (p *preloader) ownNode(ctx context.Context, sf *storeFlags, pin bool) (stop
 	}, nil
 }
 
-// storePinner pins an image's root in a store the process holds.
+// storePinner pins an image in a store the process holds.
 func storePinner(s *cache.Store) pinFunc {
 	return func(_ context.Context, ref string, d digest.Digest) error {
-		return s.Pin(d)
+		return airgap.PinImage(s, ref, d, "preload")
 	}
 }
 

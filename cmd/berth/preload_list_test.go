@@ -127,10 +127,18 @@ func TestPreloadListPlatformsReferrers(t *testing.T) {
 			t.Errorf("store holds %s, not asked for", arch)
 		}
 	}
-	for _, d := range []digest.Digest{s.index, s.sig, s.sbom} {
-		if info, err := st.Info(d); err != nil || !info.Pinned {
-			t.Errorf("%s not pinned: %v", d, err)
+	pinned, err := st.PinnedSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range want { // the pin of the image keeps its referrers too
+		if !pinned[d] {
+			t.Errorf("%s not pinned", d)
 		}
+	}
+	pins, _ := st.Pins()
+	if len(pins) != 1 || pins[0].Ref != s.up.Host+"/site/app:v1" || pins[0].Tag != pins[0].Ref || pins[0].Source != "preload" {
+		t.Errorf("pins: %+v", pins)
 	}
 	st.Close()
 

@@ -72,8 +72,8 @@ func TestPreloadThenServeWithoutUpstream(t *testing.T) {
 			t.Fatalf("upstream served %s %d times", d, n)
 		}
 	}
-	if info, err := srv.Store().Info(digest.Digest(idxDigest.String())); err != nil || !info.Pinned {
-		t.Errorf("preloaded index not pinned: %+v %v", info, err)
+	if pinned, err := srv.Store().PinnedSet(); err != nil || !pinned[digest.Digest(idxDigest.String())] {
+		t.Errorf("preloaded index not pinned: %v", err)
 	}
 	up.SetDown(true) // the site loses its upstream
 	if out := run(); !strings.Contains(out, "3 manifests, 6 blobs") {

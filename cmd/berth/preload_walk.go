@@ -51,7 +51,7 @@ type imagePlan struct {
 	root      digest.Digest
 	manifests int
 	blobs     []v1.Descriptor
-	pins      []digest.Digest // the root and the referrers found
+	pins      []digest.Digest // the root: its pin keeps the referrers too
 	referrers int
 	seen      map[digest.Digest]bool
 }
@@ -124,7 +124,7 @@ func (p *preloader) plan(ctx context.Context, ref string) (*imagePlan, error) {
 		return nil, err
 	}
 	plan.root = root
-	plan.pins = append([]digest.Digest{root}, plan.pins...)
+	plan.pins = []digest.Digest{root}
 	return plan, nil
 }
 
@@ -236,11 +236,10 @@ func (p *preloader) findReferrers(ctx context.Context, plan *imagePlan, subject 
 		if _, err := p.manifest(ctx, plan, r.String(), r, false); err != nil {
 			return fmt.Errorf("referrer %s of %s: %w", r, subject, err)
 		}
-		plan.pins = append(plan.pins, r)
 		plan.referrers++
 	}
 	for _, suffix := range []string{".sig", ".att", ".sbom"} {
-		d, err := p.manifest(ctx, plan, schemaTag+suffix, "", false)
+		_, err := p.manifest(ctx, plan, schemaTag+suffix, "", false)
 		if errors.Is(err, errNotFound) {
 			continue
 		}
@@ -248,7 +247,6 @@ func (p *preloader) findReferrers(ctx context.Context, plan *imagePlan, subject 
 			p.rep.warn(plan.ref, fmt.Errorf("%s%s: %w", schemaTag, suffix, err))
 			continue
 		}
-		plan.pins = append(plan.pins, d)
 		plan.referrers++
 	}
 	return nil

@@ -179,14 +179,20 @@ func TestExportImportRoundTrip(t *testing.T) {
 			if rep.Images != 3 { // the image, the sbom, the signature
 				t.Errorf("imported %d images, want 3: %+v", rep.Images, rep)
 			}
+			pinned, err := b.PinnedSet()
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, d := range all {
-				info, err := b.Info(d)
-				if err != nil {
-					t.Fatalf("store lacks %s after import: %v", d, err)
+				if !b.Has(d) {
+					t.Fatalf("store lacks %s after import", d)
 				}
-				if !info.Pinned {
+				if !pinned[d] {
 					t.Errorf("%s not pinned", d)
 				}
+			}
+			if pins, _ := b.Pins(); len(pins) != 3 || pins[0].Source != "import" {
+				t.Errorf("pins: %+v", pins) // the image, its signature by tag, its sbom by digest
 			}
 			for _, key := range []string{"registry.test/site/app:v1", "registry.test/site/app:sha256-" + root.Encoded() + ".sig"} {
 				ta, _ := a.Tag(key)

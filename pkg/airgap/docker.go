@@ -104,6 +104,9 @@ func (im *importer) planDockerImage(e dockerSaveEntry) error {
 		}
 		im.tag(desc)
 	}
+	if len(e.RepoTags) == 0 {
+		im.tag(desc) // pinned by digest
+	}
 	return nil
 }
 

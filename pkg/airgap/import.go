@@ -44,6 +44,7 @@ type importer struct {
 	plan   []planned                       // what to commit, children before parents
 	inPlan map[digest.Digest]bool
 	tags   map[string]cache.Tag
+	pins   []cache.Pin // one per image index.json names, by its name
 	rep    Report
 }
 
@@ -174,10 +175,12 @@ func (im *importer) planLayout() error {
 	return nil
 }
 
-// tag records the name index.json gives an image: containerd's full
+// tag records the name index.json gives an image (containerd's full
 // image name, else ref.name when it is a full reference, else ref.name as
-// a tag of ImportOptions.Repo.
+// a tag of ImportOptions.Repo) and the pin that keeps it, named so.
 func (im *importer) tag(desc v1.Descriptor) {
+	pin := cache.Pin{Ref: desc.Digest.String(), Digest: desc.Digest, Source: "import"}
+	defer func() { im.pins = append(im.pins, pin) }()
 	name := desc.Annotations[annotationImageName]
 	if name == "" {
 		name = desc.Annotations[AnnotationRefName]
@@ -191,7 +194,8 @@ func (im *importer) tag(desc v1.Descriptor) {
 		if repo, tag, _, err = ParseRef(name); err != nil {
 			tag = ""
 		} else if tag == "" {
-			return // named by digest: content, no tag
+			pin.Ref = repo.String() + "@" + desc.Digest.String() // named by digest: no tag
+			return
 		}
 	} else if repo.Name == "" || !tagRe.MatchString(name) {
 		tag = ""
@@ -204,6 +208,7 @@ func (im *importer) tag(desc v1.Descriptor) {
 	key := cache.TagKey(repo.Registry, repo.Name, tag)
 	im.tags[key] = cache.Tag{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Checked: time.Now()}
 	im.rep.Tags = append(im.rep.Tags, key)
+	pin.Ref, pin.Tag = key, key
 }
 
 // planManifest checks that manifest desc and what it references are
@@ -276,7 +281,8 @@ func (im *importer) add(st *cache.Staged, mediaType string) {
 }
 
 // commit links every planned blob into place (children before the
-// manifests that name them), pins them, then records the tags in one
+// manifests that name them), pins each image under its name (a pin keeps
+// the whole image and its referrers), then records the tags in one
 // transaction. A kill part way leaves verified content and, at worst, no
 // tags: running the import again completes it.
 func (im *importer) commit() error {
@@ -287,8 +293,8 @@ func (im *importer) commit() error {
 		delete(im.staged, p.st.Digest)
 	}
 	if !im.o.NoPin {
-		for _, p := range im.plan {
-			if err := im.s.Pin(p.st.Digest); err != nil {
+		for _, p := range im.pins {
+			if _, err := im.s.AddPin(p); err != nil {
 				return err
 			}
 		}

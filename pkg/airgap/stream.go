@@ -76,53 +76,44 @@ func TarDir(dir string, w io.Writer) error {
 	return t.tw.Close()
 }
 
-// PinnedImages returns the pinned manifests of s that no other pinned
-// manifest includes, each named by a tag that points at it when one does.
+// PinnedImages returns every pinned image of s, named as it was pinned:
+// a pin by tag exports under that tag (at the digest the tag has now), a
+// pin by digest under its repository when it names one.
 func PinnedImages(s *cache.Store) ([]Image, error) {
-	infos, err := s.Infos()
+	pins, err := s.Pins()
 	if err != nil {
 		return nil, err
-	}
-	pinned := map[digest.Digest]bool{}
-	for _, info := range infos {
-		if info.Pinned && isManifest(info.MediaType) {
-			pinned[info.Digest] = true
-		}
-	}
-	// An index's pinned platforms go with the index.
-	for d := range pinned {
-		data, _, err := s.ReadAll(d)
-		if err != nil {
-			continue
-		}
-		var m manifestDoc
-		if json.Unmarshal(data, &m) == nil {
-			for _, c := range m.Manifests {
-				if c.Digest != d {
-					delete(pinned, c.Digest)
-				}
-			}
-		}
-	}
-	tags, err := s.TagsWithPrefix("")
-	if err != nil {
-		return nil, err
-	}
-	named := map[digest.Digest]string{}
-	for key, t := range tags {
-		if old, ok := named[t.Digest]; !ok || key < old {
-			named[t.Digest] = key
-		}
 	}
 	var out []Image
-	for d := range pinned {
-		img := Image{Digest: d, Ref: d.String()}
-		if key, ok := named[d]; ok {
-			if repo, tag, _, err := ParseRef(key); err == nil {
-				img = Image{Repo: repo, Tag: tag, Digest: d, Ref: key}
+	for _, p := range pins {
+		img := Image{Digest: p.Digest, Ref: p.Digest.String()}
+		if p.Current != "" {
+			img.Digest = p.Current
+		}
+		if repo, tag, d, err := ParseRef(p.Ref); err == nil && strings.Contains(p.Ref, "/") {
+			img.Repo, img.Tag, img.Ref = repo, tag, p.Ref
+			if d != "" {
+				img.Ref = repo.String() + "@" + d.String()
 			}
 		}
-		out = append(out, img)
+		if s.Has(img.Digest) {
+			out = append(out, img)
+		}
 	}
 	return out, nil
+}
+
+// PinImage pins the image ref names at root d in s, under ref's full name
+// (a pin by tag follows the tag), saying who pinned it.
+func PinImage(s *cache.Store, ref string, d digest.Digest, source string) error {
+	p := cache.Pin{Ref: d.String(), Digest: d, Source: source}
+	if repo, tag, _, err := ParseRef(ref); err == nil {
+		p.Ref = repo.String() + "@" + d.String()
+		if tag != "" {
+			p.Ref = cache.TagKey(repo.Registry, repo.Name, tag)
+			p.Tag = p.Ref
+		}
+	}
+	_, err := s.AddPin(p)
+	return err
 }

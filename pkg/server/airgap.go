@@ -27,9 +27,9 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/pin", s.adminPin)
 }
 
-// adminPin pins the stored manifest digest (and what it reaches), named
-// ref for the log. It is the least berth preload needs; 404 when the
-// store does not hold it.
+// adminPin pins the stored image ref at digest (and what it reaches:
+// platforms, layers, referrers), named ref. It is what berth preload
+// needs; 404 when the store does not hold the digest.
 func (s *Server) adminPin(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	d, err := digest.Parse(q.Get("digest"))
@@ -37,7 +37,7 @@ func (s *Server) adminPin(w http.ResponseWriter, r *http.Request) {
 		adminError(w, errcode.ErrorCodeDigestInvalid, fmt.Errorf("digest %q: %w", q.Get("digest"), err))
 		return
 	}
-	if err := s.store.Pin(d); err != nil {
+	if err := airgap.PinImage(s.store, q.Get("ref"), d, "preload"); err != nil {
 		code := errcode.ErrorCodeUnknown
 		if errors.Is(err, cache.ErrNotFound) {
 			code = errcode.ErrorCodeManifestUnknown

@@ -194,7 +194,7 @@ func checkImportedStore(t *testing.T, dir string, images []archiveImage, all boo
 			}
 		}
 		if all {
-			if info, err := s.Info(tag.Digest); err != nil || !info.Pinned {
+			if pinned, err := s.PinnedSet(); err != nil || !pinned[img.content[0]] {
 				t.Errorf("%s not pinned: %v", img.tag, err)
 			}
 		}
