@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +23,8 @@ func hostsTomlCmd() *cobra.Command {
 		dial        time.Duration
 		skipVerify  bool
 		prune       bool
+		ctrdConfig  string
+		fixConfig   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "hosts-toml",
@@ -40,7 +43,17 @@ registries no longer listed.
 (docker.io=https://registry-1.docker.io; the first URL is containerd's
 fallback) or NAME alone (docker.io means https://registry-1.docker.io, any
 other NAME https://NAME).
-NAME "` + hoststoml.Default + `" is containerd's catch-all for registries without a directory.`,
+NAME "` + hoststoml.Default + `" is containerd's catch-all for registries without a directory.
+
+--containerd-config checks that containerd reads --dir: its CRI plugin's
+config_path must name it, and under containerd 2.1+'s transfer service (the
+default unless use_local_image_pull = true) it must name only it, since a
+config_path of several directories (/etc/containerd/certs.d:/etc/docker/certs.d)
+is not split there and every hosts.toml is silently ignored (containerd issues
+12415, 12636). A config that would bypass berth fails the command with the fix,
+before anything is written; --fix-containerd-config applies the fix (one line,
+the old file kept as config.toml.berth-backup) and containerd must then be
+restarted.`,
 		Example: `  berth hosts-toml --dir /etc/containerd/certs.d --mirror http://127.0.0.1:5000 \
     --registry docker.io=https://registry-1.docker.io --registry registry.k8s.io --registry _default`,
 		Args: cobra.NoArgs,
@@ -48,6 +61,11 @@ NAME "` + hoststoml.Default + `" is containerd's catch-all for registries withou
 			hosts, err := parseRegistryFlags(registries)
 			if err != nil {
 				return err
+			}
+			if ctrdConfig != "" {
+				if err := checkContainerdConfig(cmd.OutOrStdout(), ctrdConfig, dir, fixConfig); err != nil {
+					return err
+				}
 			}
 			opt := hoststoml.Options{Mirror: mirror, DialTimeout: dial, SkipVerify: skipVerify}
 			results, err := hoststoml.Write(dir, hosts, opt, prune)
@@ -62,6 +80,8 @@ NAME "` + hoststoml.Default + `" is containerd's catch-all for registries withou
 	f.DurationVar(&dial, "dial-timeout", hoststoml.DefaultDialTimeout, "how long containerd tries to connect to berth before falling back")
 	f.BoolVar(&skipVerify, "skip-verify", false, "let containerd skip TLS verification of an https --mirror")
 	f.BoolVar(&prune, "prune", false, "remove berth's hosts.toml of registries not listed")
+	f.StringVar(&ctrdConfig, "containerd-config", "", "containerd's config.toml to check: it must make containerd read --dir (e.g. /etc/containerd/config.toml)")
+	f.BoolVar(&fixConfig, "fix-containerd-config", false, "set config_path in --containerd-config to --dir when it would bypass berth (restart containerd afterwards)")
 	_ = cmd.MarkFlagRequired("mirror")
 	return cmd
 }
@@ -99,4 +119,28 @@ func printResults(w io.Writer, results []hoststoml.Result) {
 		}
 		fmt.Fprintf(w, "%-9s %s\n", r.Action, r.Path)
 	}
+}
+
+// checkContainerdConfig checks containerd's config against dir and, with
+// fix, repairs it; it fails while containerd would not read dir.
+func checkContainerdConfig(w io.Writer, path, dir string, fix bool) error {
+	c, err := hoststoml.CheckContainerd(path, dir)
+	if err != nil {
+		return err
+	}
+	for _, warn := range c.Warnings {
+		fmt.Fprintf(w, "warning   %s: %s\n", path, warn)
+	}
+	if len(c.Problems) == 0 {
+		fmt.Fprintf(w, "ok        %s: containerd reads %s\n", path, dir)
+		return nil
+	}
+	if !fix {
+		return fmt.Errorf("containerd would not use berth: %s", strings.Join(c.Problems, "; "))
+	}
+	if _, err := hoststoml.FixContainerd(path, dir); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "fixed     %s: config_path = %q (old file in %s.berth-backup); RESTART CONTAINERD for it to take effect\n", path, dir, path)
+	return nil
 }

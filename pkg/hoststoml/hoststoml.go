@@ -24,8 +24,9 @@ const Marker = "# managed by berth"
 const Default = "_default"
 
 // DefaultDialTimeout is how long containerd waits to connect to the mirror
-// before it falls back to the registry itself.
-const DefaultDialTimeout = time.Second
+// before it falls back to the registry itself (containerd 1.7+ honours
+// dial_timeout): short, so a dead berth costs a pull almost nothing.
+const DefaultDialTimeout = 200 * time.Millisecond
 
 // Host is one registry to mirror.
 type Host struct {
@@ -94,7 +95,7 @@ func Render(h Host, opt Options) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(Marker + "\n")
 	b.WriteString("# Written by `berth hosts-toml`; berth rewrites this file on every run.\n")
-	b.WriteString("# To keep your own edits, delete the line above this one: berth then leaves the file alone.\n")
+	b.WriteString("# To keep your own edits, delete the first line (" + Marker + "): berth then leaves the file alone.\n")
 	if h.Server != "" {
 		fmt.Fprintf(&b, "server = %s\n", quote(h.Server))
 	} else {

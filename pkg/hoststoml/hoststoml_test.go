@@ -25,12 +25,12 @@ func TestRender(t *testing.T) {
 			opt:  Options{Mirror: "http://127.0.0.1:5000"},
 			want: `# managed by berth
 # Written by ` + "`berth hosts-toml`" + `; berth rewrites this file on every run.
-# To keep your own edits, delete the line above this one: berth then leaves the file alone.
+# To keep your own edits, delete the first line (# managed by berth): berth then leaves the file alone.
 server = "https://registry-1.docker.io"
 
 [host."http://127.0.0.1:5000"]
   capabilities = ["pull", "resolve"]
-  dial_timeout = "1s"
+  dial_timeout = "200ms"
 `,
 		},
 		{
@@ -39,7 +39,7 @@ server = "https://registry-1.docker.io"
 			opt:  Options{Mirror: "https://10.0.0.7:5443", DialTimeout: 500 * time.Millisecond, SkipVerify: true},
 			want: `# managed by berth
 # Written by ` + "`berth hosts-toml`" + `; berth rewrites this file on every run.
-# To keep your own edits, delete the line above this one: berth then leaves the file alone.
+# To keep your own edits, delete the first line (# managed by berth): berth then leaves the file alone.
 # no server: containerd falls back to the requested registry itself
 
 [host."https://10.0.0.7:5443"]
