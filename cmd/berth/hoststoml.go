@@ -67,7 +67,7 @@ restarted.`,
 					return err
 				}
 			}
-			opt := hoststoml.Options{Mirror: mirror, DialTimeout: dial, SkipVerify: skipVerify}
+			opt := hoststoml.Options{Mirror: hoststoml.UnbracketIPv4(mirror), DialTimeout: dial, SkipVerify: skipVerify}
 			results, err := hoststoml.Write(dir, hosts, opt, prune)
 			printResults(cmd.OutOrStdout(), results)
 			return err
@@ -75,7 +75,7 @@ restarted.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "/etc/containerd/certs.d", "containerd's hosts directory (its registry config_path)")
-	f.StringVar(&mirror, "mirror", "", "berth's URL as containerd reaches it, e.g. http://127.0.0.1:5000")
+	f.StringVar(&mirror, "mirror", "", "berth's URL as containerd reaches it, e.g. http://127.0.0.1:5000 (http://[10.0.0.5]:5000 is read as http://10.0.0.5:5000)")
 	f.StringArrayVar(&registries, "registry", nil, "registry to mirror: NAME or NAME=URL[,URL...] as for serve; repeat for each")
 	f.DurationVar(&dial, "dial-timeout", hoststoml.DefaultDialTimeout, "how long containerd tries to connect to berth before falling back")
 	f.BoolVar(&skipVerify, "skip-verify", false, "let containerd skip TLS verification of an https --mirror")

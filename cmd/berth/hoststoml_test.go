@@ -116,3 +116,23 @@ func TestRegistryFlagFormsAgree(t *testing.T) {
 		}
 	}
 }
+
+// The chart writes --mirror=http://[$(NODE_IP)]:PORT: an IPv6 node address
+// keeps its brackets, an IPv4 one loses them.
+func TestMirrorNodeAddress(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"http://[10.0.0.5]:5000":    "http://10.0.0.5:5000",
+		"http://[fd00::5]:5000":     "http://[fd00::5]:5000",
+		"http://[::ffff:1.2.3.4]:1": "http://[::ffff:1.2.3.4]:1",
+		"http://10.0.0.5:5000":      "http://10.0.0.5:5000",
+		"https://berth.local:5443":  "https://berth.local:5443",
+	} {
+		if got := hoststoml.UnbracketIPv4(in); got != want {
+			t.Errorf("UnbracketIPv4(%q) = %q, want %q", in, got, want)
+		}
+		if _, err := hoststoml.Render(hoststoml.Host{Name: "docker.io"}, hoststoml.Options{Mirror: hoststoml.UnbracketIPv4(in)}); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+}
