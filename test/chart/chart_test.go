@@ -390,7 +390,12 @@ func hostsTomlArgs(t *testing.T, c *corev1.Container) ([]hoststoml.Host, hoststo
 		flag, val, _ := strings.Cut(a, "=")
 		switch flag {
 		case "--mirror":
-			opt.Mirror = val
+			opt.Mirror = hoststoml.UnbracketIPv4(val)
+		case "--containerd-config":
+			if m := mountedAt(t, c, val); m.ReadOnly == slices.Contains(c.Args, "--fix-containerd-config") {
+				t.Errorf("containerd config %s mounted read-only %v, want read-write only to fix it", val, m.ReadOnly)
+			}
+		case "--fix-containerd-config":
 		case "--dial-timeout":
 			d, err := config.ParseDuration(val)
 			if err != nil {

@@ -116,7 +116,8 @@ release's Secret (so upgrades keep it), else a new random one.
 {{- else if .Values.hostNetwork -}}
 {{- printf "http://127.0.0.1:%d" (int .Values.http.port) -}}
 {{- else if .Values.http.hostPort.enabled -}}
-{{- printf "http://$(NODE_IP):%d" (int .Values.http.hostPort.port) -}}
+{{- /* brackets: an IPv6 node address needs them; berth hosts-toml drops them around an IPv4 one */ -}}
+{{- printf "http://[$(NODE_IP)]:%d" (int .Values.http.hostPort.port) -}}
 {{- else -}}
 {{- fail "containerd.hostsToml: containerd cannot reach berth without hostNetwork or http.hostPort.enabled; set containerd.hostsToml.mirrorURL" -}}
 {{- end -}}
