@@ -47,6 +47,13 @@ func TestConfigValidateWithThePodsEnvironment(t *testing.T) {
 	if len(podEnv) == 0 {
 		t.Fatal("the pod sets no BERTH_* variable; this test needs peers.bind by env")
 	}
+	// The gossip key the pod has mounted from the chart's Secret, here in a
+	// file of the test's own.
+	keyFile := filepath.Join(t.TempDir(), "gossip-key")
+	if err := os.WriteFile(keyFile, r.Secrets[r.DaemonSet.Name].Data["gossip-key"], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	podEnv = append(podEnv, "BERTH_PEERS_SECRET_FILE="+keyFile)
 
 	if out, err := validate(nil); err == nil || !strings.Contains(out, "peers.") {
 		t.Errorf("the file without the pod's environment: %v\n%s\nwant a peers error", err, out)
