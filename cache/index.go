@@ -22,7 +22,8 @@ import (
 //	├── blobs/   <digest>                   → Info
 //	├── tags/    <registry>/<name>:<tag>    → Tag
 //	├── pins/    see pin.go
-//	└── audit/   see audit.go
+//	├── audit/   see audit.go
+//	└── known/   see known.go
 //
 // The files under blobs/ are the truth; the index holds what the files
 // cannot: media types, access times, tag mappings. Start-up reconciles the
@@ -62,7 +63,7 @@ func openIndex(path string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("open index %s: %w", filepath.Base(path), err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketPins, bucketAudit} {
+		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketPins, bucketAudit, bucketKnown} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

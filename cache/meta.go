@@ -15,12 +15,14 @@ import (
 type metaCache struct {
 	infos *lru.Cache[digest.Digest, Info]
 	tags  *lru.Cache[string, Tag]
+	known *lru.Cache[string, struct{}] // known.go's pairs, positives only
 }
 
 func newMetaCache() *metaCache {
 	infos, _ := lru.New[digest.Digest, Info](8192) // errors only on size <= 0
 	tags, _ := lru.New[string, Tag](8192)
-	return &metaCache{infos: infos, tags: tags}
+	known, _ := lru.New[string, struct{}](65536)
+	return &metaCache{infos: infos, tags: tags, known: known}
 }
 
 func (c *metaCache) info(d digest.Digest) (Info, bool) { return c.infos.Peek(d) }

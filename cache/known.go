@@ -1,0 +1,99 @@
+package cache
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Which content belongs to which repository. The store is one digest
+// namespace, but access is decided per repository: bytes fetched for a
+// private repository must not be served through another one just because
+// they are on disk. A (repository, digest) pair is known once a source of
+// that repository vouched for it: its upstream or a peer served it under
+// that name, or a manifest known for the repository references it.
+//
+//	known/  <registry>/<name>@<digest>  → empty
+//
+// Records outlive the content (a pair stays known after eviction, which
+// refetches from that repository's sources anyway); they are only added
+// for content a source really had, so they grow with what was pulled, not
+// with what was asked.
+
+var bucketKnown = []byte("known")
+
+// ErrNotVouched is Fill's answer when the content is on disk or being
+// fetched for another repository and nothing says it belongs to the
+// caller's: the caller asks its own sources first (FillMeta.Vouched).
+var ErrNotVouched = errors.New("content not known for this repository")
+
+func knownKey(repo oci.Repo, d digest.Digest) string { return repo.String() + "@" + string(d) }
+
+// Known reports whether d is known to belong to repo. It reads memory, then
+// the index; an index error counts as unknown.
+func (s *Store) Known(repo oci.Repo, d digest.Digest) bool {
+	k := knownKey(repo, d)
+	if _, ok := s.meta.known.Get(k); ok {
+		return true
+	}
+	found := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketKnown).Get([]byte(k)) != nil
+		return nil
+	})
+	if found {
+		s.meta.known.Add(k, struct{}{})
+	}
+	return found
+}
+
+// MarkKnown records that every digest in ds belongs to repo. Pairs already
+// marked cost a map lookup; new ones are written in one batched
+// transaction, so concurrent callers share a commit.
+func (s *Store) MarkKnown(repo oci.Repo, ds ...digest.Digest) error {
+	var keys []string
+	for _, d := range ds {
+		if d == "" {
+			continue
+		}
+		if k := knownKey(repo, d); !s.meta.known.Contains(k) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKnown)
+		for _, k := range keys {
+			if err := b.Put([]byte(k), []byte{1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		s.meta.known.Add(k, struct{}{})
+	}
+	return nil
+}
+
+// KnownRepos lists the repositories d is known for (tests, berth ls).
+func (s *Store) KnownRepos(d digest.Digest) ([]string, error) {
+	var repos []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKnown).ForEach(func(k, _ []byte) error {
+			if repo, dg, ok := strings.Cut(string(k), "@"); ok && dg == string(d) {
+				repos = append(repos, repo)
+			}
+			return nil
+		})
+	})
+	return repos, err
+}
