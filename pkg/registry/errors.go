@@ -55,6 +55,10 @@ func writeError(w http.ResponseWriter, err error) (status int) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		code, status = errcode.ErrorCodeUnavailable, http.StatusGatewayTimeout
 	}
+	var ch interface{ WWWAuthenticate() string }
+	if errors.As(err, &ch) && ch.WWWAuthenticate() != "" {
+		w.Header().Set("WWW-Authenticate", ch.WWWAuthenticate())
+	}
 	writeCode(w, code, status, err.Error())
 	return status
 }

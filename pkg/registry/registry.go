@@ -23,9 +23,21 @@ type PeerAuth interface {
 	PeerMode(r *http.Request) (mode string, ok bool)
 }
 
+// Access decides whether a client may make a request, before anything
+// else looks at it: the store is never consulted for a client that may not
+// read the repository. auth.Gate satisfies it.
+type Access interface {
+	// Check returns the client's name ("" for anonymous), or why it may
+	// not: an error wrapping oci.ErrUnauthorized (401; with a
+	// WWWAuthenticate() string method giving the challenge) or
+	// oci.ErrDenied (403). base is true for the API base, /v2/.
+	Check(r *http.Request, repo oci.Repo, base bool) (client string, err error)
+}
+
 // Options configures a Handler. Router is required.
 type Options struct {
 	Router  oci.Router
+	Access  Access           // nil: every client may read everything
 	Peers   PeerAuth         // nil: every request is a client's
 	Logger  *slog.Logger     // nil discards
 	Metrics *metrics.Metrics // nil counts nothing
@@ -77,6 +89,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return errUnsupported
 		}
 		rq := &request{Request: req, via: h.via(r), head: r.Method == http.MethodHead}
+		// Peers proved themselves with the cluster secret; clients prove
+		// themselves here, before any route looks at the store.
+		if rq.via == mirror.ViaClient && h.opts.Access != nil {
+			if _, err := h.opts.Access.Check(r, req.Repo, req.Kind == oci.KindBase); err != nil {
+				return err
+			}
+		}
 		ctx := upstream.WithHops(context.WithValue(r.Context(), ctxKey{}, rq), hops)
 		return h.route(rq)(sw, r.WithContext(ctx))
 	}()
@@ -129,7 +148,8 @@ func routeName(req oci.Request, err error) string {
 
 func requestOf(r *http.Request) *request { return r.Context().Value(ctxKey{}).(*request) }
 
-// base answers GET /v2/: berth asks clients for no credentials of its own.
+// base answers GET /v2/ for a client Access let through: one with valid
+// credentials, or any client when no repository needs them.
 func (h *Handler) base(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")

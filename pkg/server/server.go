@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/peer"
+	"github.com/berth-registry/berth/pkg/auth"
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/mirror"
@@ -37,6 +38,7 @@ type Server struct {
 	mirror  *mirror.Mirror
 	api     *registry.Handler
 	cluster *peer.Cluster  // nil when alone
+	gate    *auth.Gate     // client access
 	admin   *http.ServeMux // the admin listener's routes (admin.go)
 	certs   *certReloader  // nil without listen.tls
 
@@ -84,6 +86,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if s.gate, err = auth.NewGate(cfg); err != nil {
+		s.Close()
+		return nil, err
+	}
 	peers, auth, err := s.startPeers()
 	if err != nil {
 		s.Close()
@@ -92,6 +98,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s.mirror = mirror.New(store, peers, s.up, mirror.Config{TagTTL: cfg.TagTTL.D(), Logger: log.With("component", "mirror"), Metrics: s.metrics})
 	s.api = registry.New(s.mirror, registry.Options{
 		Router:  oci.Router{Known: s.up.Known, Default: cfg.DefaultRegistry},
+		Access:  s.gate,
 		Peers:   auth,
 		Logger:  log.With("component", "api"),
 		Metrics: s.metrics,
@@ -136,7 +143,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // Reload re-reads credential files and the TLS certificate and key
 // (SIGHUP). What fails to load keeps its previous value; the error names it.
 func (s *Server) Reload() error {
-	err := s.up.Reload()
+	err := errors.Join(s.up.Reload(), s.gate.Reload())
 	if s.certs != nil {
 		err = errors.Join(err, s.certs.Reload())
 	}

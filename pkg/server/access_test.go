@@ -1,0 +1,116 @@
+package server_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/test/upstreamtest"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// accessNode is a node with client auth: pub is its default registry,
+// anonymous; priv has upstream credentials, so it is served to
+// authenticated clients only; alice may read it, bob may not.
+func accessNode(t *testing.T, pub, priv *upstreamtest.Registry) *node {
+	t.Helper()
+	dir := t.TempDir()
+	var lines string
+	for _, u := range [][2]string{{"alice", "alice-pw"}, {"bob", "bob-pw"}} {
+		h, err := bcrypt.GenerateFromPassword([]byte(u[1]), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines += u[0] + ":" + string(h) + "\n"
+	}
+	sum := sha256.Sum256([]byte("machine-token"))
+	htpasswd, tokens := filepath.Join(dir, "htpasswd"), filepath.Join(dir, "tokens")
+	if err := os.WriteFile(htpasswd, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokens, []byte("ci:sha256:"+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startNode(t, pub, func(c *config.Config) {
+		c.Auth.Htpasswd, c.Auth.Tokens = htpasswd, tokens
+		c.Registries = append(c.Registries, config.Registry{Name: priv.Host, Endpoints: []string{priv.URL},
+			Username: "puller", Password: "upstream-pw", Users: []string{"alice", "ci"}})
+	})
+}
+
+// TestAccessDecidedFirst: a client that may not read a repository gets
+// 401 (with a challenge) or 403 before berth asks the store or the
+// upstream anything; one that may gets the bytes.
+func TestAccessDecidedFirst(t *testing.T) {
+	pub, priv := upstreamtest.New(t), upstreamtest.New(t)
+	img, err := random.Image(64<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := priv.Push(t, "team/app", "v1", img)
+	n := accessNode(t, pub, priv)
+	url := n.URL + "/v2/" + priv.Host + "/team/app/manifests/v1"
+	basic := func(u, p string) string {
+		r, _ := http.NewRequest(http.MethodGet, "http://x", nil)
+		r.SetBasicAuth(u, p)
+		return r.Header.Get("Authorization")
+	}
+	before := priv.Total()
+	for _, tt := range []struct {
+		name, auth, code string
+		status           int
+	}{
+		{"anonymous", "", "UNAUTHORIZED", 401},
+		{"empty basic", basic("", ""), "UNAUTHORIZED", 401},
+		{"wrong password", basic("alice", "nope"), "UNAUTHORIZED", 401},
+		{"unknown user", basic("mallory", "alice-pw"), "UNAUTHORIZED", 401},
+		{"bad token", "Bearer nope", "UNAUTHORIZED", 401},
+		{"bob is not listed", basic("bob", "bob-pw"), "DENIED", 403},
+	} {
+		resp, body := get(t, http.MethodGet, url, "Accept", manifestAccept, "Authorization", tt.auth)
+		if resp.StatusCode != tt.status || errcodeOf(body) != tt.code {
+			t.Errorf("%s: %d %s, want %d %s", tt.name, resp.StatusCode, body, tt.status, tt.code)
+		}
+		if ch := resp.Header.Get("WWW-Authenticate"); (tt.status == 401) != (ch == `Basic realm="berth", charset="UTF-8"`) {
+			t.Errorf("%s: WWW-Authenticate %q", tt.name, ch)
+		}
+	}
+	if got := priv.Total(); got != before {
+		t.Errorf("refused requests reached the upstream: %d requests", got-before)
+	}
+	for _, auth := range []string{basic("alice", "alice-pw"), "Bearer machine-token", basic("ci", "machine-token")} {
+		resp, body := get(t, http.MethodGet, url, "Accept", manifestAccept, "Authorization", auth)
+		if resp.StatusCode != 200 || sha(body) != want.String() {
+			t.Errorf("%s: %d, manifest %s, want %s", auth[:6], resp.StatusCode, sha(body), want)
+		}
+	}
+	// /v2/: anonymous clients are asked to log in (clients learn so that
+	// berth takes credentials); valid credentials get 200.
+	if resp, _ := get(t, http.MethodGet, n.URL+"/v2/"); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("GET /v2/ anonymously: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, _ := get(t, http.MethodGet, n.URL+"/v2/", "Authorization", basic("bob", "bob-pw")); resp.StatusCode != 200 {
+		t.Errorf("GET /v2/ as bob: %d", resp.StatusCode)
+	}
+	// The public registry needs nothing.
+	pubImg, _ := random.Image(1024, 1)
+	pd := pub.Push(t, "library/pub", "v1", pubImg)
+	resp, body := get(t, http.MethodGet, n.URL+"/v2/library/pub/manifests/v1", "Accept", manifestAccept)
+	if resp.StatusCode != 200 || sha(body) != pd.String() {
+		t.Errorf("public manifest anonymously: %d", resp.StatusCode)
+	}
+}
+
+func errcodeOf(body []byte) string {
+	var e struct{ Errors []struct{ Code string } }
+	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
+		return ""
+	}
+	return e.Errors[0].Code
+}
