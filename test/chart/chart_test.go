@@ -51,8 +51,15 @@ func TestDefaultValues(t *testing.T) {
 	if len(key) < 32 {
 		t.Errorf("generated gossip key is %d bytes, want >= 32", len(key))
 	}
-	if len(r.ServiceMonitors) != 0 {
-		t.Error("ServiceMonitor rendered by default")
+	if len(r.ServiceMonitors) != 0 || len(r.NetworkPolicies) != 0 {
+		t.Error("ServiceMonitor or NetworkPolicy rendered by default")
+	}
+	// The admin listener: on the pod, never on the node.
+	if p := port(t, berth, "admin"); p.ContainerPort != 5001 || p.HostPort != 0 || cfg.Admin.Addr != ":5001" {
+		t.Errorf("admin port %+v, admin.addr %q: want 5001 on the pod only", p, cfg.Admin.Addr)
+	}
+	if cfg.Auth.ClientAuth() {
+		t.Errorf("client auth configured by default: %+v", cfg.Auth)
 	}
 }
 
@@ -82,6 +89,36 @@ func TestAllOn(t *testing.T) {
 	}
 	if len(r.ServiceMonitors) != 1 || r.ServiceMonitors[0].Namespace != "monitoring" {
 		t.Fatalf("ServiceMonitors %+v", r.ServiceMonitors)
+	}
+	// Prometheus scrapes the admin port, which only adminFrom may reach.
+	if ep := r.ServiceMonitors[0].Spec.Endpoints; len(ep) != 1 || ep[0].Port != "admin" || ep[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints %+v, want /metrics on port admin", ep)
+	}
+	if p := port(t, berth, "admin"); p.ContainerPort != 5002 || p.HostPort != 0 || cfg.Admin.Addr != ":5002" {
+		t.Errorf("admin port %+v, admin.addr %q", p, cfg.Admin.Addr)
+	}
+	if !slices.ContainsFunc(r.Services[0].Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "admin" && p.Port == 5002 }) {
+		t.Errorf("the Service has no admin port: %+v", r.Services[0].Spec.Ports)
+	}
+	if len(r.NetworkPolicies) != 1 {
+		t.Fatalf("NetworkPolicies %d, want 1", len(r.NetworkPolicies))
+	}
+	for _, rule := range r.NetworkPolicies[0].Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port.String() == "admin" && (len(rule.From) != 1 || rule.From[0].NamespaceSelector == nil) {
+				t.Errorf("admin port open to %+v, want only adminFrom", rule.From)
+			}
+		}
+	}
+	// Client auth: the files are in the Secret, mounted where the config says.
+	if cfg.Auth.Htpasswd == "" || cfg.Auth.Tokens == "" || cfg.Auth.Realm != "site-mirror" || len(cfg.Auth.Groups["builders"]) != 2 {
+		t.Errorf("auth %+v", cfg.Auth)
+	}
+	for _, f := range []string{cfg.Auth.Htpasswd, cfg.Auth.Tokens} {
+		mountedAt(t, berth, f)
+	}
+	if got := string(r.Secrets["mirror"].Data["auth-htpasswd"]); !strings.HasPrefix(got, "alice:$2y$") {
+		t.Errorf("htpasswd in the Secret: %q", got)
 	}
 	if _, ok := r.ConfigMaps["mirror-dashboard"].Data["berth.json"]; !ok {
 		t.Error("dashboard ConfigMap lacks berth.json")

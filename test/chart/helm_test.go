@@ -18,6 +18,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -73,6 +74,7 @@ type rendered struct {
 	Secrets         map[string]*corev1.Secret
 	ServiceAccounts []*corev1.ServiceAccount
 	ServiceMonitors []*serviceMonitor
+	NetworkPolicies []*networkingv1.NetworkPolicy
 }
 
 func renderChart(t *testing.T, args ...string) *rendered {
@@ -113,6 +115,8 @@ func decodeAll(t *testing.T, out string) *rendered {
 			r.Secrets[s.Name] = s
 		case "v1 ServiceAccount":
 			r.ServiceAccounts = append(r.ServiceAccounts, strict[corev1.ServiceAccount](t, doc))
+		case "networking.k8s.io/v1 NetworkPolicy":
+			r.NetworkPolicies = append(r.NetworkPolicies, strict[networkingv1.NetworkPolicy](t, doc))
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			r.ServiceMonitors = append(r.ServiceMonitors, strict[serviceMonitor](t, doc))
 		default:

@@ -18,7 +18,12 @@ and BERTH_PEERS_NODE_NAME come from the pod's IP and node (daemonset.yaml).
 {{- end -}}
 {{- $regs = append $regs $r -}}
 {{- end -}}
-{{- $c := dict "listen" $listen "cache" $cache "defaultRegistry" $v.defaultRegistry "registries" $regs "log" (deepCopy $v.log) "metrics" (deepCopy $v.metrics) -}}
+{{- $c := dict "listen" $listen "admin" (dict "addr" (printf ":%d" (int $v.admin.port))) "cache" $cache "defaultRegistry" $v.defaultRegistry "registries" $regs "log" (deepCopy $v.log) "metrics" (deepCopy $v.metrics) -}}
+{{- $auth := dict "realm" $v.auth.realm -}}
+{{- if $v.auth.groups -}}{{- $_ := set $auth "groups" (deepCopy $v.auth.groups) -}}{{- end -}}
+{{- if include "berth.authHtpasswd" . -}}{{- $_ := set $auth "htpasswd" (printf "%s/auth/htpasswd" (include "berth.secretsDir" .)) -}}{{- end -}}
+{{- if include "berth.authTokens" . -}}{{- $_ := set $auth "tokens" (printf "%s/auth/tokens" (include "berth.secretsDir" .)) -}}{{- end -}}
+{{- $_ := set $c "auth" $auth -}}
 {{- if $v.peers.enabled -}}
 {{- $join := printf "%s.%s.svc.%s:%d" (include "berth.peersService" .) .Release.Namespace $v.peers.clusterDomain (int $v.peers.port) -}}
 {{- $_ := set $c "peers" (dict "join" (list $join) "secretFile" (printf "%s/gossip-key" (include "berth.secretsDir" .)) "timeout" $v.peers.timeout "askNext" $v.peers.askNext) -}}

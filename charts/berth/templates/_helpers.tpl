@@ -101,11 +101,26 @@ release's Secret (so upgrades keep it), else a new random one.
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
 {{- fail "tls.secretName: required when tls.enabled" -}}
 {{- end -}}
+{{- if eq (int .Values.admin.port) (int .Values.http.port) -}}
+{{- fail "admin.port: must differ from http.port" -}}
+{{- end -}}
+{{- if and .Values.auth.existingSecret (or .Values.auth.htpasswd .Values.auth.tokens) -}}
+{{- fail "auth: set htpasswd and tokens, or existingSecret, not both" -}}
+{{- end -}}
 {{- range .Values.registries -}}
 {{- if and .password .existingSecret -}}
 {{- fail (printf "registries %s: set password or existingSecret, not both" .name) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* berth.authHtpasswd and berth.authTokens are non-empty when that client
+credential file is configured, from the values or an existing Secret. */}}
+{{- define "berth.authHtpasswd" -}}
+{{- if or .Values.auth.htpasswd (and .Values.auth.existingSecret .Values.auth.existingSecretHtpasswdKey) -}}yes{{- end -}}
+{{- end -}}
+{{- define "berth.authTokens" -}}
+{{- if or .Values.auth.tokens (and .Values.auth.existingSecret .Values.auth.existingSecretTokensKey) -}}yes{{- end -}}
 {{- end -}}
 
 {{/* The containerd mirror URL the hosts.toml files point at. */}}
