@@ -45,7 +45,7 @@ func exportCmd() *cobra.Command {
 			if len(refs) == 0 && !pinned {
 				return errors.New("name images as arguments, with -f FILE, or --pinned")
 			}
-			w, finish, err := layoutWriter(out)
+			w, finish, err := layoutWriter(out, cmd.OutOrStdout())
 			if err != nil {
 				return err
 			}
@@ -58,24 +58,28 @@ func exportCmd() *cobra.Command {
 			if err = finish(err); err != nil {
 				return err
 			}
+			report := cmd.OutOrStdout()
+			if out == "-" { // the archive went there
+				report = cmd.ErrOrStderr()
+			}
 			if asJS {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(rep)
+				return json.NewEncoder(report).Encode(rep)
 			}
 			if addr == "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "exported %d images (%d referrers): %d manifests, %d blobs, %d bytes to %s\n",
+				fmt.Fprintf(report, "exported %d images (%d referrers): %d manifests, %d blobs, %d bytes to %s\n",
 					rep.Images, rep.Referrers, rep.Manifests, rep.Blobs, rep.Bytes, out)
 				for _, d := range rep.Missing {
-					fmt.Fprintf(cmd.OutOrStdout(), "left out %s: not in the store (a platform never pulled)\n", d)
+					fmt.Fprintf(report, "left out %s: not in the store (a platform never pulled)\n", d)
 				}
 			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "exported to %s\n", out)
+				fmt.Fprintf(report, "exported to %s\n", out)
 			}
 			return nil
 		},
 	}
 	sf.add(c)
 	c.Flags().StringVar(&addr, "addr", "", "admin address of a running berth (http://127.0.0.1:5001) instead of opening the store")
-	c.Flags().StringVarP(&out, "output", "o", "", "layout directory, or a tar file when it ends in .tar")
+	c.Flags().StringVarP(&out, "output", "o", "", "layout directory, a tar file when it ends in .tar, or - for a tar on standard output")
 	c.Flags().StringVarP(&file, "file", "f", "", "file of image references, one a line")
 	c.Flags().BoolVar(&pinned, "pinned", false, "export every pinned image too")
 	c.Flags().BoolVar(&asJS, "json", false, "print the report as JSON")
@@ -85,7 +89,16 @@ func exportCmd() *cobra.Command {
 
 // layoutWriter opens OUT: a tar written under a temp name and renamed
 // when whole, or a directory. finish closes it, or removes it on error.
-func layoutWriter(out string) (airgap.Writer, func(error) error, error) {
+func layoutWriter(out string, stdout io.Writer) (airgap.Writer, func(error) error, error) {
+	if out == "-" {
+		bw := bufio.NewWriterSize(stdout, 1<<20)
+		return airgap.NewTarWriter(bw), func(err error) error {
+			if err == nil {
+				err = bw.Flush()
+			}
+			return err
+		}, nil
+	}
 	if !strings.HasSuffix(out, ".tar") {
 		w, err := airgap.NewDirWriter(out)
 		if err != nil {

@@ -179,3 +179,44 @@ func TestExportPinned(t *testing.T) {
 		t.Error("an unpinned image was exported")
 	}
 }
+
+// TestExportImportThroughAPipe: export -o - writes the tar to standard
+// output (its report to standard error) and import - reads it from
+// standard input, as `berth export ... -o - | ssh site berth import -` does.
+func TestExportImportThroughAPipe(t *testing.T) {
+	up := upstreamtest.New(t)
+	all := pushIndex(t, up, "site/app", "v1")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "berth.yaml")
+	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+up.Host+"\"\n    endpoints: [\""+up.URL+"\"]\n"), 0o644)
+	store := filepath.Join(dir, "store")
+	if out, err := berthRun(t, "preload", "--config", cfg, "--cache-dir", store, up.Host+"/site/app:v1"); err != nil {
+		t.Fatalf("preload: %v\n%s", err, out)
+	}
+	var archive, report bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&archive)
+	cmd.SetErr(&report)
+	cmd.SetArgs([]string{"export", "--cache-dir", store, "-o", "-", up.Host + "/site/app:v1"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil || !strings.Contains(report.String(), "exported 1 images") {
+		t.Fatalf("export -o -: %v\n%s", err, report.String())
+	}
+	var out bytes.Buffer
+	cmd = rootCmd()
+	cmd.SetIn(&archive)
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"import", "--cache-dir", filepath.Join(dir, "b"), "-"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil || !strings.Contains(out.String(), "imported 1 images") {
+		t.Fatalf("import -: %v\n%s", err, out.String())
+	}
+	s, err := cache.Open(filepath.Join(dir, "b"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, d := range all {
+		if !s.Has(d) {
+			t.Errorf("%s did not arrive", d)
+		}
+	}
+}

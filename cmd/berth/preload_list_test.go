@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // site is an upstream holding what a site preloads: a three-platform
@@ -220,5 +222,39 @@ func TestPreloadAdminDefault(t *testing.T) {
 	cmd.SetArgs([]string{"preload", "--addr", "http://10.1.2.3:5000", "alpine:3.20"})
 	if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), "--admin-addr") {
 		t.Fatalf("preload through a remote berth without --admin-addr: %v", err)
+	}
+}
+
+// TestPreloadSelectsPlatforms: --platform keeps the entries of those
+// platforms, entries without a platform, and buildx's attestation
+// manifests of the kept entries; without it every entry stays.
+func TestPreloadSelectsPlatforms(t *testing.T) {
+	d := func(s string) digest.Digest { return digest.FromString(s) }
+	plat := func(arch string) *ocispec.Platform { return &ocispec.Platform{OS: "linux", Architecture: arch} }
+	att := func(of string) ocispec.Descriptor {
+		return ocispec.Descriptor{Digest: d("att-" + of), Platform: &ocispec.Platform{OS: "unknown", Architecture: "unknown"},
+			Annotations: map[string]string{dockerRefType: "attestation-manifest", dockerRefDigest: d(of).String()}}
+	}
+	entries := []ocispec.Descriptor{
+		{Digest: d("amd64"), Platform: plat("amd64")}, {Digest: d("arm64"), Platform: &ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
+		{Digest: d("artifact")}, att("amd64"), att("arm64"),
+	}
+	match, err := platformMatcher([]string{"linux/arm64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []digest.Digest
+	for _, e := range (&preloader{match: match}).selected(entries, true) {
+		got = append(got, e.Digest)
+	}
+	want := []digest.Digest{d("arm64"), d("artifact"), d("att-arm64")}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("selected %v, want %v", got, want)
+	}
+	if n := len((&preloader{}).selected(entries, true)); n != len(entries) {
+		t.Errorf("without --platform: %d of %d entries", n, len(entries))
+	}
+	if _, err := platformMatcher([]string{"linux/arm64", "not a/platform/at/all"}); err == nil {
+		t.Error("a bad --platform was accepted")
 	}
 }

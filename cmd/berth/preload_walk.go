@@ -189,7 +189,8 @@ func (p *preloader) selected(children []v1.Descriptor, filter bool) []v1.Descrip
 	var out []v1.Descriptor
 	keep := map[string]bool{}
 	for _, c := range children {
-		if c.Platform != nil && c.Annotations[dockerRefType] == "" && p.match.Match(*c.Platform) {
+		// An entry without a platform (an artifact's) belongs to every platform.
+		if c.Annotations[dockerRefType] == "" && (c.Platform == nil || p.match.Match(*c.Platform)) {
 			out = append(out, c)
 			keep[c.Digest.String()] = true
 		}
