@@ -137,6 +137,13 @@ func (p *preloader) ownNode(ctx context.Context, sf *storeFlags, pin bool) (stop
 	}
 	cfg.Peers.Bind, cfg.Peers.Join = "", nil // never join a cluster from a command
 	cfg.Listen.TLS = config.TLS{}
+	// The node serves this command alone, on loopback: the operator is its
+	// one client, so client access rules do not apply.
+	cfg.Auth = config.Auth{}
+	for i := range cfg.Registries {
+		r := &cfg.Registries[i]
+		r.Access, r.Users, r.Groups, r.Rules = config.AccessAnonymous, nil, nil, nil
+	}
 	if err := config.ApplyCredentialEnv(cfg, os.Environ()); err != nil {
 		return nil, err
 	}

@@ -258,3 +258,23 @@ func TestPreloadSelectsPlatforms(t *testing.T) {
 		t.Error("a bad --platform was accepted")
 	}
 }
+
+// TestPreloadCacheDirIgnoresClientAccess: a config whose registry has
+// upstream credentials (so its clients must authenticate) and a client
+// rule still preloads straight into its cache directory: the command's own
+// node serves the operator alone.
+func TestPreloadCacheDirIgnoresClientAccess(t *testing.T) {
+	s := newSite(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "berth.yaml")
+	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+s.up.Host+"\"\n    endpoints: [\""+s.up.URL+"\"]\n"+
+		"    username: site\n    password: not-checked-upstream\n    rules:\n      - repos: [\"site/**\"]\n        access: deny\n"), 0o644)
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"preload", "--config", cfg, "--cache-dir", filepath.Join(dir, "store"), "--no-referrers", s.up.Host + "/site/app:v1"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("preload: %v\n%s", err, out.String())
+	}
+}
