@@ -159,6 +159,11 @@ func TestSneakerNet(t *testing.T) {
 	skopeoDir := filepath.Join(dir, "skopeo-app")
 	s.copy(t, "--preserve-digests", "oci-archive:"+archive+":"+upAddr+"/site/app:v1", "dir:"+skopeoDir)
 	checkSkopeoDir(t, skopeoDir, app, app.Blobs)
+	// And the directory layout (oci:): an index, of which it takes this
+	// machine's platform.
+	multiDir := filepath.Join(dir, "skopeo-multi")
+	s.copy(t, "--preserve-digests", "oci:"+layoutDir+":"+upAddr+"/site/multi:v1", "dir:"+multiDir)
+	checkSkopeoDir(t, multiDir, testImage{Digest: multi.Children[0]}, multi.Blobs)
 }
 
 // getManifest GETs a manifest from berth at addr and returns its body.
