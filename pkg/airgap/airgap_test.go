@@ -191,6 +191,11 @@ func TestExportImportRoundTrip(t *testing.T) {
 					t.Errorf("%s not pinned", d)
 				}
 			}
+			for _, d := range all { // berth serves it in its repository as its upstream would
+				if !b.Known(repo, d) {
+					t.Errorf("%s not known in %s", d, repo)
+				}
+			}
 			if pins, _ := b.Pins(); len(pins) != 3 || pins[0].Source != "import" {
 				t.Errorf("pins: %+v", pins) // the image, its signature by tag, its sbom by digest
 			}

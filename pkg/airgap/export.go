@@ -267,6 +267,9 @@ func (e *exporter) referrers(ctx context.Context, repo oci.Repo, subject digest.
 		if _, err := e.manifest(ctx, repo, r.Digest); err != nil {
 			return fmt.Errorf("referrer %s: %w", r.Digest, err)
 		}
+		if repo.Name != "" { // named by digest in its subject's repository
+			r.Annotations = map[string]string{AnnotationRefName: repo.String() + "@" + r.Digest.String()}
+		}
 		e.index.Manifests = append(e.index.Manifests, r)
 		e.rep.Referrers++
 	}

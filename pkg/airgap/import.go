@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -44,8 +45,16 @@ type importer struct {
 	plan   []planned                       // what to commit, children before parents
 	inPlan map[digest.Digest]bool
 	tags   map[string]cache.Tag
-	pins   []cache.Pin // one per image index.json names, by its name
+	pins   []cache.Pin              // one per image index.json names, by its name
+	roots  []root                   // the images whose names say their repository
+	types  map[digest.Digest]string // media types of the planned manifests
 	rep    Report
+}
+
+// root is an image of the archive and the repository its name puts it in.
+type root struct {
+	repo oci.Repo
+	d    digest.Digest
 }
 
 type planned struct {
@@ -88,7 +97,8 @@ func newImporter(s *cache.Store, o ImportOptions) *importer {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	return &importer{s: s, o: o, staged: map[digest.Digest]*cache.Staged{}, named: map[string]*cache.Staged{},
-		files: map[string][]byte{}, inPlan: map[digest.Digest]bool{}, tags: map[string]cache.Tag{}}
+		files: map[string][]byte{}, inPlan: map[digest.Digest]bool{}, tags: map[string]cache.Tag{},
+		types: map[digest.Digest]string{}}
 }
 
 // entry stages one file of the archive: a blob under its digest, a small
@@ -180,7 +190,13 @@ func (im *importer) planLayout() error {
 // a tag of ImportOptions.Repo) and the pin that keeps it, named so.
 func (im *importer) tag(desc v1.Descriptor) {
 	pin := cache.Pin{Ref: desc.Digest.String(), Digest: desc.Digest, Source: "import"}
-	defer func() { im.pins = append(im.pins, pin) }()
+	var named oci.Repo // the repository the name puts the image in, if any
+	defer func() {
+		im.pins = append(im.pins, pin)
+		if named.Name != "" {
+			im.roots = append(im.roots, root{named, desc.Digest})
+		}
+	}()
 	name := desc.Annotations[annotationImageName]
 	if name == "" {
 		name = desc.Annotations[AnnotationRefName]
@@ -195,6 +211,7 @@ func (im *importer) tag(desc v1.Descriptor) {
 			tag = ""
 		} else if tag == "" {
 			pin.Ref = repo.String() + "@" + desc.Digest.String() // named by digest: no tag
+			named = repo
 			return
 		}
 	} else if repo.Name == "" || !tagRe.MatchString(name) {
@@ -205,6 +222,7 @@ func (im *importer) tag(desc v1.Descriptor) {
 		im.o.Log.Warn("index.json entry names no repository: imported without a tag (pass --repo)", "name", name, "digest", desc.Digest)
 		return
 	}
+	named = repo
 	key := cache.TagKey(repo.Registry, repo.Name, tag)
 	im.tags[key] = cache.Tag{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Checked: time.Now()}
 	im.rep.Tags = append(im.rep.Tags, key)
@@ -274,6 +292,9 @@ func (im *importer) add(st *cache.Staged, mediaType string) {
 	}
 	im.inPlan[st.Digest] = true
 	im.plan = append(im.plan, planned{st, mediaType})
+	if mediaType != "" {
+		im.types[st.Digest] = mediaType
+	}
 	if mediaType == "" {
 		im.rep.Blobs++
 	}
@@ -292,6 +313,19 @@ func (im *importer) commit() error {
 		}
 		delete(im.staged, p.st.Digest)
 	}
+	// The content belongs to the repositories the archive names it in:
+	// berth serves it there (and only there) as if their upstream had.
+	for _, r := range im.roots {
+		set := map[digest.Digest]bool{}
+		im.reach(r.d, set, 0)
+		ds := make([]digest.Digest, 0, len(set))
+		for d := range set {
+			ds = append(ds, d)
+		}
+		if err := im.s.MarkKnown(r.repo, ds...); err != nil {
+			return fmt.Errorf("import: record %s's content: %w", r.repo, err)
+		}
+	}
 	if !im.o.NoPin {
 		for _, p := range im.pins {
 			if _, err := im.s.AddPin(p); err != nil {
@@ -300,6 +334,31 @@ func (im *importer) commit() error {
 		}
 	}
 	return im.s.SetTags(im.tags)
+}
+
+// reach adds d and what the planned manifest d names to set.
+func (im *importer) reach(d digest.Digest, set map[digest.Digest]bool, depth int) {
+	if set[d] || !im.inPlan[d] || depth > 8 {
+		return
+	}
+	set[d] = true
+	if im.types[d] == "" {
+		return // a blob
+	}
+	data, err := os.ReadFile(im.s.BlobPath(d)) // committed by now
+	if err != nil {
+		return
+	}
+	var m manifestDoc
+	if json.Unmarshal(data, &m) != nil {
+		return
+	}
+	for _, c := range m.Manifests {
+		im.reach(c.Digest, set, depth+1)
+	}
+	for _, b := range m.blobs() {
+		im.reach(b.Digest, set, depth+1)
+	}
 }
 
 // discard removes whatever staged file was not committed.
