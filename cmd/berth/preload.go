@@ -185,7 +185,7 @@ func storePinner(s *cache.Store) pinFunc {
 func adminPinner(tr http.RoundTripper, admin string) pinFunc {
 	client := &http.Client{Transport: tr, Timeout: time.Minute}
 	return func(ctx context.Context, ref string, d digest.Digest) error {
-		q := url.Values{"ref": {ref}, "digest": {d.String()}}
+		q := url.Values{"ref": {ref}, "digest": {d.String()}, "source": {"preload"}}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(admin, "/")+"/admin/pin?"+q.Encode(), nil)
 		if err != nil {
 			return err
