@@ -24,8 +24,10 @@ type Blob struct {
 func newFillBlob(ctx context.Context, f *fill) *Blob {
 	b := &Blob{f: f, ctx: ctx, size: -1}
 	f.mu.Lock()
-	f.refs++
 	f.readers[b] = 0
+	if f.pt != nil {
+		f.pt.pos[b] = 0
+	}
 	f.mu.Unlock()
 	return b
 }
@@ -81,11 +83,8 @@ func (b *Blob) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if b.pos < limit {
-			n, err := b.readAt(p, limit, st.fileEnd)
-			if n > 0 {
-				b.pos += int64(n)
-				b.f.setPos(b, b.pos)
-			}
+			n, err := b.readAt(p, limit, st.pt)
+			b.pos += int64(n)
 			return n, err
 		}
 		select {
@@ -96,24 +95,17 @@ func (b *Blob) Read(p []byte) (int, error) {
 	}
 }
 
-// readAt reads at b.pos, below limit: from the file, or from the ring of
-// a fill passing through.
-func (b *Blob) readAt(p []byte, limit, fileEnd int64) (int, error) {
-	if b.f.dropped(b) {
-		return 0, errFellBehind
+// readAt reads at b.pos, below limit, from the file; a fill passing
+// through (pt) reads its own way.
+func (b *Blob) readAt(p []byte, limit int64, pt *passThru) (int, error) {
+	if pt != nil {
+		return pt.readAt(b, p, limit)
 	}
-	if b.pos < fileEnd {
-		n, err := b.f.file.ReadAt(p[:min(int64(len(p)), min(limit, fileEnd)-b.pos)], b.pos)
-		if errors.Is(err, io.EOF) {
-			err = nil
-		}
-		return n, err
+	n, err := b.f.file.ReadAt(p[:min(int64(len(p)), limit-b.pos)], b.pos)
+	if errors.Is(err, io.EOF) {
+		err = nil
 	}
-	n, ok := b.f.ringRead(p, b.pos, limit)
-	if !ok {
-		return 0, errFellBehind
-	}
-	return n, nil
+	return n, err
 }
 
 // Seek sets the offset of the next Read. Seeking from the end waits for
@@ -139,7 +131,7 @@ func (b *Blob) Seek(offset int64, whence int) (int64, error) {
 		return 0, fmt.Errorf("seek: negative offset %d", offset)
 	}
 	b.pos = offset
-	b.f.setPos(b, offset)
+	b.f.seeked(b, offset)
 	return offset, nil
 }
 
@@ -147,14 +139,7 @@ func (b *Blob) Seek(offset int64, whence int) (int64, error) {
 func (b *Blob) Close() error {
 	switch {
 	case b.f != nil:
-		b.f.mu.Lock()
-		delete(b.f.readers, b)
-		if b.f.moved != nil { // the writer may have waited for this reader
-			close(b.f.moved)
-			b.f.moved = nil
-		}
-		b.f.mu.Unlock()
-		b.f.release()
+		b.f.leave(b)
 		b.f = nil
 	case b.file != nil:
 		err := b.file.Close()

@@ -43,7 +43,9 @@ type Opener func(ctx context.Context, offset int64) (rc io.ReadCloser, size int6
 // through (passthru.go): the bytes already in the file stay readable from
 // it, and later bytes go to a ring buffer in memory that readers copy
 // from. Nothing is committed then; readers still get every byte, and a
-// clean end only once the digest checks.
+// clean end only once the digest checks. That case lives in a passThru
+// made at the switch; until then a reader's Read takes one lock (state)
+// and reads the file.
 type fill struct {
 	d    digest.Digest
 	file *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
@@ -51,19 +53,16 @@ type fill struct {
 	blamers   []Blamer    // source streams to tell of a digest mismatch; the fill goroutine's own
 	overQuota atomic.Bool // passing through because the blob is larger than the quota can hold
 
-	mu      sync.Mutex    // guards the fields below
-	size    int64         // total size, -1 until a source tells it
-	written int64         // bytes received: in the file, then the ring
-	done    bool          // verified (err == nil) or failed
-	err     error         // why the fill failed
-	wake    chan struct{} // closed on each change of state
-	refs    int           // writer + open readers; the file closes at 0
-	source  string        // the source of the latest bytes
-
-	fileEnd int64           // bytes readable from file; tracks written until pass-through
-	ring    []byte          // pass-through buffer; nil while the file takes the bytes
-	readers map[*Blob]int64 // open readers' positions; -1 for one dropped as too slow
-	moved   chan struct{}   // closed when a reader moves, while the writer waits for room
+	mu      sync.Mutex      // guards the fields below
+	size    int64           // total size, -1 until a source tells it
+	written int64           // bytes received: in the file, then the ring
+	done    bool            // verified (err == nil) or failed
+	err     error           // why the fill failed
+	wake    chan struct{}   // closed on each change of state
+	source  string          // the source of the latest bytes
+	readers map[*Blob]int64 // open readers, at the offset of their last Seek; the file closes when none is left and the writer is done
+	writing bool            // the fill goroutine still holds the file
+	pt      *passThru       // nil while the file takes the bytes
 }
 
 type fillState struct {
@@ -71,14 +70,18 @@ type fillState struct {
 	done          bool
 	err           error
 	wake          <-chan struct{}
-	fileEnd       int64
-	passThrough   bool
+	fileEnd       int64     // bytes readable from the file: written, until a pass-through
+	pt            *passThru // nil unless passing through
 }
 
 func (f *fill) state() fillState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return fillState{f.size, f.written, f.done, f.err, f.wake, f.fileEnd, f.ring != nil}
+	st := fillState{f.size, f.written, f.done, f.err, f.wake, f.written, f.pt}
+	if f.pt != nil {
+		st.fileEnd = f.pt.fileEnd
+	}
+	return st
 }
 
 // update changes the state under the lock and wakes every waiting reader.
@@ -90,14 +93,47 @@ func (f *fill) update(change func()) {
 	f.mu.Unlock()
 }
 
+// release closes the file once neither the writer nor any reader holds
+// it. Called with f.mu held; the caller has just let go.
 func (f *fill) release() {
-	f.mu.Lock()
-	f.refs--
-	last := f.refs == 0
-	f.mu.Unlock()
-	if last && f.file != nil {
+	if !f.writing && len(f.readers) == 0 && f.file != nil {
 		f.file.Close()
 	}
+}
+
+// seeked records where reader b will read next.
+func (f *fill) seeked(b *Blob, pos int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.readers[b]; ok {
+		f.readers[b] = pos
+	}
+	if f.pt != nil {
+		if p, ok := f.pt.pos[b]; ok && p >= 0 {
+			f.pt.pos[b] = pos
+			f.pt.wakeWriter()
+		}
+	}
+}
+
+// leave forgets reader b, waking a writer that may have waited for it.
+func (f *fill) leave(b *Blob) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.readers, b)
+	if f.pt != nil {
+		delete(f.pt.pos, b)
+		f.pt.wakeWriter()
+	}
+	f.release()
+}
+
+// writerDone lets go of the file on the fill goroutine's side.
+func (f *fill) writerDone() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writing = false
+	f.release()
 }
 
 // Fill returns blob d for reading: the committed file when the store has
@@ -125,7 +161,7 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 	if s.ctx.Err() != nil {
 		return nil, fmt.Errorf("fill %s: store closed", d)
 	}
-	f := &fill{d: d, size: -1, wake: make(chan struct{}), refs: 1, readers: map[*Blob]int64{}}
+	f := &fill{d: d, size: -1, wake: make(chan struct{}), writing: true, readers: map[*Blob]int64{}}
 	tmp, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "fill-")
 	if err != nil {
 		s.passThrough(f, fmt.Errorf("create temp file: %w", err))
@@ -141,7 +177,7 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 // run downloads f, commits it, and removes it from the fills map.
 func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	defer s.wg.Done()
-	defer f.release()
+	defer f.writerDone()
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.FillTimeout)
 	defer cancel()
 	start := time.Now()
@@ -150,7 +186,7 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	st := f.state()
 	s.pending.Add(-st.fileEnd) // the commit counts the bytes again, as committed
 	switch {
-	case err == nil && st.passThrough:
+	case err == nil && st.pt != nil:
 		if got := dg.Digest(); got != f.d {
 			err = fmt.Errorf("blob %s: got %s: %w", f.d, got, oci.ErrDigestMismatch)
 		}
@@ -172,7 +208,7 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	s.mu.Unlock()
 	f.update(func() { f.done, f.err = true, err })
 	reason := failReason(err)
-	if st.passThrough && reason == "" {
+	if st.pt != nil && reason == "" {
 		reason = "disk" // served whole, stored nothing
 		if f.overQuota.Load() {
 			reason = "quota"
@@ -282,24 +318,21 @@ func (s *Store) append(ctx context.Context, f *fill, p []byte, h io.Writer) erro
 	if st.size >= 0 && st.written+int64(len(p)) > st.size {
 		return fmt.Errorf("blob %s: more than %d bytes: %w", f.d, st.size, oci.ErrDigestMismatch)
 	}
-	if !st.passThrough && s.checkRoom(f, st.written+int64(len(p))) {
-		st.passThrough = true
-	}
-	if !st.passThrough {
+	if st.pt == nil && !s.checkRoom(f, st.written+int64(len(p))) {
 		_, err := s.writeAt(f.file, p, st.written)
 		if err == nil {
 			h.Write(p) // hash.Hash never fails
 			s.pending.Add(int64(len(p)))
-			f.update(func() { f.written += int64(len(p)); f.fileEnd = f.written })
+			f.update(func() { f.written += int64(len(p)) })
 			return nil
 		}
 		s.passThrough(f, fmt.Errorf("write %s: %w", f.d, err))
 	}
-	if err := f.waitRoom(ctx, len(p), s.opts.PassThroughWait); err != nil {
+	if err := f.pt.waitRoom(ctx, f, len(p), s.opts.PassThroughWait); err != nil {
 		return err
 	}
 	h.Write(p)
-	f.update(func() { f.ringWrite(p) })
+	f.update(func() { f.pt.write(f, p) })
 	return nil
 }
 

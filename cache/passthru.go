@@ -2,7 +2,9 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"time"
@@ -29,16 +31,32 @@ import (
 // its ring buffer.
 var errFellBehind = fmt.Errorf("reader fell behind a fill passing through without disk space: %w", oci.ErrUnavailable)
 
+// passThru is the state of a fill passing through, made when the switch
+// happens. Its fields are guarded by the fill's mu.
+type passThru struct {
+	fileEnd int64           // bytes readable from the file, fixed at the switch
+	ring    []byte          // the last len(ring) bytes received after fileEnd
+	pos     map[*Blob]int64 // readers' positions; -1 for one dropped as too slow
+	moved   chan struct{}   // closed when a reader moves, while the writer waits for room
+}
+
 // passThrough switches f to memory: it removes the temp file's name (its
 // descriptor stays readable), counts and logs the error, and asks for an
-// eviction (unless the blob is larger than the quota: see checkRoom). The
+// eviction (unless the blob is larger than the quota: see checkRoom).
+// Every open reader starts at the offset of its last Seek (a reader still
+// in the file needs the ring from fileEnd on, whatever it read since). The
 // fill's outcome is counted as reason "disk" (or "quota") when it ends.
 func (s *Store) passThrough(f *fill, cause error) {
 	if f.file != nil {
 		os.Remove(f.file.Name())
 	}
 	ring := make([]byte, s.opts.PassThroughBuffer)
-	f.update(func() { f.ring = ring })
+	f.update(func() {
+		f.pt = &passThru{fileEnd: f.written, ring: ring, pos: make(map[*Blob]int64, len(f.readers))}
+		for b, pos := range f.readers {
+			f.pt.pos[b] = pos
+		}
+	})
 	s.log.Warn("fill passes through without storing", "digest", f.d, "offset", f.state().written, "err", cause)
 	if !f.overQuota.Load() { // eviction cannot make room for a blob larger than the quota
 		s.kickEvict()
@@ -50,74 +68,100 @@ func (s *Store) passThrough(f *fill, cause error) {
 func (f *fill) joinable() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.ring == nil || f.ringStart() <= f.fileEnd
+	return f.pt == nil || f.pt.ringStart(f.written) <= f.pt.fileEnd
 }
 
-// ringStart is the first offset the ring holds. Called with f.mu held.
-func (f *fill) ringStart() int64 {
-	return max(f.fileEnd, f.written-int64(len(f.ring)))
+// ringStart is the first offset the ring holds, given written.
+func (pt *passThru) ringStart(written int64) int64 {
+	return max(pt.fileEnd, written-int64(len(pt.ring)))
 }
 
-// ringWrite appends p to the ring. Called by update, with f.mu held.
-func (f *fill) ringWrite(p []byte) {
-	n := int64(len(f.ring))
+// write appends p to the ring. Called by update, with f.mu held.
+func (pt *passThru) write(f *fill, p []byte) {
+	n := int64(len(pt.ring))
 	for len(p) > 0 {
 		i := f.written % n
-		c := copy(f.ring[i:], p)
+		c := copy(pt.ring[i:], p)
 		p = p[c:]
 		f.written += int64(c)
 	}
 }
 
+// readAt reads at b.pos, below limit: from the file up to fileEnd, then
+// from the ring, and records the reader's new position for the writer.
+func (pt *passThru) readAt(b *Blob, p []byte, limit int64) (int, error) {
+	f := b.f
+	f.mu.Lock()
+	dropped := pt.pos[b] < 0
+	f.mu.Unlock()
+	if dropped {
+		return 0, errFellBehind
+	}
+	var n int
+	if b.pos < pt.fileEnd {
+		var err error
+		n, err = f.file.ReadAt(p[:min(int64(len(p)), min(limit, pt.fileEnd)-b.pos)], b.pos)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return n, err
+		}
+	} else {
+		var ok bool
+		if n, ok = pt.ringRead(f, p, b.pos, limit); !ok {
+			return 0, errFellBehind
+		}
+	}
+	pt.setPos(f, b, b.pos+int64(n))
+	return n, nil
+}
+
 // ringRead copies bytes at off from the ring into p, up to limit.
 // ok is false when off is no longer in the ring.
-func (f *fill) ringRead(p []byte, off, limit int64) (int, bool) {
+func (pt *passThru) ringRead(f *fill, p []byte, off, limit int64) (int, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if off < f.ringStart() {
+	if off < pt.ringStart(f.written) {
 		return 0, false
 	}
-	n := int64(len(f.ring))
+	n := int64(len(pt.ring))
 	p = p[:min(int64(len(p)), limit-off)]
 	read := 0
 	for read < len(p) {
 		i := (off + int64(read)) % n
-		read += copy(p[read:], f.ring[i:min(n, i+int64(len(p)-read))])
+		read += copy(p[read:], pt.ring[i:min(n, i+int64(len(p)-read))])
 	}
 	return read, true
 }
 
 // setPos records where reader b is, waking a writer that waits for room.
-func (f *fill) setPos(b *Blob, pos int64) {
+func (pt *passThru) setPos(f *fill, b *Blob, pos int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if p, ok := f.readers[b]; !ok || p < 0 {
+	if p, ok := pt.pos[b]; !ok || p < 0 {
 		return // closed, or dropped
 	}
-	f.readers[b] = pos
-	if f.moved != nil {
-		close(f.moved)
-		f.moved = nil
-	}
+	pt.pos[b] = pos
+	pt.wakeWriter()
 }
 
-// dropped reports whether b was dropped as too slow.
-func (f *fill) dropped(b *Blob) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.readers[b] < 0
+// wakeWriter tells a writer waiting for room that a reader moved or left.
+// Called with f.mu held.
+func (pt *passThru) wakeWriter() {
+	if pt.moved != nil {
+		close(pt.moved)
+		pt.moved = nil
+	}
 }
 
 // waitRoom blocks until n more bytes fit in the ring without overwriting
 // bytes a reader still needs, dropping readers that do not move for wait.
-func (f *fill) waitRoom(ctx context.Context, n int, wait time.Duration) error {
+func (pt *passThru) waitRoom(ctx context.Context, f *fill, n int, wait time.Duration) error {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	last := int64(-1)
 	for {
 		f.mu.Lock()
-		need := f.written + int64(n) - int64(len(f.ring)) // bytes below this are overwritten
-		low := f.slowest()
+		need := f.written + int64(n) - int64(len(pt.ring)) // bytes below this are overwritten
+		low := pt.slowest()
 		if low >= need {
 			f.mu.Unlock()
 			return nil
@@ -127,14 +171,14 @@ func (f *fill) waitRoom(ctx context.Context, n int, wait time.Duration) error {
 			timer.Reset(wait)
 		}
 		moved := make(chan struct{})
-		f.moved = moved
+		pt.moved = moved
 		f.mu.Unlock()
 		select {
 		case <-moved:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
-			f.update(func() { f.dropBelow(need) })
+			f.update(func() { pt.dropBelow(need) })
 			return nil
 		}
 	}
@@ -142,11 +186,11 @@ func (f *fill) waitRoom(ctx context.Context, n int, wait time.Duration) error {
 
 // slowest is the lowest offset a reader still needs from the ring; a
 // reader still in the file needs the ring from fileEnd. Called with f.mu held.
-func (f *fill) slowest() int64 {
+func (pt *passThru) slowest() int64 {
 	low := int64(math.MaxInt64)
-	for _, pos := range f.readers {
+	for _, pos := range pt.pos {
 		if pos >= 0 {
-			low = min(low, max(pos, f.fileEnd))
+			low = min(low, max(pos, pt.fileEnd))
 		}
 	}
 	return low
@@ -154,10 +198,10 @@ func (f *fill) slowest() int64 {
 
 // dropBelow drops the readers that still need bytes below need. Called
 // by update, with f.mu held.
-func (f *fill) dropBelow(need int64) {
-	for b, pos := range f.readers {
-		if pos >= 0 && max(pos, f.fileEnd) < need {
-			f.readers[b] = -1
+func (pt *passThru) dropBelow(need int64) {
+	for b, pos := range pt.pos {
+		if pos >= 0 && max(pos, pt.fileEnd) < need {
+			pt.pos[b] = -1
 		}
 	}
 }

@@ -84,7 +84,7 @@ func (s *Store) checkRoom(f *fill, n int64) bool {
 	if s.opts.MaxBytes <= 0 || n <= room {
 		return false
 	}
-	if f.state().passThrough {
+	if f.state().pt != nil {
 		return true
 	}
 	f.overQuota.Store(true)
