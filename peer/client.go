@@ -43,7 +43,7 @@ func newClient(dialTimeout time.Duration) (*http.Transport, *http.Client) {
 // within ttfb, then the final headers within HeaderTimeout. cancel must
 // cancel ctx; ask calls it on failure, and on success the caller owns it and
 // calls it when done with the body.
-func (c *Cluster) ask(ctx context.Context, cancel context.CancelCauseFunc, m member, mode, method, path, ns string, ttfb time.Duration, hdr http.Header) (*http.Response, error) {
+func (c *Cluster) ask(ctx context.Context, cancel context.CancelCauseFunc, m member, via oci.Via, method, path, ns string, ttfb time.Duration, hdr http.Header) (*http.Response, error) {
 	u := url.URL{Scheme: "http", Host: m.HTTP, Path: path, RawQuery: url.Values{"ns": {ns}}.Encode()}
 	timer := time.AfterFunc(ttfb, func() { cancel(errNoAnswer) })
 	answered := func() { timer.Reset(c.cfg.HeaderTimeout) }
@@ -60,7 +60,7 @@ func (c *Cluster) ask(ctx context.Context, cancel context.CancelCauseFunc, m mem
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	c.sign.sign(req, mode)
+	c.sign.sign(req, modeOf(via))
 	resp, err := c.client.Do(req)
 	if err != nil {
 		timer.Stop()

@@ -1,8 +1,8 @@
-// Package peer makes berth nodes a cluster: membership over memberlist
-// gossip, rendezvous ranking of the live nodes for each digest or tag, and
-// fetching from peers over the ordinary registry API with an authenticated
-// marker (see Header). A Cluster is a blob and manifest source for
-// pkg/mirror: any error from it means "go upstream".
+// Package peer owns the cluster: membership over memberlist gossip,
+// rendezvous ranking of the live nodes for each digest or tag, and fetching
+// from peers over the ordinary registry API with an authenticated marker
+// (see Header) that says who asks (an oci.Via). A Cluster is a blob and
+// manifest source for pkg/mirror: any error from it means "go upstream".
 package peer
 
 import (
@@ -104,8 +104,10 @@ var (
 )
 
 // Cluster is this node's view of the cluster. Its methods are safe for
-// concurrent use. A nil *Cluster is a node alone: its fetches fail with
-// ErrNoPeer, PeerMode reports no marker and Ready is true.
+// concurrent use. A node alone has no Cluster: pkg/mirror's NoPeers is the
+// one "no peers" source. Only the lifecycle methods (Members, Ready,
+// NameConflict, Close) accept a nil *Cluster, so the server need not test
+// for one.
 type Cluster struct {
 	cfg    Config
 	log    *slog.Logger

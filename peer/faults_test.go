@@ -27,10 +27,10 @@ func TestSilentOwnerCostsTheTimeout(t *testing.T) {
 	if err != nil || !bytes.Equal(got, b) {
 		t.Fatalf("fetch: %d bytes, err %v", len(got), err)
 	}
-	if got := r[0].seen(); len(got) != 1 || got[0] != ModeOwner {
+	if got := r[0].seen(); len(got) != 1 || got[0] != oci.ViaPeerOwner {
 		t.Fatalf("owner saw %v", got)
 	}
-	if got := holder.seen(); len(got) != 1 || got[0] != ModeHolder {
+	if got := holder.seen(); len(got) != 1 || got[0] != oci.ViaPeerHolder {
 		t.Fatalf("holder saw %v", got)
 	}
 }
@@ -97,7 +97,7 @@ func TestCorruptBytesBlamedAndSuspect(t *testing.T) {
 	bad := slices.Clone(b)
 	bad[len(bad)/2] ^= 1
 	r[0].serve(content(bad))
-	rc, _, err := nodes[0].c.FetchBlob(t.Context(), repo, d, 0)
+	rc, _, err := nodes[0].c.FetchBlob(t.Context(), repo.Blob(d), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +124,10 @@ func TestSelfOwnerAsksOnlyHolders(t *testing.T) {
 	if !errors.Is(err, ErrNoPeer) || !errors.Is(err, oci.ErrBlobUnknown) {
 		t.Fatalf("fetch: %v, want ErrNoPeer wrapping the holders' 404s", err)
 	}
-	if got := r[1].seen(); !slices.Equal(got, []string{ModeHolder}) {
+	if got := r[1].seen(); !slices.Equal(got, []oci.Via{oci.ViaPeerHolder}) {
 		t.Fatalf("first holder saw %v", got)
 	}
-	if got := r[2].seen(); !slices.Equal(got, []string{ModeHolder}) {
+	if got := r[2].seen(); !slices.Equal(got, []oci.Via{oci.ViaPeerHolder}) {
 		t.Fatalf("second holder saw %v", got)
 	}
 	if n := r[3].hits.Load(); n != 0 {
@@ -151,7 +151,7 @@ func TestFetchManifest(t *testing.T) {
 			_, _ = w.Write(m)
 		})
 	}
-	desc, got, err := nodes[0].c.FetchManifest(t.Context(), repo, d)
+	desc, got, err := nodes[0].c.FetchManifest(t.Context(), repo.Manifest(d.String()))
 	if err != nil || !bytes.Equal(got, m) {
 		t.Fatalf("manifest: %q, %v", got, err)
 	}
@@ -163,7 +163,7 @@ func TestFetchManifest(t *testing.T) {
 	for _, nd := range nodes {
 		nd.serve(content(m)) // every peer serves the wrong bytes for bad
 	}
-	if _, _, err := nodes[0].c.FetchManifest(t.Context(), repo, bad); !errors.Is(err, oci.ErrDigestMismatch) {
+	if _, _, err := nodes[0].c.FetchManifest(t.Context(), repo.Manifest(bad.String())); !errors.Is(err, oci.ErrDigestMismatch) {
 		t.Fatalf("wrong manifest: %v, want ErrDigestMismatch", err)
 	}
 }
@@ -188,14 +188,14 @@ func TestResolveTagViaOwner(t *testing.T) {
 	if owner == asker {
 		asker = nodes[1]
 	}
-	desc, err := asker.c.ResolveTag(t.Context(), repo, "3.20")
+	desc, err := asker.c.ResolveTag(t.Context(), repo.Manifest("3.20"))
 	if want := (oci.Descriptor{MediaType: "application/vnd.oci.image.index.v1+json", Digest: d, Size: 1234}); err != nil || desc != want {
 		t.Fatalf("resolve: %+v, %v; want %+v", desc, err, want)
 	}
-	if got := owner.seen(); !slices.Equal(got, []string{ModeOwner}) {
+	if got := owner.seen(); !slices.Equal(got, []oci.Via{oci.ViaPeerOwner}) {
 		t.Fatalf("owner saw %v", got)
 	}
-	if _, err := owner.c.ResolveTag(t.Context(), repo, "3.20"); !errors.Is(err, ErrSelfOwner) {
+	if _, err := owner.c.ResolveTag(t.Context(), repo.Manifest("3.20")); !errors.Is(err, ErrSelfOwner) {
 		t.Fatalf("owner resolving its own tag: %v, want ErrSelfOwner", err)
 	}
 }

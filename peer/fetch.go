@@ -17,25 +17,24 @@ import (
 // owner fills from upstream once and streams to every asker); if this node
 // is the owner, or the owner fails, it asks the next AskNext ranked nodes in
 // holder mode, in parallel, and takes the first that has it. Suspected peers
-// are skipped. With offset 0 the bytes are verified as they stream: a
-// mismatch ends the stream with an error wrapping oci.ErrDigestMismatch
-// instead of io.EOF. A Read blocked longer than IdleTimeout fails. Any error
+// are skipped. The bytes are not verified here: the caller (the store's
+// fill) hashes them once and calls the body's Blame when the blob fails
+// its digest, which suspects the peer. A Read blocked longer than
+// IdleTimeout fails. Any error
 // means "go upstream" (ErrNoPeer when nobody was there to ask). It blocks
 // until a peer's final response headers or failure.
-func (c *Cluster) FetchBlob(ctx context.Context, repo oci.Repo, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
-	if c == nil {
-		return nil, 0, ErrNoPeer
-	}
+func (c *Cluster) FetchBlob(ctx context.Context, req oci.Request, offset int64) (io.ReadCloser, int64, error) {
+	repo, d := req.Repo, req.Digest
 	if err := d.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("blob %q: %w", d, oci.ErrDigestInvalid)
 	}
 	owner, holders := c.plan(d.String())
-	try := func(mode string) tryFunc[blobResult] {
+	try := func(via oci.Via) tryFunc[blobResult] {
 		return func(ctx context.Context, cancel context.CancelCauseFunc, m member) (blobResult, error) {
-			return c.tryBlob(ctx, cancel, m, mode, repo, d, offset)
+			return c.tryBlob(ctx, cancel, m, via, req, offset)
 		}
 	}
-	r, err := fetch(ctx, c, owner, holders, try(ModeOwner), try(ModeHolder), func(r blobResult) { _ = r.body.Close() })
+	r, err := fetch(ctx, c, owner, holders, try(oci.ViaPeerOwner), try(oci.ViaPeerHolder), func(r blobResult) { _ = r.body.Close() })
 	if err != nil {
 		return nil, 0, fmt.Errorf("blob %s from peers: %w", d, err)
 	}
@@ -47,20 +46,18 @@ func (c *Cluster) FetchBlob(ctx context.Context, repo oci.Repo, d digest.Digest,
 // owner first, then holders in parallel. The bytes are verified and at most
 // oci.MaxManifestSize; the descriptor's media type is the peer's
 // Content-Type. Any error means "go upstream".
-func (c *Cluster) FetchManifest(ctx context.Context, repo oci.Repo, d digest.Digest) (oci.Descriptor, []byte, error) {
-	if c == nil {
-		return oci.Descriptor{}, nil, ErrNoPeer
-	}
+func (c *Cluster) FetchManifest(ctx context.Context, req oci.Request) (oci.Descriptor, []byte, error) {
+	d := req.Digest
 	if err := d.Validate(); err != nil {
 		return oci.Descriptor{}, nil, fmt.Errorf("manifest %q: %w", d, oci.ErrDigestInvalid)
 	}
 	owner, holders := c.plan(d.String())
-	try := func(mode string) tryFunc[manifestResult] {
+	try := func(via oci.Via) tryFunc[manifestResult] {
 		return func(ctx context.Context, cancel context.CancelCauseFunc, m member) (manifestResult, error) {
-			return c.tryManifest(ctx, cancel, m, mode, repo, d)
+			return c.tryManifest(ctx, cancel, m, via, req)
 		}
 	}
-	r, err := fetch(ctx, c, owner, holders, try(ModeOwner), try(ModeHolder), func(manifestResult) {})
+	r, err := fetch(ctx, c, owner, holders, try(oci.ViaPeerOwner), try(oci.ViaPeerHolder), func(manifestResult) {})
 	if err != nil {
 		return oci.Descriptor{}, nil, fmt.Errorf("manifest %s from peers: %w", d, err)
 	}
@@ -72,10 +69,11 @@ func (c *Cluster) FetchManifest(ctx context.Context, repo oci.Repo, d digest.Dig
 // of once per node. It fails with ErrSelfOwner when this node owns the tag:
 // the caller then asks upstream itself, and with ErrNoPeer when LocalTags
 // is set. Any error means "go upstream".
-func (c *Cluster) ResolveTag(ctx context.Context, repo oci.Repo, tag string) (oci.Descriptor, error) {
-	if c == nil || c.cfg.LocalTags {
+func (c *Cluster) ResolveTag(ctx context.Context, req oci.Request) (oci.Descriptor, error) {
+	if c.cfg.LocalTags {
 		return oci.Descriptor{}, ErrNoPeer
 	}
+	repo, tag := req.Repo, req.Reference
 	key := repo.String() + ":" + tag
 	ranked := rank(key, c.live())
 	owner := ranked[0]
@@ -87,7 +85,7 @@ func (c *Cluster) ResolveTag(ctx context.Context, repo oci.Repo, tag string) (oc
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(context.Canceled)
-	resp, err := c.ask(ctx, cancel, owner, ModeOwner, http.MethodHead, manifestPath(repo, tag), repo.Registry,
+	resp, err := c.ask(ctx, cancel, owner, oci.ViaPeerOwner, http.MethodHead, manifestPath(repo, tag), repo.Registry,
 		c.cfg.OwnerTimeout, http.Header{"Accept": {strings.Join(oci.ManifestTypes, ", ")}})
 	if err != nil {
 		return oci.Descriptor{}, fmt.Errorf("tag %s: %w", key, err)

@@ -24,16 +24,13 @@ type node struct {
 
 	mu    sync.Mutex
 	h     http.HandlerFunc // what it answers; nil: 404
-	modes []string         // the verified marker mode of each request ("none" if unmarked)
+	modes []oci.Via        // who each request said asks (oci.ViaClient if unmarked)
 	hits  atomic.Int32
 }
 
 func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.hits.Add(1)
-	mode, ok := n.c.PeerMode(r)
-	if !ok {
-		mode = "none"
-	}
+	mode, _ := n.c.PeerMode(r)
 	n.mu.Lock()
 	n.modes = append(n.modes, mode)
 	h := n.h
@@ -51,10 +48,10 @@ func (n *node) serve(h http.HandlerFunc) {
 	n.mu.Unlock()
 }
 
-func (n *node) seen() []string {
+func (n *node) seen() []oci.Via {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return append([]string(nil), n.modes...)
+	return append([]oci.Via(nil), n.modes...)
 }
 
 // cluster starts n nodes that all see each other; nodes[0] is the one
@@ -131,7 +128,7 @@ var repo = oci.Repo{Registry: "docker.io", Name: "library/alpine"}
 
 func readBlob(t *testing.T, c *Cluster, d digest.Digest, offset int64) ([]byte, int64, error) {
 	t.Helper()
-	rc, size, err := c.FetchBlob(t.Context(), repo, d, offset)
+	rc, size, err := c.FetchBlob(t.Context(), repo.Blob(d), offset)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -155,7 +152,7 @@ func TestFetchBlobFromOwner(t *testing.T) {
 	if err != nil || !bytes.Equal(got, b) || size != int64(len(b)) {
 		t.Fatalf("fetch: %d bytes, size %d, err %v; want %d bytes", len(got), size, err, len(b))
 	}
-	if got := r[0].seen(); len(got) != 1 || got[0] != ModeOwner {
+	if got := r[0].seen(); len(got) != 1 || got[0] != oci.ViaPeerOwner {
 		t.Fatalf("owner saw %v, want one owner-mode request", got)
 	}
 	for _, nd := range r[1:] {
@@ -215,7 +212,7 @@ func TestOwnerDeadThenHoldersInParallel(t *testing.T) {
 		t.Fatal("the losing holder's request was not cancelled")
 	}
 	for _, nd := range r[1:3] {
-		if got := nd.seen(); len(got) != 1 || got[0] != ModeHolder {
+		if got := nd.seen(); len(got) != 1 || got[0] != oci.ViaPeerHolder {
 			t.Fatalf("%s saw %v, want one holder-mode request", nd.c.Name(), got)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"github.com/berth-registry/berth/pkg/oci"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,7 +17,8 @@ import (
 //
 //	v1,<mode>,<unix seconds>,<node name>,<signature>
 //
-// where mode is ModeOwner or ModeHolder and signature is the unpadded
+// where mode is "owner" or "holder" (oci.ViaPeerOwner, oci.ViaPeerHolder)
+// and signature is the unpadded
 // base64url HMAC-SHA256, under a key derived from the cluster secret, of
 //
 //	"berth-peer v1\n" mode "\n" seconds "\n" node "\n" method "\n" request-URI
@@ -25,15 +27,20 @@ import (
 // MaxSkew either side of the receiver's clock.
 const Header = "X-Berth-Peer"
 
-// The modes of a peer request.
+// The marker's mode field: who asks, as written on the wire. In Go code
+// who asks is an oci.Via; these are its two peer values' spelling.
 const (
-	// ModeOwner asks the digest's (or tag's) owner: answer from the cache,
-	// or fill from upstream and stream while downloading, never asking peers.
-	ModeOwner = "owner"
-	// ModeHolder asks a node that may hold the content: answer only from the
-	// cache, else 404 BLOB_UNKNOWN / MANIFEST_UNKNOWN.
-	ModeHolder = "holder"
+	modeOwner  = "owner"  // oci.ViaPeerOwner
+	modeHolder = "holder" // oci.ViaPeerHolder
 )
+
+// modeOf spells via for the marker.
+func modeOf(via oci.Via) string {
+	if via == oci.ViaPeerHolder {
+		return modeHolder
+	}
+	return modeOwner
+}
 
 // MaxSkew bounds the difference between a marker's time and the receiver's
 // clock, which bounds how long a captured marker can be replayed.
@@ -94,7 +101,7 @@ func (s signer) verify(r *http.Request) (mode, node string, ok bool) {
 		return "", "", false
 	}
 	f := strings.Split(vals[0], ",")
-	if len(f) != 5 || f[0] != markerVersion || (f[1] != ModeOwner && f[1] != ModeHolder) {
+	if len(f) != 5 || f[0] != markerVersion || (f[1] != modeOwner && f[1] != modeHolder) {
 		return "", "", false
 	}
 	secs, err := strconv.ParseInt(f[2], 10, 64)
@@ -119,13 +126,17 @@ func (s signer) verify(r *http.Request) (mode, node string, ok bool) {
 }
 
 // PeerMode reports whether r carries a valid marker (see Header) signed
-// with this cluster's secret, and its mode, ModeOwner or ModeHolder. ok is
-// false for an ordinary client and for any marker that does not verify: such
-// a request gets ordinary treatment. It does not block.
-func (c *Cluster) PeerMode(r *http.Request) (mode string, ok bool) {
-	if c == nil {
-		return "", false
+// with this cluster's secret, and who it says asks: oci.ViaPeerOwner or
+// oci.ViaPeerHolder. Otherwise (an ordinary client, or any marker that does
+// not verify) it returns oci.ViaClient and false: such a request gets
+// ordinary treatment. It does not block.
+func (c *Cluster) PeerMode(r *http.Request) (oci.Via, bool) {
+	switch mode, _, ok := c.sign.verify(r); {
+	case !ok:
+		return oci.ViaClient, false
+	case mode == modeHolder:
+		return oci.ViaPeerHolder, true
+	default:
+		return oci.ViaPeerOwner, true
 	}
-	mode, _, ok = c.sign.verify(r)
-	return mode, ok
 }

@@ -42,31 +42,31 @@ func TestMarker(t *testing.T) {
 		key      []byte
 		wantMode string
 	}{
-		{"owner", server(signed("GET", ModeOwner), "GET", uri), now, k.marker, ModeOwner},
-		{"holder", server(signed("GET", ModeHolder), "GET", uri), now, k.marker, ModeHolder},
-		{"head", server(signed("HEAD", ModeOwner), "HEAD", uri), now, k.marker, ModeOwner},
-		{"within skew", server(signed("GET", ModeOwner), "GET", uri), now.Add(MaxSkew - time.Second), k.marker, ModeOwner},
+		{"owner", server(signed("GET", modeOwner), "GET", uri), now, k.marker, modeOwner},
+		{"holder", server(signed("GET", modeHolder), "GET", uri), now, k.marker, modeHolder},
+		{"head", server(signed("HEAD", modeOwner), "HEAD", uri), now, k.marker, modeOwner},
+		{"within skew", server(signed("GET", modeOwner), "GET", uri), now.Add(MaxSkew - time.Second), k.marker, modeOwner},
 		{"unmarked", httptest.NewRequest("GET", uri, nil), now, k.marker, ""},
-		{"other secret", server(signed("GET", ModeOwner), "GET", uri), now, deriveKeys([]byte("other")).marker, ""},
-		{"gossip key is not the marker key", server(signed("GET", ModeOwner), "GET", uri), now, k.gossip, ""},
-		{"other method", server(signed("GET", ModeOwner), "HEAD", uri), now, k.marker, ""},
-		{"other path", server(signed("GET", ModeOwner), "GET", strings.Replace(uri, "alpine", "busybox", 1)), now, k.marker, ""},
-		{"other query", server(signed("GET", ModeOwner), "GET", strings.Replace(uri, "docker.io", "ghcr.io", 1)), now, k.marker, ""},
-		{"mode changed", edit(server(signed("GET", ModeHolder), "GET", uri), func(f []string) { f[1] = ModeOwner }), now, k.marker, ""},
-		{"node changed", edit(server(signed("GET", ModeOwner), "GET", uri), func(f []string) { f[3] = "berth-b" }), now, k.marker, ""},
-		{"time changed", edit(server(signed("GET", ModeOwner), "GET", uri), func(f []string) { f[2] = "1700000001" }), now, k.marker, ""},
-		{"signature changed", edit(server(signed("GET", ModeOwner), "GET", uri), func(f []string) { f[4] = "A" + f[4][1:] }), now, k.marker, ""},
-		{"unknown mode", edit(server(signed("GET", ModeOwner), "GET", uri), func(f []string) { f[1] = "admin" }), now, k.marker, ""},
-		{"unknown version", edit(server(signed("GET", ModeOwner), "GET", uri), func(f []string) { f[0] = "v2" }), now, k.marker, ""},
-		{"expired", server(signed("GET", ModeOwner), "GET", uri), now.Add(MaxSkew + time.Second), k.marker, ""},
-		{"from the future", server(signed("GET", ModeOwner), "GET", uri), now.Add(-MaxSkew - time.Second), k.marker, ""},
+		{"other secret", server(signed("GET", modeOwner), "GET", uri), now, deriveKeys([]byte("other")).marker, ""},
+		{"gossip key is not the marker key", server(signed("GET", modeOwner), "GET", uri), now, k.gossip, ""},
+		{"other method", server(signed("GET", modeOwner), "HEAD", uri), now, k.marker, ""},
+		{"other path", server(signed("GET", modeOwner), "GET", strings.Replace(uri, "alpine", "busybox", 1)), now, k.marker, ""},
+		{"other query", server(signed("GET", modeOwner), "GET", strings.Replace(uri, "docker.io", "ghcr.io", 1)), now, k.marker, ""},
+		{"mode changed", edit(server(signed("GET", modeHolder), "GET", uri), func(f []string) { f[1] = modeOwner }), now, k.marker, ""},
+		{"node changed", edit(server(signed("GET", modeOwner), "GET", uri), func(f []string) { f[3] = "berth-b" }), now, k.marker, ""},
+		{"time changed", edit(server(signed("GET", modeOwner), "GET", uri), func(f []string) { f[2] = "1700000001" }), now, k.marker, ""},
+		{"signature changed", edit(server(signed("GET", modeOwner), "GET", uri), func(f []string) { f[4] = "A" + f[4][1:] }), now, k.marker, ""},
+		{"unknown mode", edit(server(signed("GET", modeOwner), "GET", uri), func(f []string) { f[1] = "admin" }), now, k.marker, ""},
+		{"unknown version", edit(server(signed("GET", modeOwner), "GET", uri), func(f []string) { f[0] = "v2" }), now, k.marker, ""},
+		{"expired", server(signed("GET", modeOwner), "GET", uri), now.Add(MaxSkew + time.Second), k.marker, ""},
+		{"from the future", server(signed("GET", modeOwner), "GET", uri), now.Add(-MaxSkew - time.Second), k.marker, ""},
 		{"garbage", func() *http.Request {
 			r := httptest.NewRequest("GET", uri, nil)
 			r.Header.Set(Header, "owner")
 			return r
 		}(), now, k.marker, ""},
 		{"two markers", func() *http.Request {
-			r := server(signed("GET", ModeOwner), "GET", uri)
+			r := server(signed("GET", modeOwner), "GET", uri)
 			r.Header.Add(Header, r.Header.Get(Header))
 			return r
 		}(), now, k.marker, ""},

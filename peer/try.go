@@ -64,12 +64,13 @@ type blobResult struct {
 	size int64
 }
 
-func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m member, mode string, repo oci.Repo, d digest.Digest, offset int64) (blobResult, error) {
+func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m member, via oci.Via, req oci.Request, offset int64) (blobResult, error) {
+	repo, d := req.Repo, req.Digest
 	hdr := http.Header{}
 	if offset > 0 {
 		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
-	resp, err := c.ask(ctx, cancel, m, mode, http.MethodGet, blobPath(repo, d), repo.Registry, c.cfg.Timeout, hdr)
+	resp, err := c.ask(ctx, cancel, m, via, http.MethodGet, blobPath(repo, d), repo.Registry, c.cfg.Timeout, hdr)
 	if err != nil {
 		return blobResult{}, err
 	}
@@ -128,12 +129,13 @@ type manifestResult struct {
 	body []byte
 }
 
-func (c *Cluster) tryManifest(ctx context.Context, cancel context.CancelCauseFunc, m member, mode string, repo oci.Repo, d digest.Digest) (manifestResult, error) {
+func (c *Cluster) tryManifest(ctx context.Context, cancel context.CancelCauseFunc, m member, via oci.Via, req oci.Request) (manifestResult, error) {
+	repo, d := req.Repo, req.Digest
 	ttfb := c.cfg.Timeout
-	if mode == ModeOwner {
+	if via == oci.ViaPeerOwner {
 		ttfb = c.cfg.OwnerTimeout
 	}
-	resp, err := c.ask(ctx, cancel, m, mode, http.MethodGet, manifestPath(repo, d.String()), repo.Registry, ttfb,
+	resp, err := c.ask(ctx, cancel, m, via, http.MethodGet, manifestPath(repo, d.String()), repo.Registry, ttfb,
 		http.Header{"Accept": {strings.Join(oci.ManifestTypes, ", ")}})
 	if err != nil {
 		return manifestResult{}, err

@@ -16,45 +16,47 @@ type Manifest struct {
 	Data []byte // nil for a HEAD answered without the bytes
 }
 
-// Manifest resolves ref (a tag or digest) of repo. With head, the bytes
-// are not needed: a tag answers from its cached mapping alone. Errors wrap
-// oci.ErrManifestUnknown, oci.ErrUnavailable and the other oci errors.
-func (m *Mirror) Manifest(ctx context.Context, repo oci.Repo, ref string, head bool, via Via) (Manifest, error) {
-	man, err := m.manifest(ctx, repo, ref, head, via)
-	if err == nil && via == ViaClient {
-		tag := ref
-		if man.Digest.String() == ref {
+// Manifest resolves req.Reference (a tag or digest) of req.Repo. For a
+// HEAD (req.Head) the bytes are not needed: a tag answers from its cached
+// mapping alone. Errors wrap oci.ErrManifestUnknown, oci.ErrUnavailable and
+// the other oci errors.
+func (m *Mirror) Manifest(ctx context.Context, req oci.Request) (Manifest, error) {
+	man, err := m.manifest(ctx, req)
+	if err == nil && req.Via == oci.ViaClient {
+		tag := req.Reference
+		if req.Digest != "" {
 			tag = ""
 		}
-		m.store.RecordManifest(repo, tag, man.Digest) // in memory; the audit record
+		m.store.RecordManifest(req.Repo, tag, man.Digest) // in memory; the audit record
 	}
 	return man, err
 }
 
-func (m *Mirror) manifest(ctx context.Context, repo oci.Repo, ref string, head bool, via Via) (Manifest, error) {
-	if d, err := digest.Parse(ref); err == nil {
-		return m.manifestByDigest(ctx, repo, d, via)
+func (m *Mirror) manifest(ctx context.Context, req oci.Request) (Manifest, error) {
+	if req.Digest != "" {
+		return m.manifestByDigest(ctx, req)
 	}
-	desc, data, err := m.resolveTag(ctx, repo, ref, head, via)
-	if err != nil || head || data != nil {
+	desc, data, err := m.resolveTag(ctx, req)
+	if err != nil || req.Head || data != nil {
 		return Manifest{Descriptor: desc, Data: data}, err
 	}
-	return m.manifestByDigest(ctx, repo, desc.Digest, via)
+	return m.manifestByDigest(ctx, req.WithReference(desc.Digest.String()))
 }
 
-// manifestByDigest answers from the store, else fetches the manifest once
-// however many ask, verifies it against d and stores it.
-func (m *Mirror) manifestByDigest(ctx context.Context, repo oci.Repo, d digest.Digest, via Via) (Manifest, error) {
+// manifestByDigest answers req.Digest from the store, else fetches the
+// manifest once however many ask, verifies it and stores it.
+func (m *Mirror) manifestByDigest(ctx context.Context, req oci.Request) (Manifest, error) {
+	d := req.Digest
 	if data, info, err := m.store.ReadAll(d); err == nil {
 		m.m.Hit("manifest")
 		return Manifest{Descriptor: oci.Descriptor{MediaType: info.MediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
 	}
 	m.m.Miss("manifest")
-	if via == ViaPeerHolder {
+	if req.Via == oci.ViaPeerHolder {
 		return Manifest{}, fmt.Errorf("manifest %s: %w", d, oci.ErrManifestUnknown)
 	}
 	v, err, _ := m.manifests.Do(string(d), func() (any, error) {
-		return m.fetchManifest(context.WithoutCancel(ctx), repo, d, via)
+		return m.fetchManifest(context.WithoutCancel(ctx), req)
 	})
 	if err != nil {
 		return Manifest{}, err
@@ -62,14 +64,15 @@ func (m *Mirror) manifestByDigest(ctx context.Context, repo oci.Repo, d digest.D
 	return v.(Manifest), nil
 }
 
-func (m *Mirror) fetchManifest(ctx context.Context, repo oci.Repo, d digest.Digest, via Via) (Manifest, error) {
-	if via == ViaClient {
-		desc, data, err := m.peers.FetchManifest(ctx, repo, d)
+func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, error) {
+	d := req.Digest
+	if req.Via == oci.ViaClient {
+		desc, data, err := m.peers.FetchManifest(ctx, req)
 		if err == nil && digest.FromBytes(data) == d {
 			return m.keepManifest(d, desc.MediaType, data)
 		}
 	}
-	desc, data, err := m.up.GetManifest(ctx, repo, d.String())
+	desc, data, err := m.up.GetManifest(ctx, req)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -95,14 +98,15 @@ func (m *Mirror) keepManifest(d digest.Digest, mediaType string, data []byte) (M
 // the peers or the upstream is asked once (HEAD, which Docker Hub does not
 // count as a pull); if that fails, the cached mapping answers
 // (stale-if-error). A tag never seen is fetched with GET, keeping the bytes.
-func (m *Mirror) resolveTag(ctx context.Context, repo oci.Repo, tag string, head bool, via Via) (oci.Descriptor, []byte, error) {
+func (m *Mirror) resolveTag(ctx context.Context, req oci.Request) (oci.Descriptor, []byte, error) {
+	repo, tag := req.Repo, req.Reference
 	key := cache.TagKey(repo.Registry, repo.Name, tag)
 	cached, cerr := m.store.Tag(key)
 	if cerr == nil && m.cfg.Now().Sub(cached.Checked) < m.cfg.TagTTL {
 		m.m.Hit("tag")
 		return tagDesc(cached), nil, nil
 	}
-	if via == ViaPeerHolder {
+	if req.Via == oci.ViaPeerHolder {
 		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: %w", tag, oci.ErrManifestUnknown)
 	}
 	m.m.Miss("tag")
@@ -112,7 +116,7 @@ func (m *Mirror) resolveTag(ctx context.Context, repo oci.Repo, tag string, head
 	}
 	v, err, _ := m.tags.Do(key, func() (any, error) {
 		ctx := context.WithoutCancel(ctx)
-		desc, data, err := m.revalidate(ctx, repo, tag, cerr == nil && m.store.Has(cached.Digest), via)
+		desc, data, err := m.revalidate(ctx, req, cerr == nil && m.store.Has(cached.Digest))
 		if err != nil {
 			return nil, err
 		}
@@ -137,15 +141,15 @@ func (m *Mirror) resolveTag(ctx context.Context, repo oci.Repo, tag string, head
 // revalidate asks where the tag points now: the tag's owner among the
 // peers, else the upstream with HEAD when the content is already stored,
 // or GET (keeping the bytes) when it is not.
-func (m *Mirror) revalidate(ctx context.Context, repo oci.Repo, tag string, haveContent bool, via Via) (oci.Descriptor, []byte, error) {
-	if via == ViaClient {
-		desc, err := m.peers.ResolveTag(ctx, repo, tag)
+func (m *Mirror) revalidate(ctx context.Context, req oci.Request, haveContent bool) (oci.Descriptor, []byte, error) {
+	if req.Via == oci.ViaClient {
+		desc, err := m.peers.ResolveTag(ctx, req)
 		if err == nil && desc.Digest != "" {
 			return desc, nil, nil
 		}
 	}
 	if haveContent {
-		desc, err := m.up.HeadManifest(ctx, repo, tag)
+		desc, err := m.up.HeadManifest(ctx, req)
 		if err == nil && desc.Digest != "" {
 			return desc, nil, nil
 		}
@@ -153,7 +157,7 @@ func (m *Mirror) revalidate(ctx context.Context, repo oci.Repo, tag string, have
 			return oci.Descriptor{}, nil, err
 		}
 	}
-	desc, data, err := m.up.GetManifest(ctx, repo, tag)
+	desc, data, err := m.up.GetManifest(ctx, req)
 	if err != nil {
 		return oci.Descriptor{}, nil, err
 	}
@@ -163,7 +167,7 @@ func (m *Mirror) revalidate(ctx context.Context, repo oci.Repo, tag string, have
 	}
 	man, err := m.keepManifest(d, desc.MediaType, data)
 	if errors.Is(err, oci.ErrDigestMismatch) {
-		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: upstream digest header disagrees with its bytes: %w", tag, err)
+		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: upstream digest header disagrees with its bytes: %w", req.Reference, err)
 	}
 	return man.Descriptor, man.Data, err
 }

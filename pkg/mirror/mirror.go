@@ -1,5 +1,6 @@
-// Package mirror is berth's miss path: answer from the store, else fill it
-// from peers, then from the upstream, verifying every byte by digest.
+// Package mirror owns the miss path: answer a request from the store, else
+// fill the store from peers, then from the upstream, verifying every byte
+// by digest. Who asks (the request's Via) decides which sources it may use.
 package mirror
 
 import (
@@ -13,8 +14,6 @@ import (
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/oci"
-	"github.com/berth-registry/berth/pkg/upstream"
-	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -41,7 +40,7 @@ type Mirror struct {
 }
 
 // New returns a Mirror over store that asks peers, then up. Pass NoPeers{}
-// when there are none. New starts no goroutines.
+// (or nil) when there are none. New starts no goroutines.
 func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 	if cfg.TagTTL <= 0 {
 		cfg.TagTTL = 60 * time.Second
@@ -58,17 +57,13 @@ func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 	return &Mirror{store: store, peers: peers, up: up, cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
 }
 
-// Store returns the mirror's content store.
-func (m *Mirror) Store() *cache.Store { return m.store }
-
-// Upstream returns the mirror's upstream.
-func (m *Mirror) Upstream() Upstream { return m.up }
-
-// Blob returns blob d of repo: the committed file on a hit, else a reader
-// of the fill that downloads it (joined if one is under way). The caller
-// closes it. Errors wrap oci.ErrBlobUnknown when no source has it.
-func (m *Mirror) Blob(ctx context.Context, repo oci.Repo, d digest.Digest, via Via) (*cache.Blob, error) {
-	if via == ViaClient {
+// Blob returns blob req.Digest of req.Repo: the committed file on a hit,
+// else a reader of the fill that downloads it (joined if one is under
+// way). The caller closes it. Errors wrap oci.ErrBlobUnknown when no
+// source has it.
+func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error) {
+	repo, d := req.Repo, req.Digest
+	if req.Via == oci.ViaClient {
 		m.store.RecordBlob(repo, d) // in memory; the audit record of what clients got
 	}
 	if f, size, err := m.store.Open(d); err == nil {
@@ -76,7 +71,7 @@ func (m *Mirror) Blob(ctx context.Context, repo oci.Repo, d digest.Digest, via V
 		return cache.Committed(f, size), nil
 	}
 	m.m.Miss("blob")
-	if via == ViaPeerHolder {
+	if req.Via == oci.ViaPeerHolder {
 		// A holder answers only what it can serve now; it never waits, so
 		// two nodes asking each other cannot wait on each other.
 		if b, ok := m.store.Join(ctx, d); ok {
@@ -84,17 +79,18 @@ func (m *Mirror) Blob(ctx context.Context, repo oci.Repo, d digest.Digest, via V
 		}
 		return nil, fmt.Errorf("blob %s: %w", d, oci.ErrBlobUnknown)
 	}
-	return m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String()}, m.opener(repo, d, via, upstream.HopsOf(ctx)))
+	return m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String()}, m.opener(req))
 }
 
-// opener is where a fill of d gets its bytes: peers first (for clients),
-// then the upstream. Called again on a broken stream, it starts over at
-// the peers, which skip one that just failed.
-func (m *Mirror) opener(repo oci.Repo, d digest.Digest, via Via, hops int) cache.Opener {
+// opener is where a fill of req.Digest gets its bytes: peers first (for
+// clients), then the upstream. Called again on a broken stream, it starts
+// over at the peers, which skip one that just failed. It runs under the
+// store's context, not the request's, and keeps the request itself.
+func (m *Mirror) opener(req oci.Request) cache.Opener {
+	d := req.Digest
 	return func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
-		ctx = upstream.WithHops(ctx, hops) // the fill runs under the store's context, not the request's
-		if via == ViaClient {
-			rc, size, err := m.peers.FetchBlob(ctx, repo, d, offset)
+		if req.Via == oci.ViaClient {
+			rc, size, err := m.peers.FetchBlob(ctx, req, offset)
 			if err == nil {
 				return rc, size, metrics.SourcePeer, nil
 			}
@@ -105,7 +101,7 @@ func (m *Mirror) opener(repo oci.Repo, d digest.Digest, via Via, hops int) cache
 				m.log.Debug("peers miss", "digest", d, "err", err)
 			}
 		}
-		rc, size, err := m.up.FetchBlob(ctx, repo, d, offset)
+		rc, size, err := m.up.FetchBlob(ctx, req, offset)
 		return rc, size, metrics.SourceUpstream, err
 	}
 }

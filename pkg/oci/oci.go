@@ -1,5 +1,7 @@
-// Package oci names what a client asks berth for: the repository, the
-// route and the reference, parsed from a request path without any I/O. It
+// Package oci owns the request: what a client asks berth for (repository,
+// route, reference, parsed from the path without any I/O), who asks and
+// through how many berths it came. The one Request value travels from the
+// HTTP handler to the mirror to the source that fills a miss. The package
 // also holds the sentinel errors every layer of berth wraps, so that one
 // place (pkg/registry) can turn them into OCI errcode JSON.
 package oci
@@ -50,12 +52,19 @@ func (k Kind) String() string {
 	return [...]string{"base", "manifest", "blob", "tags", "referrers", "upload"}[k]
 }
 
-// Request is a parsed request path.
+// Request is one request to berth, passed from the HTTP handler to the
+// mirror and on to the source that fills a miss: what is asked (parsed from
+// the path by ParseRequest) and who asks (set by the handler).
 type Request struct {
 	Kind      Kind
 	Repo      Repo
 	Reference string        // a tag or a digest (manifests)
 	Digest    digest.Digest // set when the reference is a digest (manifests, blobs, referrers)
+
+	Head   bool   // HEAD: the bytes are not needed
+	Via    Via    // who asks: a client, or a peer as owner or holder
+	Hops   int    // berths the request passed before this one (HopHeader)
+	Client string // the client's name once access control let it through; "" for anonymous
 }
 
 // Router decides which upstream registry a request goes to.

@@ -7,19 +7,18 @@ import (
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/metrics"
-	"github.com/berth-registry/berth/pkg/mirror"
+	"github.com/berth-registry/berth/pkg/oci"
 )
 
 // blob serves GET and HEAD /v2/<name>/blobs/<digest>, with Range, from the
 // store or from a fill as it downloads.
-func (h *Handler) blob(w http.ResponseWriter, r *http.Request) error {
-	rq := requestOf(r)
-	b, err := h.mirror.Blob(r.Context(), rq.Repo, rq.Digest, rq.via)
+func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) error {
+	b, err := h.mirror.Blob(r.Context(), rq)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	if b.Filling() && rq.via == mirror.ViaPeerOwner {
+	if b.Filling() && rq.Via == oci.ViaPeerOwner {
 		// Tell the asking peer at once that this node is working on it, so
 		// its short time-to-first-byte bound is met before upstream answers.
 		w.WriteHeader(http.StatusEarlyHints)

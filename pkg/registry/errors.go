@@ -10,9 +10,9 @@ import (
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 )
 
-// apiFunc is one route. It returns an error instead of writing one, so
-// errors meet the wire in one place: ServeHTTP.
-type apiFunc func(w http.ResponseWriter, r *http.Request) error
+// apiFunc is one route, given the parsed request. It returns an error
+// instead of writing one, so errors meet the wire in one place: ServeHTTP.
+type apiFunc func(w http.ResponseWriter, r *http.Request, req oci.Request) error
 
 // errorCodes maps berth's errors to OCI error codes, first match wins.
 var errorCodes = []struct {

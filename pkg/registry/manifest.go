@@ -19,9 +19,8 @@ import (
 
 // manifest serves GET and HEAD /v2/<name>/manifests/<reference>. Headers
 // are exact on HEAD too: containerd resolves tags with HEAD alone.
-func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
-	rq := requestOf(r)
-	man, err := h.mirror.Manifest(r.Context(), rq.Repo, rq.Reference, rq.head, rq.via)
+func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rq oci.Request) error {
+	man, err := h.mirror.Manifest(r.Context(), rq)
 	if err != nil {
 		return err
 	}
@@ -42,7 +41,7 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	serveContent(w, r, bytes.NewReader(man.Data))
-	if sw, ok := w.(*statusWriter); ok && sw.status == http.StatusOK && !rq.head && rq.via == mirror.ViaClient {
+	if sw, ok := w.(*statusWriter); ok && sw.status == http.StatusOK && !rq.Head && rq.Via == oci.ViaClient {
 		h.m.Pull(rq.Repo.Registry, rq.Repo.Name) // a pull is a manifest's bytes sent, not a 304 or an error
 	}
 	return nil
@@ -54,7 +53,7 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request) error {
 // is answered with its linux/amd64 image (old Docker clients); an OCI index
 // goes to anyone (distribution v3 serves it whatever the Accept). One
 // leniency: */* accepts anything.
-func (h *Handler) negotiate(r *http.Request, rq *request, man mirror.Manifest) (mirror.Manifest, error) {
+func (h *Handler) negotiate(r *http.Request, rq oci.Request, man mirror.Manifest) (mirror.Manifest, error) {
 	switch mt := man.MediaType; {
 	case accepts(r, mt):
 		return man, nil
@@ -85,9 +84,11 @@ func accepts(r *http.Request, mediaType string) bool {
 }
 
 // platformManifest picks the linux/amd64 entry of an index.
-func (h *Handler) platformManifest(ctx context.Context, rq *request, index mirror.Manifest) (mirror.Manifest, error) {
+func (h *Handler) platformManifest(ctx context.Context, rq oci.Request, index mirror.Manifest) (mirror.Manifest, error) {
 	if index.Data == nil {
-		full, err := h.mirror.Manifest(ctx, rq.Repo, index.Digest.String(), false, rq.via)
+		whole := rq.WithReference(index.Digest.String())
+		whole.Head = false
+		full, err := h.mirror.Manifest(ctx, whole)
 		if err != nil {
 			return mirror.Manifest{}, err
 		}
@@ -99,7 +100,7 @@ func (h *Handler) platformManifest(ctx context.Context, rq *request, index mirro
 	}
 	for _, m := range idx.Manifests {
 		if m.Platform != nil && m.Platform.OS == "linux" && m.Platform.Architecture == "amd64" {
-			return h.mirror.Manifest(ctx, rq.Repo, m.Digest.String(), rq.head, rq.via)
+			return h.mirror.Manifest(ctx, rq.WithReference(m.Digest.String()))
 		}
 	}
 	return mirror.Manifest{}, fmt.Errorf("index %s has no linux/amd64 image for a client that accepts no index: %w", index.Digest, oci.ErrManifestUnknown)

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,15 +12,13 @@ import (
 
 // passthrough answers tags/list and referrers from the upstream: they list
 // what the upstream has now, so they are not cached.
-func (h *Handler) passthrough(w http.ResponseWriter, r *http.Request) error {
-	rq := requestOf(r)
-	subpath := "tags/list"
-	if rq.Kind == oci.KindReferrers {
-		subpath = "referrers/" + rq.Digest.String()
+func (h *Handler) passthrough(w http.ResponseWriter, r *http.Request, rq oci.Request) error {
+	if h.opts.Passthrough == nil {
+		return fmt.Errorf("%s: no upstream to pass through to: %w", rq.Kind, oci.ErrUnavailable)
 	}
 	q := r.URL.Query()
 	q.Del("ns")
-	resp, err := h.mirror.Upstream().Get(r.Context(), rq.Repo, subpath, q.Encode())
+	resp, err := h.opts.Passthrough.Get(r.Context(), rq, q.Encode())
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
-// Package registry is the read side of the OCI distribution API over a
-// mirror: /v2/, manifests and blobs (GET, HEAD, Range), tags/list and
-// referrers. Every error leaves as OCI errcode JSON, written in one place.
+// Package registry owns the HTTP face of berth: the read side of the OCI
+// distribution API (/v2/, manifests and blobs with GET, HEAD and Range,
+// tags/list and referrers). It turns each request into one oci.Request
+// (what is asked, who asks, hops) for the mirror, and every error into OCI
+// errcode JSON, written in one place.
 package registry
 
 import (
@@ -14,13 +16,20 @@ import (
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
-	"github.com/berth-registry/berth/pkg/upstream"
 )
 
 // PeerAuth tells a peer's request from a client's. peer.Cluster satisfies it.
 type PeerAuth interface {
-	// PeerMode verifies a request's peer marker: "owner" or "holder".
-	PeerMode(r *http.Request) (mode string, ok bool)
+	// PeerMode verifies a request's peer marker and says who asks:
+	// oci.ViaPeerOwner or oci.ViaPeerHolder; ok is false for a client.
+	PeerMode(r *http.Request) (via oci.Via, ok bool)
+}
+
+// Passthrough answers what berth does not cache: tags/list and referrers
+// (req.Kind), which list what the upstream has now. upstream.Client
+// satisfies it.
+type Passthrough interface {
+	Get(ctx context.Context, req oci.Request, rawQuery string) (*http.Response, error)
 }
 
 // Access decides whether a client may make a request, before anything
@@ -36,11 +45,12 @@ type Access interface {
 
 // Options configures a Handler. Router is required.
 type Options struct {
-	Router  oci.Router
-	Access  Access           // nil: every client may read everything
-	Peers   PeerAuth         // nil: every request is a client's
-	Logger  *slog.Logger     // nil discards
-	Metrics *metrics.Metrics // nil counts nothing
+	Router      oci.Router
+	Passthrough Passthrough      // nil: tags/list and referrers answer UNAVAILABLE
+	Access      Access           // nil: every client may read everything
+	Peers       PeerAuth         // nil: every request is a client's
+	Logger      *slog.Logger     // nil discards
+	Metrics     *metrics.Metrics // nil counts nothing
 }
 
 // Handler serves the distribution API. It is safe for concurrent use.
@@ -59,45 +69,20 @@ func New(mi *mirror.Mirror, opts Options) *Handler {
 	return &Handler{mirror: mi, opts: opts, log: opts.Logger, m: opts.Metrics}
 }
 
-type ctxKey struct{}
-
-// request is what the routes share about one request.
-type request struct {
-	oci.Request
-	via  mirror.Via
-	head bool
-}
-
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	route := "unknown"
 	err := func() error {
-		// A berth in front of this one (a site cache) counts its hops, so
-		// mirrors configured in a loop end at once.
-		hops, err := upstream.Hops(r.Header)
-		if err != nil || hops >= upstream.MaxHops {
-			return errLoop
-		}
-		req, err := h.opts.Router.ParseRequest(r.URL.Path, r.URL.Query().Get("ns"))
-		route = routeName(req, err)
+		req, err := h.parse(r, &route)
 		if err != nil {
 			return err
 		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead || req.Kind == oci.KindUpload {
-			return errUnsupported
+		if err := h.admit(r, &req); err != nil {
+			return err
 		}
-		rq := &request{Request: req, via: h.via(r), head: r.Method == http.MethodHead}
-		// Peers proved themselves with the cluster secret; clients prove
-		// themselves here, before any route looks at the store.
-		if rq.via == mirror.ViaClient && h.opts.Access != nil {
-			if _, err := h.opts.Access.Check(r, req.Repo, req.Kind == oci.KindBase); err != nil {
-				return err
-			}
-		}
-		ctx := upstream.WithHops(context.WithValue(r.Context(), ctxKey{}, rq), hops)
-		return h.route(rq)(sw, r.WithContext(ctx))
+		return h.route(req)(sw, r, req)
 	}()
 	if err != nil {
 		sw.status = writeError(sw, err)
@@ -110,24 +95,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond))
 }
 
-var errLoop = fmt.Errorf("too many berth hops (%s): mirrors configured in a loop: %w", upstream.HopHeader, oci.ErrDenied)
+var errLoop = fmt.Errorf("too many berth hops (%s): mirrors configured in a loop: %w", oci.HopHeader, oci.ErrDenied)
 
-func (h *Handler) via(r *http.Request) mirror.Via {
-	if h.opts.Peers == nil {
-		return mirror.ViaClient
+// parse makes r into the one request value the routes, the mirror and the
+// sources share: what is asked and through how many berths. It names the
+// route for the metrics once the path is parsed.
+func (h *Handler) parse(r *http.Request, route *string) (oci.Request, error) {
+	// A berth in front of this one (a site cache) counts its hops, so
+	// mirrors configured in a loop end at once.
+	hops, err := oci.ParseHops(r.Header)
+	if err != nil || hops >= oci.MaxHops {
+		return oci.Request{}, errLoop
 	}
-	switch mode, ok := h.opts.Peers.PeerMode(r); {
-	case !ok:
-		return mirror.ViaClient
-	case mode == "holder":
-		return mirror.ViaPeerHolder
-	default:
-		return mirror.ViaPeerOwner
-	}
+	req, err := h.opts.Router.ParseRequest(r.URL.Path, r.URL.Query().Get("ns"))
+	*route = routeName(req, err)
+	req.Head, req.Hops = r.Method == http.MethodHead, hops
+	return req, err
 }
 
-func (h *Handler) route(rq *request) apiFunc {
-	switch rq.Kind {
+// admit says who asks (a client, or a peer as owner or holder) and lets
+// the request through: reads only, and a client only as Access allows.
+func (h *Handler) admit(r *http.Request, req *oci.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || req.Kind == oci.KindUpload {
+		return errUnsupported
+	}
+	if h.opts.Peers != nil {
+		req.Via, _ = h.opts.Peers.PeerMode(r)
+	}
+	// Peers proved themselves with the cluster secret; clients prove
+	// themselves here, before any route looks at the store.
+	if req.Via == oci.ViaClient && h.opts.Access != nil {
+		client, err := h.opts.Access.Check(r, req.Repo, req.Kind == oci.KindBase)
+		if err != nil {
+			return err
+		}
+		req.Client = client
+	}
+	return nil
+}
+
+func (h *Handler) route(req oci.Request) apiFunc {
+	switch req.Kind {
 	case oci.KindBase:
 		return h.base
 	case oci.KindManifest:
@@ -146,11 +154,9 @@ func routeName(req oci.Request, err error) string {
 	return req.Kind.String()
 }
 
-func requestOf(r *http.Request) *request { return r.Context().Value(ctxKey{}).(*request) }
-
 // base answers GET /v2/ for a client Access let through: one with valid
 // credentials, or any client when no repository needs them.
-func (h *Handler) base(w http.ResponseWriter, r *http.Request) error {
+func (h *Handler) base(w http.ResponseWriter, r *http.Request, _ oci.Request) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")
 	w.WriteHeader(http.StatusOK)

@@ -14,10 +14,21 @@ import (
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/registry"
+	"github.com/berth-registry/berth/pkg/upstream"
+)
+
+// The cluster and the upstream client are what the mirror and the API
+// declare they need; the lower packages cannot name those interfaces, so
+// the checks live here, where they are wired.
+var (
+	_ mirror.Peers         = (*peer.Cluster)(nil)
+	_ mirror.Upstream      = (*upstream.Client)(nil)
+	_ registry.PeerAuth    = (*peer.Cluster)(nil)
+	_ registry.Passthrough = (*upstream.Client)(nil)
 )
 
 // startPeers joins the cluster when peers are configured (a gossip bind
-// address); else the node is alone.
+// address); else the node is alone: mirror.NoPeers, and no peer markers.
 func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	pc := s.cfg.Peers
 	if pc.Bind == "" {

@@ -97,11 +97,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	}
 	s.mirror = mirror.New(store, peers, s.up, mirror.Config{TagTTL: cfg.TagTTL.D(), Logger: log.With("component", "mirror"), Metrics: s.metrics})
 	s.api = registry.New(s.mirror, registry.Options{
-		Router:  oci.Router{Known: s.up.Known, Default: cfg.DefaultRegistry},
-		Access:  s.gate,
-		Peers:   auth,
-		Logger:  log.With("component", "api"),
-		Metrics: s.metrics,
+		Router:      oci.Router{Known: s.up.Known, Default: cfg.DefaultRegistry},
+		Passthrough: s.up,
+		Access:      s.gate,
+		Peers:       auth,
+		Logger:      log.With("component", "api"),
+		Metrics:     s.metrics,
 	})
 	return s, nil
 }

@@ -121,10 +121,10 @@ func TestBearerTokenAuth(t *testing.T) {
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Username: "alice", Password: "s3cret-pw"})
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
 	for range 3 {
-		if _, err := c.HeadManifest(ctx, repo, "v1"); err != nil {
+		if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); err != nil {
 			t.Fatal(err)
 		}
-		rc, _, err := c.FetchBlob(ctx, repo, d, 0)
+		rc, _, err := c.FetchBlob(ctx, repo.Blob(d), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func TestBearerTokenAuth(t *testing.T) {
 	if n := ta.askedFor("repository:team/app:pull"); n != 1 {
 		t.Errorf("token endpoint asked %d times for the scope, want 1", n)
 	}
-	if _, err := c.HeadManifest(ctx, repoOf(c, "team/other"), "v1"); !errors.Is(err, oci.ErrManifestUnknown) {
+	if _, err := c.HeadManifest(ctx, repoOf(c, "team/other").Manifest("v1")); !errors.Is(err, oci.ErrManifestUnknown) {
 		t.Errorf("other repo: %v", err)
 	}
 	if n := ta.askedFor("repository:team/other:pull"); n != 1 {
@@ -148,7 +148,7 @@ func TestBearerTokenAuth(t *testing.T) {
 	ta.mu.Lock()
 	clear(ta.tokens)
 	ta.mu.Unlock()
-	if _, err := c.HeadManifest(ctx, repo, "v1"); err != nil {
+	if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); err != nil {
 		t.Fatalf("after token revocation: %v", err)
 	}
 	if n := ta.askedFor("repository:team/app:pull"); n != 2 {
@@ -156,7 +156,7 @@ func TestBearerTokenAuth(t *testing.T) {
 	}
 
 	wrong := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Username: "alice", Password: "guess"})
-	_, err := wrong.HeadManifest(ctx, repo, "v1")
+	_, err := wrong.HeadManifest(ctx, repo.Manifest("v1"))
 	if !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("wrong password: %v, want ErrUnauthorized", err)
 	}
@@ -171,7 +171,7 @@ func TestAnonymousBearerToken(t *testing.T) {
 	up.push(t, "library/alpine", "3", 512)
 	ta := withTokenAuth(t, up, "", "")
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}})
-	if _, _, err := c.GetManifest(testCtx(t), repoOf(c, "library/alpine"), "3"); err != nil {
+	if _, _, err := c.GetManifest(testCtx(t), repoOf(c, "library/alpine").Manifest("3")); err != nil {
 		t.Fatal(err)
 	}
 	if n := ta.askedFor("repository:library/alpine:pull"); n != 1 {
@@ -221,7 +221,7 @@ func TestBasicAuthHtpasswd(t *testing.T) {
 	}
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Username: "bob", PasswordFile: pwFile})
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
-	rc, size, err := c.FetchBlob(ctx, repo, d, 0)
+	rc, size, err := c.FetchBlob(ctx, repo.Blob(d), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,11 +232,11 @@ func TestBasicAuthHtpasswd(t *testing.T) {
 	}
 
 	wrong := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Username: "bob", Password: "nope"})
-	if _, err := wrong.HeadManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnauthorized) {
+	if _, err := wrong.HeadManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	anon := newClient(t, config.Registry{Endpoints: []string{up.front.URL}})
-	if _, _, err := anon.GetManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnauthorized) {
+	if _, _, err := anon.GetManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("anonymous: %v", err)
 	}
 
@@ -247,7 +247,7 @@ func TestBasicAuthHtpasswd(t *testing.T) {
 	if err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.HeadManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnauthorized) {
+	if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("after reload with a wrong password: %v", err)
 	}
 }
@@ -265,7 +265,7 @@ func TestPrivateRealmElsewhereIsDenied(t *testing.T) {
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}})
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
 	for i := range 2 {
-		_, err := c.HeadManifest(ctx, repo, "v1")
+		_, err := c.HeadManifest(ctx, repo.Manifest("v1"))
 		if !errors.Is(err, oci.ErrDenied) || errors.Is(err, oci.ErrUnavailable) || !strings.Contains(err.Error(), "realm") {
 			t.Fatalf("call %d: %v, want DENIED naming the realm", i, err)
 		}

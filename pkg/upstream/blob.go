@@ -9,12 +9,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/berth-registry/berth/pkg/oci"
 )
 
-// FetchBlob returns the bytes of blob d of repo from offset on, and the
+// FetchBlob returns the bytes of blob req.Digest of req.Repo from offset on, and the
 // blob's total size (-1 if the upstream does not say). The bytes are
 // unverified: the caller hashes them. A stream broken mid-way returns an
 // error wrapping oci.ErrUnavailable from Read and puts its endpoint into
@@ -25,7 +23,8 @@ import (
 // oci.ErrBlobUnknown (404), oci.ErrUnauthorized, oci.ErrDenied,
 // oci.ErrTooManyRequests, oci.ErrUnavailable or oci.ErrRegistryUnknown.
 // Safe for concurrent use; the caller closes the body.
-func (c *Client) FetchBlob(ctx context.Context, repo oci.Repo, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+func (c *Client) FetchBlob(ctx context.Context, req oci.Request, offset int64) (io.ReadCloser, int64, error) {
+	repo, d := req.Repo, req.Digest
 	r, err := c.registry(repo)
 	if err != nil {
 		return nil, 0, err
@@ -34,7 +33,7 @@ func (c *Client) FetchBlob(ctx context.Context, repo oci.Repo, d digest.Digest, 
 	if offset > 0 {
 		h.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 	}
-	cl := call{op: "blob", method: http.MethodGet, repo: repo, path: "blobs/" + d.String(), header: h, notFound: oci.ErrBlobUnknown}
+	cl := call{op: "blob", method: http.MethodGet, repo: repo, hops: req.Hops, path: "blobs/" + d.String(), header: h, notFound: oci.ErrBlobUnknown}
 	resp, ep, err := r.do(ctx, cl)
 	var ue *Error
 	if offset > 0 && errors.As(err, &ue) && ue.StatusCode == http.StatusRequestedRangeNotSatisfiable {

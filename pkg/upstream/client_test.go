@@ -24,14 +24,14 @@ func TestManifestsAndBlobsAnonymous(t *testing.T) {
 	mt, _ := img.MediaType()
 	want := digest.FromBytes(raw)
 
-	desc, err := c.HeadManifest(ctx, repo, "v1")
+	desc, err := c.HeadManifest(ctx, repo.Manifest("v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if desc != (oci.Descriptor{MediaType: string(mt), Digest: want, Size: int64(len(raw))}) {
 		t.Fatalf("HEAD descriptor %+v, want %s %s %d", desc, mt, want, len(raw))
 	}
-	desc2, b, err := c.GetManifest(ctx, repo, want.String())
+	desc2, b, err := c.GetManifest(ctx, repo.Manifest(want.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,13 +48,13 @@ func TestManifestsAndBlobsAnonymous(t *testing.T) {
 	if ns := heads[0].URL.Query().Get("ns"); ns != repo.Registry {
 		t.Errorf("ns %q, want %q", ns, repo.Registry)
 	}
-	if hops := heads[0].Header.Get(HopHeader); hops != "1" {
-		t.Errorf("%s %q, want 1", HopHeader, hops)
+	if hops := heads[0].Header.Get(oci.HopHeader); hops != "1" {
+		t.Errorf("%s %q, want 1", oci.HopHeader, hops)
 	}
 
 	d, layer := layerOf(t, img)
 	for _, off := range []int64{0, 1, int64(len(layer)) / 2, int64(len(layer)) - 1} {
-		rc, size, err := c.FetchBlob(ctx, repo, d, off)
+		rc, size, err := c.FetchBlob(ctx, repo.Blob(d), off)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,24 +85,24 @@ func TestNotFoundErrors(t *testing.T) {
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}})
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
 
-	_, err := c.HeadManifest(ctx, repo, "nope")
+	_, err := c.HeadManifest(ctx, repo.Manifest("nope"))
 	if !errors.Is(err, oci.ErrManifestUnknown) {
 		t.Errorf("HEAD missing tag: %v", err)
 	}
-	_, _, err = c.GetManifest(ctx, repo, "nope")
+	_, _, err = c.GetManifest(ctx, repo.Manifest("nope"))
 	var ue *Error
 	if !errors.Is(err, oci.ErrManifestUnknown) || !errors.As(err, &ue) || ue.Code != "MANIFEST_UNKNOWN" || ue.Message == "" {
 		t.Errorf("GET missing tag: %v", err)
 	}
-	_, _, err = c.FetchBlob(ctx, repo, digest.FromString("nope"), 0)
+	_, _, err = c.FetchBlob(ctx, repo.Blob(digest.FromString("nope")), 0)
 	if !errors.Is(err, oci.ErrBlobUnknown) {
 		t.Errorf("missing blob: %v", err)
 	}
-	_, _, err = c.FetchBlob(ctx, oci.Repo{Registry: "elsewhere", Name: "x"}, digest.FromString("nope"), 0)
+	_, _, err = c.FetchBlob(ctx, oci.Repo{Registry: "elsewhere", Name: "x"}.Blob(digest.FromString("nope")), 0)
 	if !errors.Is(err, oci.ErrRegistryUnknown) {
 		t.Errorf("unknown registry: %v", err)
 	}
-	resp, err := c.Get(ctx, repo, "tags/list", "n=10")
+	resp, err := c.Get(ctx, oci.Request{Kind: oci.KindTags, Repo: repo}, "n=10")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func TestDockerCredentialHelpers(t *testing.T) {
 		before := len(helperCalls(t, dir))
 		c := newClient(t, config.Registry{Name: "example.test", Endpoints: []string{up.front.URL}, DockerConfig: path})
 		for _, repo := range []string{"team/app", "team/app", "team/other"} {
-			_, err := c.HeadManifest(ctx, repoOf(c, repo), "v1")
+			_, err := c.HeadManifest(ctx, repoOf(c, repo).Manifest("v1"))
 			if repo == "team/app" && err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
@@ -114,7 +114,7 @@ func TestDockerCredentialHelpers(t *testing.T) {
 		}
 		// Asked once when the client was made (for each key it tries), not per request.
 		again := len(helperCalls(t, dir))
-		if _, err := c.HeadManifest(ctx, repoOf(c, "team/app"), "v1"); err != nil {
+		if _, err := c.HeadManifest(ctx, repoOf(c, "team/app").Manifest("v1")); err != nil {
 			t.Fatal(err)
 		}
 		if n := len(helperCalls(t, dir)); n != again {
@@ -131,14 +131,14 @@ func TestDockerCredentialHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newClient(t, config.Registry{Name: "example.test", Endpoints: []string{up.front.URL}, DockerConfig: path})
-	if _, err := c.HeadManifest(ctx, repoOf(c, "team/app"), "v1"); err != nil {
+	if _, err := c.HeadManifest(ctx, repoOf(c, "team/app").Manifest("v1")); err != nil {
 		t.Fatal(err)
 	}
 	ta.pass = "token-2"
 	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("token-2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.HeadManifest(ctx, repoOf(c, "team/app2"), "v1"); err != nil {
+	if _, err := c.HeadManifest(ctx, repoOf(c, "team/app2").Manifest("v1")); err != nil {
 		t.Errorf("after the helper rotated the token: %v", err)
 	}
 	if got := ta.askedFor("repository:team/app2:pull"); got != 2 {

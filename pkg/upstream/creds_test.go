@@ -52,7 +52,7 @@ func TestDockerConfigCredentials(t *testing.T) {
 	auth := base64.StdEncoding.EncodeToString([]byte("carol:pa:ss"))
 	cfg := writeDockerConfig(t, "http://"+up.host()+"/", fmt.Sprintf(`{"auth":%q}`, auth))
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, DockerConfig: cfg})
-	if _, err := c.HeadManifest(ctx, repoOf(c, "team/app"), "v1"); err != nil {
+	if _, err := c.HeadManifest(ctx, repoOf(c, "team/app").Manifest("v1")); err != nil {
 		t.Fatalf("docker config auth: %v", err)
 	}
 
@@ -60,7 +60,7 @@ func TestDockerConfigCredentials(t *testing.T) {
 	ta.pass = "refresh-me"
 	cfg2 := writeDockerConfig(t, up.host(), `{"identitytoken":"refresh-me"}`)
 	c2 := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, DockerConfig: cfg2})
-	if _, err := c2.HeadManifest(ctx, repoOf(c2, "team/app"), "v1"); err != nil {
+	if _, err := c2.HeadManifest(ctx, repoOf(c2, "team/app").Manifest("v1")); err != nil {
 		t.Fatalf("identity token: %v", err)
 	}
 
@@ -71,7 +71,7 @@ func TestDockerConfigCredentials(t *testing.T) {
 	if err := c2.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c2.HeadManifest(ctx, repoOf(c2, "team/other"), "v1"); !errors.Is(err, oci.ErrUnauthorized) {
+	if _, err := c2.HeadManifest(ctx, repoOf(c2, "team/other").Manifest("v1")); !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("after reload: %v", err)
 	}
 }
@@ -117,7 +117,7 @@ func TestSecretsStayOutOfLogsAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.HeadManifest(context.Background(), oci.Repo{Registry: "example.test", Name: "team/app"}, "v1")
+	_, err = c.HeadManifest(context.Background(), oci.Repo{Registry: "example.test", Name: "team/app"}.Manifest("v1"))
 	if !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("wrong password: %v", err)
 	}

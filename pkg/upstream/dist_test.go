@@ -37,7 +37,7 @@ func TestDistributionRange(t *testing.T) {
 	img := up.push(t, "team/app", "v1", 1000)
 	d, layer := layerOf(t, img)
 	c := newClient(t, configRegistry(up.front.URL))
-	rc, size, err := c.FetchBlob(testCtx(t), repoOf(c, "team/app"), d, 10)
+	rc, size, err := c.FetchBlob(testCtx(t), repoOf(c, "team/app").Blob(d), 10)
 	if err != nil {
 		t.Fatal(err)
 	}

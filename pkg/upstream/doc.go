@@ -41,8 +41,7 @@
 // berth may itself be the upstream of another berth. Every request carries
 // the query parameter ns=<registry name>, so a berth upstream routes it to
 // the same registry (real registries ignore unknown query parameters), and
-// the header X-Berth-Hops (HopHeader) with the number of berth hops the
-// request has made. A berth server reads the incoming value with Hops,
-// refuses the request when it is MaxHops or more (a loop), and passes it on
-// with WithHops so the client here sends one more.
+// the header X-Berth-Hops (oci.HopHeader) with the number of berth hops the
+// request has made: the incoming request's oci.Request.Hops plus one. A
+// request that arrived with oci.MaxHops or more is refused (a loop).
 package upstream

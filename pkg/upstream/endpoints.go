@@ -70,6 +70,7 @@ type call struct {
 	op       string // metrics label: manifest_head, manifest_get, blob, get
 	method   string
 	repo     oci.Repo
+	hops     int    // of the incoming request; oci.HopHeader sends one more
 	path     string // after /v2/<name>/
 	rawQuery string
 	header   http.Header
@@ -86,8 +87,8 @@ const maxTooMany = 3
 // Retry-After fits in MaxRetryAfter; any other answer is returned as an
 // error wrapping the oci sentinel of its status or errcode.
 func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, error) {
-	if n := hopsFrom(ctx); n >= MaxHops {
-		return nil, nil, fmt.Errorf("upstream %s: request has passed %d berth hops, a mirror loop: %w", r.name, n, oci.ErrUnavailable)
+	if cl.hops >= oci.MaxHops {
+		return nil, nil, fmt.Errorf("upstream %s: request has passed %d berth hops, a mirror loop: %w", r.name, cl.hops, oci.ErrUnavailable)
 	}
 	var lastErr error
 	eps, tooMany := r.order(), 0
@@ -153,7 +154,7 @@ func (r *registry) send(ctx context.Context, ep *endpoint, cl call) (*http.Respo
 	for k, v := range cl.header {
 		req.Header[k] = v
 	}
-	req.Header.Set(HopHeader, strconv.Itoa(hopsFrom(ctx)+1))
+	req.Header.Set(oci.HopHeader, strconv.Itoa(cl.hops+1))
 	start := time.Now()
 	resp, err := r.client.Do(req)
 	if m := r.c.metrics; m != nil {

@@ -44,7 +44,7 @@ func TestRedirectNeverCarriesAuthorization(t *testing.T) {
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Username: "alice", Password: "pw", AllowPrivateRedirects: true})
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
 	for _, off := range []int64{0, 1234} {
-		rc, size, err := c.FetchBlob(ctx, repo, d, off)
+		rc, size, err := c.FetchBlob(ctx, repo.Blob(d), off)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func TestFailoverRefusedAnd503(t *testing.T) {
 	c := newClient(t, config.Registry{Name: "example.test", Endpoints: []string{refused, down.URL, up.front.URL}})
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
 	for range 3 {
-		_, b, err := c.GetManifest(ctx, repo, "v1")
+		_, b, err := c.GetManifest(ctx, repo.Manifest("v1"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestFailoverRefusedAnd503(t *testing.T) {
 
 	// Every endpoint down: an error wrapping ErrUnavailable.
 	all := newClient(t, config.Registry{Name: "example.test", Endpoints: []string{refused, down.URL}})
-	if _, err := all.HeadManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnavailable) {
+	if _, err := all.HeadManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnavailable) {
 		t.Fatalf("all down: %v", err)
 	}
 }
@@ -163,7 +163,7 @@ func TestResumeAfterCutOnNextEndpoint(t *testing.T) {
 		if attempt > 2 {
 			t.Fatalf("no progress after %d attempts", attempt)
 		}
-		rc, size, err := c.FetchBlob(ctx, repo, d, int64(len(got)))
+		rc, size, err := c.FetchBlob(ctx, repo.Blob(d), int64(len(got)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +215,7 @@ func TestRateLimitRetryAfter(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 8 {
 		go func() {
-			_, err := c.HeadManifest(ctx, repo, "v1")
+			_, err := c.HeadManifest(ctx, repo.Manifest("v1"))
 			errs <- err
 		}()
 	}
@@ -236,7 +236,7 @@ func TestRateLimitRetryAfter(t *testing.T) {
 	})
 	c2 := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, MaxRetryAfter: config.Duration(time.Second)})
 	start := time.Now()
-	_, err := c2.HeadManifest(ctx, repo, "v1")
+	_, err := c2.HeadManifest(ctx, repo.Manifest("v1"))
 	var ue *Error
 	if !errors.Is(err, oci.ErrTooManyRequests) || !errors.As(err, &ue) || ue.Message != "pull rate limit" {
 		t.Fatalf("long Retry-After: %v", err)
@@ -268,7 +268,7 @@ func TestIdleReadTimeoutCutsStalledBody(t *testing.T) {
 		return true
 	})
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}, Timeouts: config.Timeouts{IdleRead: config.Duration(200 * time.Millisecond)}})
-	rc, _, err := c.FetchBlob(testCtx(t), repoOf(c, "team/app"), d, 0)
+	rc, _, err := c.FetchBlob(testCtx(t), repoOf(c, "team/app").Blob(d), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,19 +17,20 @@ import (
 
 var acceptManifests = strings.Join(oci.ManifestTypes, ", ")
 
-// HeadManifest resolves ref (a tag or a digest) of repo with a HEAD and
+// HeadManifest resolves req.Reference (a tag or a digest) of req.Repo with a HEAD and
 // the full Accept list, and returns the manifest's descriptor. When the
 // upstream's HEAD lacks Docker-Content-Digest, Content-Type or
 // Content-Length, it falls back to GetManifest. Errors wrap
 // oci.ErrManifestUnknown (404), oci.ErrNameUnknown, oci.ErrUnauthorized,
 // oci.ErrDenied, oci.ErrTooManyRequests, oci.ErrUnavailable,
 // oci.ErrDigestMismatch or oci.ErrRegistryUnknown. Safe for concurrent use.
-func (c *Client) HeadManifest(ctx context.Context, repo oci.Repo, ref string) (oci.Descriptor, error) {
+func (c *Client) HeadManifest(ctx context.Context, req oci.Request) (oci.Descriptor, error) {
+	repo, ref := req.Repo, req.Reference
 	r, err := c.registry(repo)
 	if err != nil {
 		return oci.Descriptor{}, err
 	}
-	resp, _, err := r.do(ctx, manifestCall("manifest_head", http.MethodHead, repo, ref))
+	resp, _, err := r.do(ctx, manifestCall("manifest_head", http.MethodHead, req))
 	if err != nil {
 		return oci.Descriptor{}, fmt.Errorf("resolve %s:%s: %w", repo, ref, err)
 	}
@@ -43,12 +44,12 @@ func (c *Client) HeadManifest(ctx context.Context, repo oci.Repo, ref string) (o
 		desc.Digest = want
 	}
 	if desc.Digest == "" || desc.Size < 0 || !isManifestType(desc.MediaType) {
-		desc, _, err = c.GetManifest(ctx, repo, ref)
+		desc, _, err = c.GetManifest(ctx, req)
 	}
 	return desc, err
 }
 
-// GetManifest fetches ref (a tag or a digest) of repo with the full Accept
+// GetManifest fetches req.Reference (a tag or a digest) of req.Repo with the full Accept
 // list and returns its descriptor and bytes (at most oci.MaxManifestSize).
 // The bytes are verified against a digest ref and against the upstream's
 // Docker-Content-Digest, and must be a manifest of the media type the
@@ -56,13 +57,14 @@ func (c *Client) HeadManifest(ctx context.Context, repo oci.Repo, ref string) (o
 // again from the next endpoint. Errors are those of HeadManifest, plus
 // oci.ErrTooLarge and oci.ErrManifestInvalid.
 // Safe for concurrent use.
-func (c *Client) GetManifest(ctx context.Context, repo oci.Repo, ref string) (oci.Descriptor, []byte, error) {
+func (c *Client) GetManifest(ctx context.Context, req oci.Request) (oci.Descriptor, []byte, error) {
+	repo, ref := req.Repo, req.Reference
 	r, err := c.registry(repo)
 	if err != nil {
 		return oci.Descriptor{}, nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		desc, b, err := r.getManifest(ctx, repo, ref)
+		desc, b, err := r.getManifest(ctx, req)
 		if err == nil || !errors.Is(err, errBodyBroken) || attempt+1 >= len(r.endpoints) || ctx.Err() != nil {
 			if err != nil {
 				err = fmt.Errorf("fetch %s:%s: %w", repo, ref, err)
@@ -74,8 +76,9 @@ func (c *Client) GetManifest(ctx context.Context, repo oci.Repo, ref string) (oc
 
 var errBodyBroken = errors.New("body broken")
 
-func (r *registry) getManifest(ctx context.Context, repo oci.Repo, ref string) (oci.Descriptor, []byte, error) {
-	resp, ep, err := r.do(ctx, manifestCall("manifest_get", http.MethodGet, repo, ref))
+func (r *registry) getManifest(ctx context.Context, req oci.Request) (oci.Descriptor, []byte, error) {
+	ref := req.Reference
+	resp, ep, err := r.do(ctx, manifestCall("manifest_get", http.MethodGet, req))
 	if err != nil {
 		return oci.Descriptor{}, nil, err
 	}
@@ -99,7 +102,7 @@ func (r *registry) getManifest(ctx context.Context, repo oci.Repo, ref string) (
 	mt, err := oci.CheckManifest(resp.Header.Get("Content-Type"), b)
 	if err != nil {
 		r.c.metrics.UpstreamError(r.name, "invalid")
-		r.c.log.Warn("upstream manifest refused", "registry", r.name, "repo", repo.String(), "ref", ref, "digest", d, "err", err)
+		r.c.log.Warn("upstream manifest refused", "registry", r.name, "repo", req.Repo.String(), "ref", ref, "digest", d, "err", err)
 		return oci.Descriptor{}, nil, fmt.Errorf("upstream %s: %w", r.name, err)
 	}
 	return oci.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}, b, nil
@@ -130,10 +133,10 @@ func manifestDigest(b []byte, ref, header string) (digest.Digest, error) {
 	return got, nil
 }
 
-func manifestCall(op, method string, repo oci.Repo, ref string) call {
+func manifestCall(op, method string, req oci.Request) call {
 	h := http.Header{}
 	h.Set("Accept", acceptManifests)
-	return call{op: op, method: method, repo: repo, path: "manifests/" + ref, header: h, notFound: oci.ErrManifestUnknown}
+	return call{op: op, method: method, repo: req.Repo, hops: req.Hops, path: "manifests/" + req.Reference, header: h, notFound: oci.ErrManifestUnknown}
 }
 
 // mediaType strips parameters from a Content-Type.
@@ -150,22 +153,23 @@ func isManifestType(mt string) bool {
 	return slices.Contains(oci.ManifestTypes, mt) || strings.HasPrefix(mt, "application/vnd.")
 }
 
-// Get passes a GET of /v2/<repo>/<subpath>?<rawQuery> through to the
-// upstream: subpath is "tags/list" or "referrers/<digest>". It returns the
+// Get passes a GET of tags/list or referrers (req.Kind) of req.Repo, with
+// rawQuery, through to the upstream. It returns the
 // 200 response (body with the idle-read timeout); the caller closes it.
 // Other answers are errors wrapping oci.ErrNameUnknown (tags/list 404),
 // oci.ErrManifestUnknown (referrers 404), oci.ErrUnauthorized, ...
 // A Link header, if any, is the upstream's own. Safe for concurrent use.
-func (c *Client) Get(ctx context.Context, repo oci.Repo, subpath, rawQuery string) (*http.Response, error) {
+func (c *Client) Get(ctx context.Context, req oci.Request, rawQuery string) (*http.Response, error) {
+	repo := req.Repo
 	r, err := c.registry(repo)
 	if err != nil {
 		return nil, err
 	}
-	notFound := oci.ErrNameUnknown
-	if strings.HasPrefix(subpath, "referrers/") {
-		notFound = oci.ErrManifestUnknown
+	subpath, notFound := "tags/list", oci.ErrNameUnknown
+	if req.Kind == oci.KindReferrers {
+		subpath, notFound = "referrers/"+req.Digest.String(), oci.ErrManifestUnknown
 	}
-	resp, ep, err := r.do(ctx, call{op: "get", method: http.MethodGet, repo: repo, path: subpath, rawQuery: rawQuery, notFound: notFound})
+	resp, ep, err := r.do(ctx, call{op: "get", method: http.MethodGet, repo: repo, hops: req.Hops, path: subpath, rawQuery: rawQuery, notFound: notFound})
 	if err != nil {
 		return nil, fmt.Errorf("get %s/%s: %w", repo, subpath, err)
 	}

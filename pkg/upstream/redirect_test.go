@@ -71,7 +71,7 @@ func TestRedirectGuard(t *testing.T) {
 		return true
 	})
 	fetch := func(c *Client) error {
-		rc, _, err := c.FetchBlob(testCtx(t), repoOf(c, "team/app"), d, 0)
+		rc, _, err := c.FetchBlob(testCtx(t), repoOf(c, "team/app").Blob(d), 0)
 		if err != nil {
 			return err
 		}
@@ -133,7 +133,7 @@ func TestErrorsNameNoAddress(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	c := newClient(t, config.Registry{Name: "private.example", Endpoints: []string{"http://" + dead}})
-	_, err = c.HeadManifest(testCtx(t), oci.Repo{Registry: "private.example", Name: "a/b"}, "v1")
+	_, err = c.HeadManifest(testCtx(t), oci.Repo{Registry: "private.example", Name: "a/b"}.Manifest("v1"))
 	if !errors.Is(err, oci.ErrUnavailable) || strings.Contains(err.Error(), dead) || strings.Contains(err.Error(), "127.0.0.1") ||
 		!strings.Contains(err.Error(), "private.example") || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("dead endpoint: %v; want ErrUnavailable naming private.example and a reason, no address", err)

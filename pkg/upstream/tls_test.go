@@ -37,7 +37,7 @@ func TestTLSCAFileAndInsecure(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.rc.Endpoints = []string{srv.URL}
 			c := newClient(t, tc.rc)
-			_, err := c.HeadManifest(ctx, repoOf(c, "team/app"), "v1")
+			_, err := c.HeadManifest(ctx, repoOf(c, "team/app").Manifest("v1"))
 			if (tc.want == nil && err != nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -54,23 +54,27 @@ func TestHopsAndLoops(t *testing.T) {
 	up.push(t, "team/app", "v1", 100)
 	c := newClient(t, config.Registry{Endpoints: []string{up.front.URL}})
 	repo := repoOf(c, "team/app")
-	if _, err := c.HeadManifest(WithHops(testCtx(t), 2), repo, "v1"); err != nil {
+	at2 := repo.Manifest("v1")
+	at2.Hops = 2
+	if _, err := c.HeadManifest(testCtx(t), at2); err != nil {
 		t.Fatal(err)
 	}
 	r := up.fault.requests("/manifests/")
-	if len(r) != 1 || r[0].Header.Get(HopHeader) != "3" {
+	if len(r) != 1 || r[0].Header.Get(oci.HopHeader) != "3" {
 		t.Fatalf("hop header of a request at 2 hops: %v", r)
 	}
-	if n, err := Hops(r[0].Header); n != 3 || err != nil {
+	if n, err := oci.ParseHops(r[0].Header); n != 3 || err != nil {
 		t.Fatalf("Hops = %d, %v", n, err)
 	}
-	if _, err := c.HeadManifest(WithHops(context.Background(), MaxHops), repo, "v1"); !errors.Is(err, oci.ErrUnavailable) {
+	loop := repo.Manifest("v1")
+	loop.Hops = oci.MaxHops
+	if _, err := c.HeadManifest(context.Background(), loop); !errors.Is(err, oci.ErrUnavailable) {
 		t.Fatalf("at MaxHops: %v", err)
 	}
 	if len(up.fault.requests("/manifests/")) != 1 {
 		t.Fatal("a looping request went upstream")
 	}
-	if _, err := Hops(http.Header{HopHeader: {"x"}}); err == nil {
+	if _, err := oci.ParseHops(http.Header{oci.HopHeader: {"x"}}); err == nil {
 		t.Error("a bad hop count is no error")
 	}
 }
