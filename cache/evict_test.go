@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/berth-registry/berth/pkg/metrics"
+	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -108,7 +109,8 @@ func TestEndlessFillUnderQuotaEvictsNothing(t *testing.T) {
 	pw := <-src.pw
 	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) }) // before the store closes
 	chunk := make([]byte, 256<<10)
-	for range 6 * q / len(chunk) { // six times the quota
+	// Short of the quota, where a stream of unknown size is cut (limit.go).
+	for range q/len(chunk) - 1 {
 		rand.Read(chunk)
 		if _, err := pw.Write(chunk); err != nil {
 			t.Fatal(err)
@@ -126,18 +128,25 @@ func TestEndlessFillUnderQuotaEvictsNothing(t *testing.T) {
 	if used, _ := s.Usage(); used > q+2<<20 {
 		t.Fatalf("usage %d: the fill's temp file grew past the quota", used)
 	}
-	assertTmpEmpty(t, s) // passing through: its temp file is unlinked
-	pw.CloseWithError(errors.New("source gone"))
-	if err := <-read; err == nil {
-		t.Fatal("reader of a failed fill saw a clean end")
+	// On and on: the fill is cut at the quota, and its temp file goes.
+	var werr error
+	for i := 0; werr == nil && i < 6*q/len(chunk); i++ {
+		_, werr = pw.Write(chunk)
+	}
+	if werr == nil {
+		t.Fatalf("the fill took six times the quota from a stream of unknown size")
+	}
+	if err := <-read; !errors.Is(err, oci.ErrTooLarge) {
+		t.Fatalf("reader of a fill cut at the quota: %v, want ErrTooLarge", err)
 	}
 	waitNoFills(t, s)
+	assertTmpEmpty(t, s)
 	assertKept(t, s, append(committed, small...))
 	if n := value(m.Evictions); n != 0 {
 		t.Fatalf("%v blobs evicted", n)
 	}
 	if !strings.Contains(logs.String(), "more than the") {
-		t.Fatalf("log does not say why the fill passed through:\n%s", logs.String())
+		t.Fatalf("log does not say why the fill failed:\n%s", logs.String())
 	}
 }
 

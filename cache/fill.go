@@ -19,6 +19,10 @@ import (
 type FillMeta struct {
 	MediaType string // recorded in the index on commit; "" for layers
 	Repo      string // the repository asked for, for the log: registry/name
+	// Size is the blob's size from a descriptor that names it (a manifest's
+	// layer); 0 when unknown. A source that says otherwise or sends more
+	// fails the fill.
+	Size int64
 }
 
 // Blamer is a source stream that can be told, after the fact, that the
@@ -49,6 +53,12 @@ type Opener func(ctx context.Context, offset int64) (rc io.ReadCloser, size int6
 type fill struct {
 	d    digest.Digest
 	file *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
+	// limit caps the bytes a fill takes (see fillLimit); 0 means none.
+	// limitWhy names it; sized reports that it is the blob's own size
+	// (from a descriptor), which a source may not contradict either.
+	limit    int64
+	limitWhy string
+	sized    bool
 
 	blamers   []Blamer    // source streams to tell of a digest mismatch; the fill goroutine's own
 	overQuota atomic.Bool // passing through because the blob is larger than the quota can hold
@@ -162,6 +172,7 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 		return nil, fmt.Errorf("fill %s: store closed", d)
 	}
 	f := &fill{d: d, size: -1, wake: make(chan struct{}), writing: true, readers: map[*Blob]int64{}}
+	f.limit, f.limitWhy, f.sized = s.fillLimit(meta)
 	tmp, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "fill-")
 	if err != nil {
 		s.passThrough(f, fmt.Errorf("create temp file: %w", err))
@@ -302,6 +313,8 @@ func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, 
 func (f *fill) setSize(size int64) error {
 	st := f.state()
 	switch {
+	case f.sized && size > f.limit:
+		return fmt.Errorf("blob %s: the source says %d bytes, over %s (%d): %w", f.d, size, f.limitWhy, f.limit, oci.ErrTooLarge)
 	case size < 0 || size == st.size:
 		return nil
 	case st.size >= 0:
@@ -317,6 +330,9 @@ func (s *Store) append(ctx context.Context, f *fill, p []byte, h io.Writer) erro
 	st := f.state()
 	if st.size >= 0 && st.written+int64(len(p)) > st.size {
 		return fmt.Errorf("blob %s: more than %d bytes: %w", f.d, st.size, oci.ErrDigestMismatch)
+	}
+	if f.limit > 0 && (f.sized || st.size < 0) && st.written+int64(len(p)) > f.limit {
+		return fmt.Errorf("blob %s: more than %s (%d bytes): %w", f.d, f.limitWhy, f.limit, oci.ErrTooLarge)
 	}
 	if st.pt == nil && !s.checkRoom(f, st.written+int64(len(p))) {
 		_, err := s.writeAt(f.file, p, st.written)
@@ -339,7 +355,7 @@ func (s *Store) append(ctx context.Context, f *fill, p []byte, h io.Writer) erro
 // retryable reports whether another attempt may succeed where err failed.
 func retryable(err error) bool {
 	for _, final := range []error{oci.ErrBlobUnknown, oci.ErrManifestUnknown, oci.ErrNameUnknown,
-		oci.ErrUnauthorized, oci.ErrDenied, oci.ErrDigestMismatch, oci.ErrTooManyRequests, oci.ErrBadUpstream,
+		oci.ErrUnauthorized, oci.ErrDenied, oci.ErrDigestMismatch, oci.ErrTooManyRequests, oci.ErrBadUpstream, oci.ErrTooLarge,
 		context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, final) {
 			return false
@@ -354,6 +370,8 @@ func failReason(err error) string {
 		return ""
 	case errors.Is(err, oci.ErrDigestMismatch):
 		return "digest"
+	case errors.Is(err, oci.ErrTooLarge):
+		return "size"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -210,6 +211,39 @@ func TestHostileUpstream(t *testing.T) {
 		pullImage(t, s.b, "junk/app", "v1", s.px.Host, img)
 		a := s.b.get(t, http.MethodGet, "junk/app/manifests/"+metaDigest.String(), s.px.Host)
 		wantError(t, "the junk by digest afterwards", a, http.StatusNotFound, "MANIFEST_UNKNOWN")
+		s.b.settle(t, s.base, s.closeFn)
+	})
+
+	// An upstream blob body without Content-Length that never ends is cut
+	// at the store's quota: it never grows past it, and nothing is kept.
+	t.Run("endless body", func(t *testing.T) {
+		img := randomImage(t, 4096)
+		s.up.Push(t, "endless/app", "v1", img)
+		layer := layerDigest(t, img)
+		const bound = 4 * quota // the proxy's own bound, so the test ends on today's code too
+		var sent atomic.Int64
+		clear := s.px.set(t, on(http.MethodGet, "/blobs/"+layer.String(), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.WriteHeader(http.StatusOK)
+			buf := make([]byte, 64<<10)
+			for sent.Load() < bound {
+				n, err := w.Write(buf)
+				sent.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}))
+		a := s.b.get(t, http.MethodGet, "endless/app/blobs/"+layer.String(), s.px.Host)
+		clear()
+		if a.Err == nil && a.Status == http.StatusOK {
+			t.Errorf("endless body: the client got a whole 200 of %d bytes", len(a.Body))
+		}
+		if n := sent.Load(); n > quota+16<<20 {
+			t.Errorf("endless body: berth read %d MiB, past the %d MiB quota", n>>20, quota>>20)
+		}
+		s.b.wantNotStored(t, layer)
+		pullImage(t, s.b, "endless/app", "v1", s.px.Host, img)
 		s.b.settle(t, s.base, s.closeFn)
 	})
 
