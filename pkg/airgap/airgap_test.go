@@ -3,6 +3,7 @@ package airgap
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -322,7 +323,7 @@ func assertNoTemp(t *testing.T, s *cache.Store) {
 	}
 }
 
-// TestImportDockerSave loads a docker save archive (written by
+// TestImportDockerSave loads a gzipped docker save archive (written by
 // go-containerregistry's tarball package, gzipped layers) and checks the
 // layers against the config's diff_ids: a tampered layer fails.
 func TestImportDockerSave(t *testing.T) {
@@ -335,8 +336,12 @@ func TestImportDockerSave(t *testing.T) {
 	if err := tarball.Write(tg, img, &buf); err != nil {
 		t.Fatal(err)
 	}
+	var gz bytes.Buffer // as docker save | gzip writes it
+	zw := gzip.NewWriter(&gz)
+	zw.Write(buf.Bytes())
+	zw.Close()
 	s := openStore(t)
-	rep, err := ImportTar(t.Context(), s, bytes.NewReader(buf.Bytes()), ImportOptions{})
+	rep, err := ImportTar(t.Context(), s, &gz, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package airgap
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,10 +74,28 @@ type planned struct {
 func ImportTar(ctx context.Context, s *cache.Store, r io.Reader, o ImportOptions) (Report, error) {
 	im := newImporter(s, o)
 	defer im.discard()
+	r, err := gunzipped(r)
+	if err != nil {
+		return im.rep, err
+	}
 	if err := walkTar(ctxReader{ctx, r}, im.entry); err != nil {
 		return im.rep, err
 	}
 	return im.finish()
+}
+
+// gunzipped returns r, decompressed when it starts as gzip does (a
+// docker save piped through gzip).
+func gunzipped(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("read archive: %w", err)
+		}
+		return zr, nil
+	}
+	return br, nil
 }
 
 // ImportDir imports an OCI layout directory, as ImportTar does.
