@@ -32,6 +32,7 @@ type Registry struct {
 	counts map[string]int // "GET /v2/<name>/blobs/<digest>" → requests
 
 	down    atomic.Bool               // answer every request 503
+	status  atomic.Int32              // when set, answer every request with it (SetStatus)
 	corrupt atomic.Bool               // flip a byte in every blob body
 	gate    atomic.Pointer[chan bool] // when set, blob bodies stop half way until it is closed
 }
@@ -65,6 +66,13 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 		r.mu.Unlock()
 		if r.down.Load() {
 			http.Error(w, "down for the test", http.StatusServiceUnavailable)
+			return
+		}
+		if code := int(r.status.Load()); code != 0 {
+			if code == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "3600") // longer than any client waits
+			}
+			http.Error(w, "status set by the test", code)
 			return
 		}
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
@@ -102,6 +110,10 @@ func (r *Registry) Total() int {
 
 // SetDown makes every request fail with 503 (an outage) or serve again.
 func (r *Registry) SetDown(down bool) { r.down.Store(down) }
+
+// SetStatus makes every request answer code with a plain-text body (a 429
+// says Retry-After: 3600); 0 serves again.
+func (r *Registry) SetStatus(code int) { r.status.Store(int32(code)) }
 
 // SetCorrupt makes blob bodies carry one flipped byte.
 func (r *Registry) SetCorrupt(c bool) { r.corrupt.Store(c) }
