@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/peer"
+	"github.com/berth-registry/berth/pkg/auth"
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/registry"
@@ -25,6 +26,7 @@ var (
 	_ mirror.Upstream      = (*upstream.Client)(nil)
 	_ registry.PeerAuth    = (*peer.Cluster)(nil)
 	_ registry.Passthrough = (*upstream.Client)(nil)
+	_ registry.Access      = (*auth.Gate)(nil)
 )
 
 // startPeers joins the cluster when peers are configured (a gossip bind
