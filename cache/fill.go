@@ -180,6 +180,7 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 	f.file = tmp
 	s.fills[d] = f
 	s.m.FillStarted()
+	s.log.Info("fill started", "digest", d, "repo", meta.Repo)
 	s.wg.Add(1)
 	go s.run(f, meta, open)
 	return newFillBlob(ctx, f), nil
@@ -193,7 +194,10 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	defer cancel()
 	start := time.Now()
 	dg := f.d.Algorithm().Digester()
+	stop := make(chan struct{})
+	go s.logProgress(f, meta, start, stop)
 	err := s.download(ctx, f, dg.Hash(), open)
+	close(stop)
 	st := f.state()
 	s.pending.Add(-st.fileEnd) // the commit counts the bytes again, as committed
 	switch {
@@ -226,12 +230,41 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 		}
 	}
 	s.m.FillEnded(reason)
-	attrs := []any{"digest", f.d, "repo", meta.Repo, "bytes", st.written, "source", f.source, "duration", time.Since(start).Round(time.Millisecond)}
+	source := f.latestSource()
+	s.m.FillDone(source, st.written, time.Since(start), err == nil && st.pt == nil)
+	attrs := []any{"digest", f.d, "repo", meta.Repo, "bytes", st.written, "source", source, "duration", time.Since(start).Round(time.Millisecond)}
 	if err != nil {
 		s.log.Warn("fill failed", append(attrs, "err", err)...)
 		return
 	}
 	s.log.Info("fill", attrs...)
+}
+
+// logProgress logs a long fill's progress every ProgressInterval until
+// stop is closed: bytes so far, size when known, rate, source and readers.
+func (s *Store) logProgress(f *fill, meta FillMeta, start time.Time, stop <-chan struct{}) {
+	t := time.NewTicker(s.opts.ProgressInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		size, written, source, readers := f.size, f.written, f.source, len(f.readers)
+		f.mu.Unlock()
+		elapsed := time.Since(start)
+		s.log.Info("fill progress", "digest", f.d, "repo", meta.Repo, "bytes", written, "size", size,
+			"rate", fmt.Sprintf("%.1fMB/s", float64(written)/1e6/elapsed.Seconds()), "source", source,
+			"readers", readers, "elapsed", elapsed.Round(time.Second))
+	}
+}
+
+func (f *fill) latestSource() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.source
 }
 
 // download copies from the sources into f until the blob is whole. A broken

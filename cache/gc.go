@@ -151,6 +151,7 @@ func parseRefs(data []byte) (manifestRefs, bool) {
 // gcOnce is the periodic gc's run.
 func (s *Store) gcOnce() {
 	rep, err := s.GC(s.ctx, GCOptions{MinAge: s.opts.GCMinAge})
+	s.m.GCDone(rep.Bytes, err)
 	if err != nil {
 		s.log.Warn("gc", "err", err)
 		return

@@ -39,11 +39,14 @@ var ErrInUse = errors.New("store in use by another process")
 
 // Options tunes a Store. The zero value is ready to use.
 type Options struct {
-	Logger        *slog.Logger     // nil discards
-	Metrics       *metrics.Metrics // nil counts nothing
-	FillTimeout   time.Duration    // bound on one fill; 0 means 30m
-	MaxAttempts   int              // source attempts in a row without progress; 0 means 4
-	FlushInterval time.Duration    // how often access times and audit records reach bbolt; 0 means 10s
+	Logger      *slog.Logger     // nil discards
+	Metrics     *metrics.Metrics // nil counts nothing
+	FillTimeout time.Duration    // bound on one fill; 0 means 30m
+	MaxAttempts int              // source attempts in a row without progress; 0 means 4
+	// ProgressInterval is how often a fill under way logs its progress;
+	// 0 means 5s.
+	ProgressInterval time.Duration
+	FlushInterval    time.Duration // how often access times and audit records reach bbolt; 0 means 10s
 
 	MaxBytes      int64   // quota in bytes; 0 means none
 	HighWatermark float64 // fraction of MaxBytes above which eviction starts; 0 means 0.9
@@ -79,6 +82,9 @@ func (o *Options) defaults() {
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = 10 * time.Second
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = 5 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -111,14 +112,26 @@ func (f *serveFlags) resolve(cmd *cobra.Command) (*config.Config, error) {
 	})
 }
 
-func newLogger(c config.Log) *slog.Logger {
+func newLogger(c config.Log) *slog.Logger { return newLoggerTo(os.Stderr, c) }
+
+func newLoggerTo(w io.Writer, c config.Log) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated already
 	opts := &slog.HandlerOptions{Level: level}
 	if strings.EqualFold(c.Format, "json") {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		opts.ReplaceAttr = durationSeconds
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// durationSeconds writes durations as seconds (a number) in JSON logs, which
+// log pipelines can compute with; text logs keep Go's readable form (1.5s).
+func durationSeconds(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.Float64(a.Key, a.Value.Duration().Seconds())
+	}
+	return a
 }
 
 func serve(parent context.Context, cfg *config.Config) error {

@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/version"
 )
 
@@ -58,5 +60,19 @@ func TestPrepareDirModeIsOctal(t *testing.T) {
 	help, _, _ := run(t, "prepare-dir", "--help")
 	if !strings.Contains(help, "(default 0750)") {
 		t.Errorf("help does not show the default mode in octal:\n%s", help)
+	}
+}
+
+// Durations read as Go writes them in text logs and as seconds in JSON.
+func TestLogDurations(t *testing.T) {
+	var text, js bytes.Buffer
+	newLoggerTo(&text, config.Log{Level: "info", Format: "text"}).Info("fill", "duration", 1500*time.Millisecond)
+	newLoggerTo(&js, config.Log{Level: "info", Format: "json"}).Info("fill", "duration", 1500*time.Millisecond)
+	if !strings.Contains(text.String(), "duration=1.5s") {
+		t.Errorf("text: %s", text.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal(js.Bytes(), &m); err != nil || m["duration"] != 1.5 {
+		t.Errorf("json: %s (%v), want duration 1.5", js.String(), err)
 	}
 }

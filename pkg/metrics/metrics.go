@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -22,8 +24,15 @@ const (
 // concurrent use and do nothing on a nil receiver.
 type Metrics struct {
 	Requests        *prometheus.CounterVec   // route, method, code; each of a fixed set
-	CacheHits       *prometheus.CounterVec   // kind (blob, manifest, tag)
-	CacheMisses     *prometheus.CounterVec   // kind
+	CacheHits       *prometheus.CounterVec   // kind (blob, manifest, tag), registry
+	CacheMisses     *prometheus.CounterVec   // kind, registry
+	RequestDuration *prometheus.HistogramVec // route: client request durations
+	FillDuration    *prometheus.HistogramVec // source, result: time a blob fetch took
+	FillSize        *prometheus.HistogramVec // source: bytes a stored fetch brought
+	GCRuns          *prometheus.CounterVec   // result: background gc runs
+	GCBytes         prometheus.Counter       // bytes the gc removed
+	LastMirror      prometheus.Gauge         // when a client last got a manifest or blob
+	lastMirror      atomic.Int64             // the same, in Unix nanoseconds; 0 means never
 	BytesServed     *prometheus.CounterVec   // source: bytes written to clients
 	BytesFetched    *prometheus.CounterVec   // source: bytes read from peers and upstreams into the store
 	FillsInFlight   prometheus.Gauge         // fetches under way
@@ -50,8 +59,14 @@ type Metrics struct {
 func New(reg prometheus.Registerer, topRepos int) *Metrics {
 	m := &Metrics{
 		Requests:        counterVec("berth_http_requests_total", "HTTP requests by route, method and status code.", "route", "method", "code"),
-		CacheHits:       counterVec("berth_cache_hits_total", "Requests answered from the local store.", "kind"),
-		CacheMisses:     counterVec("berth_cache_misses_total", "Requests the local store could not answer.", "kind"),
+		CacheHits:       counterVec("berth_cache_hits_total", "Requests answered from the local store, by kind and registry.", "kind", "registry"),
+		CacheMisses:     counterVec("berth_cache_misses_total", "Requests the local store could not answer, by kind and registry.", "kind", "registry"),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_http_request_duration_seconds", Help: "Client request durations, to the last byte, by route.", Buckets: []float64{.001, .005, .025, .1, .5, 2.5, 10, 60, 300}}, []string{"route"}),
+		FillDuration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_fill_duration_seconds", Help: "How long blob fetches into the store took, by source and result (ok, failed).", Buckets: []float64{.01, .05, .25, 1, 5, 15, 60, 300, 1800}}, []string{"source", "result"}),
+		FillSize:        prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_fill_size_bytes", Help: "Sizes of the blobs fetched into the store, by source.", Buckets: prometheus.ExponentialBuckets(1024, 8, 9)}, []string{"source"}),
+		GCRuns:          counterVec("berth_gc_runs_total", "Background gc runs, by result (ok, failed).", "result"),
+		GCBytes:         prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_gc_reclaimed_bytes_total", Help: "Bytes the background gc removed."}),
+		LastMirror:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_last_mirror_timestamp_seconds", Help: "When a client last got a manifest or blob through this node (Unix time); 0 means never. A node whose container runtime bypasses berth stays at 0."}),
 		BytesServed:     counterVec("berth_served_bytes_total", "Bytes sent to clients, by where they came from.", "source"),
 		BytesFetched:    counterVec("berth_fetched_bytes_total", "Bytes fetched into the store, by source.", "source"),
 		FillsInFlight:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_fills_in_flight", Help: "Blob fetches under way."}),
@@ -71,6 +86,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		top:             newTopRepos(topRepos),
 	}
 	if reg != nil {
+		reg.MustRegister(m.RequestDuration, m.FillDuration, m.FillSize, m.GCRuns, m.GCBytes, m.LastMirror)
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
 			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency,
 			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed)
@@ -82,18 +98,74 @@ func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
-// Hit counts a request answered from the store.
-func (m *Metrics) Hit(kind string) {
+// Hit counts a request for a configured registry answered from the store.
+func (m *Metrics) Hit(kind, registry string) {
 	if m != nil {
-		m.CacheHits.WithLabelValues(kind).Inc()
+		m.CacheHits.WithLabelValues(kind, registry).Inc()
 	}
 }
 
-// Miss counts a request the store could not answer.
-func (m *Metrics) Miss(kind string) {
+// Miss counts a request for a configured registry the store could not answer.
+func (m *Metrics) Miss(kind, registry string) {
 	if m != nil {
-		m.CacheMisses.WithLabelValues(kind).Inc()
+		m.CacheMisses.WithLabelValues(kind, registry).Inc()
 	}
+}
+
+// Mirrored records that a client got a manifest or blob at t.
+func (m *Metrics) Mirrored(t time.Time) {
+	if m != nil {
+		m.lastMirror.Store(t.UnixNano())
+		m.LastMirror.Set(float64(t.UnixNano()) / 1e9)
+	}
+}
+
+// LastMirrored returns when a client last got a manifest or blob; the zero
+// time means never.
+func (m *Metrics) LastMirrored() time.Time {
+	if m == nil || m.lastMirror.Load() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, m.lastMirror.Load())
+}
+
+// RequestDone observes a client request of route that took d.
+func (m *Metrics) RequestDone(route string, d time.Duration) {
+	if m != nil {
+		m.RequestDuration.WithLabelValues(route).Observe(d.Seconds())
+	}
+}
+
+// FillDone observes a blob fetch from source ("" when none answered) that
+// took d and brought n bytes; ok is false when it stored nothing.
+func (m *Metrics) FillDone(source string, n int64, d time.Duration, ok bool) {
+	if m == nil {
+		return
+	}
+	if source == "" {
+		source = "none"
+	}
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	m.FillDuration.WithLabelValues(source, result).Observe(d.Seconds())
+	if ok {
+		m.FillSize.WithLabelValues(source).Observe(float64(n))
+	}
+}
+
+// GCDone counts a background gc run that removed n bytes, or failed.
+func (m *Metrics) GCDone(n int64, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.GCRuns.WithLabelValues("failed").Inc()
+		return
+	}
+	m.GCRuns.WithLabelValues("ok").Inc()
+	m.GCBytes.Add(float64(n))
 }
 
 // Served counts n bytes sent to a client from source.

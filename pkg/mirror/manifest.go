@@ -48,10 +48,10 @@ func (m *Mirror) manifest(ctx context.Context, req oci.Request) (Manifest, error
 func (m *Mirror) manifestByDigest(ctx context.Context, req oci.Request) (Manifest, error) {
 	d := req.Digest
 	if data, info, err := m.store.ReadAll(d); err == nil {
-		m.m.Hit("manifest")
+		m.m.Hit("manifest", req.Repo.Registry)
 		return Manifest{Descriptor: oci.Descriptor{MediaType: info.MediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
 	}
-	m.m.Miss("manifest")
+	m.m.Miss("manifest", req.Repo.Registry)
 	if req.Via == oci.ViaPeerHolder {
 		return Manifest{}, fmt.Errorf("manifest %s: %w", d, oci.ErrManifestUnknown)
 	}
@@ -103,13 +103,13 @@ func (m *Mirror) resolveTag(ctx context.Context, req oci.Request) (oci.Descripto
 	key := cache.TagKey(repo.Registry, repo.Name, tag)
 	cached, cerr := m.store.Tag(key)
 	if cerr == nil && m.cfg.Now().Sub(cached.Checked) < m.cfg.TagTTL {
-		m.m.Hit("tag")
+		m.m.Hit("tag", repo.Registry)
 		return tagDesc(cached), nil, nil
 	}
 	if req.Via == oci.ViaPeerHolder {
 		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: %w", tag, oci.ErrManifestUnknown)
 	}
-	m.m.Miss("tag")
+	m.m.Miss("tag", repo.Registry)
 	type answer struct {
 		desc oci.Descriptor
 		data []byte

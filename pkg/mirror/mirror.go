@@ -67,10 +67,10 @@ func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error)
 		m.store.RecordBlob(repo, d) // in memory; the audit record of what clients got
 	}
 	if f, size, err := m.store.Open(d); err == nil {
-		m.m.Hit("blob")
+		m.m.Hit("blob", repo.Registry)
 		return cache.Committed(f, size), nil
 	}
-	m.m.Miss("blob")
+	m.m.Miss("blob", repo.Registry)
 	if req.Via == oci.ViaPeerHolder {
 		// A holder answers only what it can serve now; it never waits, so
 		// two nodes asking each other cannot wait on each other.

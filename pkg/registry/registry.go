@@ -74,6 +74,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	route := "unknown"
+	client := false // a client's request, not a peer's
+	user := ""      // the client's name; "" for anonymous
 	err := func() error {
 		req, err := h.parse(r, &route)
 		if err != nil {
@@ -82,6 +84,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err := h.admit(r, &req); err != nil {
 			return err
 		}
+		client, user = req.Via == oci.ViaClient, req.Client
 		return h.route(req)(sw, r, req)
 	}()
 	if err != nil {
@@ -91,8 +94,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.m.Request(route, r.Method, sw.status)
+	h.m.RequestDone(route, time.Since(start))
+	if client && sw.status < 300 && (route == "manifest" || route == "blob") {
+		h.m.Mirrored(time.Now())
+	}
 	h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
-		"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond))
+		"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond),
+		"remote", r.RemoteAddr, "user_agent", r.UserAgent(), "user", user)
 }
 
 var errLoop = fmt.Errorf("too many berth hops (%s): mirrors configured in a loop: %w", oci.HopHeader, oci.ErrDenied)

@@ -168,6 +168,17 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ready")
+	fmt.Fprintln(w, "last successful mirror:", lastMirror(s.metrics.LastMirrored(), time.Now()))
+}
+
+// lastMirror says when a client last got a manifest or blob from this node:
+// a node that never serves one while its node pulls images is bypassed
+// (a containerd config_path that does not reach berth's hosts.toml).
+func lastMirror(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339) + " (" + now.Sub(t).Round(time.Second).String() + " ago)"
 }
 
 func (s *Server) notReady() []string {

@@ -355,3 +355,56 @@ func TestMetricsBuildInfo(t *testing.T) {
 		t.Errorf("berth_build_info{version=%q,revision=%q,goversion=%q} = %v, want 1", v.Version, v.Revision, v.GoVersion, got)
 	}
 }
+
+// After a real pull: hits and misses carry the registry, request durations
+// are observed per route, and /readyz and berth_last_mirror_timestamp_seconds
+// say when a client last got content (a peer's request does not count).
+func TestMetricsPerRegistryAndLastMirror(t *testing.T) {
+	up := upstreamtest.New(t)
+	img, err := random.Image(64<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Push(t, "team/app", "v1", img)
+	n := startNode(t, up)
+	readyz := func() string {
+		t.Helper()
+		resp, body := get(t, http.MethodGet, n.URL+"/readyz")
+		if resp.StatusCode != 200 {
+			t.Fatalf("/readyz %d %s", resp.StatusCode, body)
+		}
+		return string(body)
+	}
+	if got := readyz(); !strings.Contains(got, "last successful mirror: never") {
+		t.Errorf("/readyz before any pull: %q", got)
+	}
+	before := time.Now()
+	blobs, _ := imageBlobs(t, img)
+	for range 2 { // a miss, then a hit
+		if resp, body := get(t, http.MethodGet, n.URL+"/v2/team/app/manifests/v1", "Accept", manifestAccept); resp.StatusCode != 200 {
+			t.Fatalf("manifest: %d %s", resp.StatusCode, body)
+		}
+		for _, b := range blobs {
+			if resp, body := get(t, http.MethodGet, n.URL+"/v2/team/app/blobs/"+b); resp.StatusCode != 200 || sha(body) != b {
+				t.Fatalf("blob %s: %d", b, resp.StatusCode)
+			}
+		}
+	}
+	if got := readyz(); !strings.Contains(got, "last successful mirror: 20") || !strings.Contains(got, "ago)") {
+		t.Errorf("/readyz after a pull: %q", got)
+	}
+	s := scrape(t, n.AdminURL)
+	reg := lbl("registry", up.Host)
+	if got := s.sum("berth_cache_hits_total", lbl("kind", "blob"), reg); got != float64(len(blobs)) {
+		t.Errorf("blob hits for %s: %v, want %d", up.Host, got, len(blobs))
+	}
+	if got := s.sum("berth_cache_misses_total", lbl("kind", "blob"), reg); got != float64(len(blobs)) {
+		t.Errorf("blob misses for %s: %v, want %d", up.Host, got, len(blobs))
+	}
+	if got := s["berth_http_request_duration_seconds_count{route=\"blob\"}"]; got != float64(2*len(blobs)) {
+		t.Errorf("blob request durations observed: %v, want %d", got, 2*len(blobs))
+	}
+	if got := s["berth_last_mirror_timestamp_seconds{}"]; got < float64(before.Unix()) {
+		t.Errorf("berth_last_mirror_timestamp_seconds %v, want >= %d", got, before.Unix())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,9 +21,14 @@ func berthMetrics(t *testing.T) map[string]bool {
 	m := metrics.New(reg, 10)
 	// Touch every vector so Gather lists it.
 	m.Requests.WithLabelValues("blob", "GET", "200").Inc()
-	for _, v := range []*prometheus.CounterVec{m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched, m.FillsFailed, m.StaleServed} {
+	for _, v := range []*prometheus.CounterVec{m.BytesServed, m.BytesFetched, m.FillsFailed, m.StaleServed, m.GCRuns} {
 		v.WithLabelValues("x").Inc()
 	}
+	metrics.RegisterBuildInfo(reg, "v", "r", "go")
+	m.Hit("blob", "r")
+	m.Miss("blob", "r")
+	m.RequestDone("blob", time.Second)
+	m.FillDone("upstream", 1, time.Second, true)
 	m.UpstreamErrors.WithLabelValues("r", "k").Inc()
 	m.UpstreamLatency.WithLabelValues("r", "op").Observe(1)
 	m.Pulls.WithLabelValues("r", "repo").Inc()
