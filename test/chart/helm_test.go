@@ -74,6 +74,7 @@ type rendered struct {
 	Secrets         map[string]*corev1.Secret
 	ServiceAccounts []*corev1.ServiceAccount
 	ServiceMonitors []*serviceMonitor
+	PrometheusRules []*prometheusRule
 	NetworkPolicies []*networkingv1.NetworkPolicy
 }
 
@@ -119,6 +120,8 @@ func decodeAll(t *testing.T, out string) *rendered {
 			r.NetworkPolicies = append(r.NetworkPolicies, strict[networkingv1.NetworkPolicy](t, doc))
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			r.ServiceMonitors = append(r.ServiceMonitors, strict[serviceMonitor](t, doc))
+		case "monitoring.coreos.com/v1 PrometheusRule":
+			r.PrometheusRules = append(r.PrometheusRules, strict[prometheusRule](t, doc))
 		default:
 			t.Fatalf("no strict check for %s %s: add it to decodeAll\n%s", tm.APIVersion, tm.Kind, doc)
 		}
