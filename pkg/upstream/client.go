@@ -117,6 +117,8 @@ type registry struct {
 	// allowPrivateRedirects lets redirects lead to loopback, private and
 	// link-local addresses (see checkRedirect).
 	allowPrivateRedirects bool
+	prober                *http.Client  // probes of open endpoints: no auth, no redirects
+	probeTimeout          time.Duration // bound on one probe
 }
 
 func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*registry, error) {
@@ -150,6 +152,9 @@ func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*regist
 		return nil, err
 	}
 	r.client = &http.Client{Transport: &authTransport{r: r}, CheckRedirect: r.checkRedirect}
+	r.prober = &http.Client{Transport: r.base, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	r.probeTimeout = orDefault(rc.Timeouts.Connect.D(), DefaultConnectTimeout) + orDefault(rc.Timeouts.TLSHandshake.D(), DefaultTLSHandshakeTimeout) +
+		orDefault(rc.Timeouts.ResponseHeader.D(), DefaultResponseHeaderTimeout)
 	return r, nil
 }
 

@@ -6,63 +6,111 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
-	"strconv"
+		"strconv"
 	"sync"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
 )
 
-// endpoint is one URL of a registry, with its failure back-off.
+// endpoint is one URL of a registry, with its circuit breaker. An endpoint
+// that fails (connect error, timeout, 5xx, a broken body) is open: no
+// request is sent to it until a probe (GET /v2/, in the background) finds
+// it answering again. The first request after the back-off starts that
+// probe and goes elsewhere meanwhile, so a silent upstream costs one
+// timeout, not one per request; with every endpoint open a call fails at
+// once (and the mirror answers tags from the cache).
 type endpoint struct {
 	url *url.URL
 
-	mu          sync.Mutex // guards failedUntil
-	failedUntil time.Time  // skipped until then, unless every endpoint is
+	mu          sync.Mutex // guards the fields below
+	failedUntil time.Time  // open until then (zero: closed, healthy); a probe is due after it
+	probing     bool       // a probe is under way
 }
 
-func (ep *endpoint) failing(now time.Time) (bool, time.Time) {
+// ask reports whether ep may be sent a request now, and whether the
+// caller should probe it (its back-off is over and nobody probes it yet).
+func (ep *endpoint) ask(now time.Time) (ok, probe bool) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
-	return now.Before(ep.failedUntil), ep.failedUntil
+	switch {
+	case ep.failedUntil.IsZero():
+		return true, false
+	case ep.probing || now.Before(ep.failedUntil):
+		return false, false
+	}
+	ep.probing = true
+	return false, true
 }
 
-func (ep *endpoint) fail(d time.Duration) {
+// fail opens ep for d; it reports whether ep was closed until now.
+func (ep *endpoint) fail(d time.Duration) bool {
 	ep.mu.Lock()
-	ep.failedUntil = time.Now().Add(d)
-	ep.mu.Unlock()
+	defer ep.mu.Unlock()
+	was := ep.failedUntil.IsZero()
+	ep.failedUntil, ep.probing = time.Now().Add(d), false
+	return was
 }
 
-func (ep *endpoint) recovered() {
+// recovered closes ep; it reports whether ep was open until now.
+func (ep *endpoint) recovered() bool {
 	ep.mu.Lock()
-	ep.failedUntil = time.Time{}
-	ep.mu.Unlock()
+	defer ep.mu.Unlock()
+	was := !ep.failedUntil.IsZero()
+	ep.failedUntil, ep.probing = time.Time{}, false
+	return was
 }
 
-// order returns the endpoints to try: healthy ones in configured order,
-// then those backing off, the one that recovers first first.
+// order returns the endpoints that may be asked, in configured order, and
+// starts a probe of each open endpoint whose back-off is over.
 func (r *registry) order() []*endpoint {
 	now := time.Now()
-	var healthy, failing []*endpoint
-	until := map[*endpoint]time.Time{}
+	var healthy []*endpoint
 	for _, ep := range r.endpoints {
-		if bad, t := ep.failing(now); bad {
-			failing = append(failing, ep)
-			until[ep] = t
-		} else {
+		ok, probe := ep.ask(now)
+		if ok {
 			healthy = append(healthy, ep)
 		}
+		if probe {
+			go r.probe(ep)
+		}
 	}
-	slices.SortStableFunc(failing, func(a, b *endpoint) int { return until[a].Compare(until[b]) })
-	return append(healthy, failing...)
+	return healthy
 }
 
-// markFailed puts ep into back-off after err and counts it.
+// probe asks ep for /v2/ without credentials: any answer below 500 (200,
+// or 401 asking for a token) closes it again; no answer, or a 5xx, keeps
+// it open for another back-off. It is bounded by the registry's timeouts.
+func (r *registry) probe(ep *endpoint) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.url.String()+"/v2/", nil)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = r.prober.Do(req); err == nil {
+			drain(resp.Body)
+			if resp.StatusCode >= 500 {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+	}
+	if err != nil {
+		ep.fail(r.failBackoff)
+		r.c.log.Info("upstream endpoint still failing", "registry", r.name, "endpoint", ep.url.Host, "backoff", r.failBackoff, "err", redactURLError(err))
+		return
+	}
+	if ep.recovered() {
+		r.c.log.Info("upstream endpoint recovered", "registry", r.name, "endpoint", ep.url.Host)
+	}
+}
+
+// markFailed opens ep after err and counts it.
 func (r *registry) markFailed(ep *endpoint, kind string, err error) {
-	ep.fail(r.failBackoff)
+	opened := ep.fail(r.failBackoff)
 	r.c.metrics.UpstreamError(r.name, kind)
-	r.c.log.Warn("upstream endpoint failing", "registry", r.name, "endpoint", ep.url.Host, "kind", kind, "backoff", r.failBackoff, "err", err)
+	if opened {
+		r.c.log.Warn("upstream endpoint failing, not asked until a probe finds it answering", "registry", r.name, "endpoint", ep.url.Host, "kind", kind, "backoff", r.failBackoff, "err", err)
+	}
 }
 
 // call is one request of the distribution API, before an endpoint is chosen.
@@ -83,7 +131,8 @@ const maxTooMany = 3
 // do sends cl to the registry's endpoints in turn until one answers 2xx
 // and returns that response (body wrapped with the idle-read timeout) and
 // its endpoint. Connect errors, timeouts and 5xx move to the next endpoint
-// and put the failing one into back-off; a 429 is waited out when its
+// and open the failing one's circuit (see endpoint); with every endpoint
+// open, do fails at once with oci.ErrUnavailable; a 429 is waited out when its
 // Retry-After fits in MaxRetryAfter; any other answer is returned as an
 // error wrapping the oci sentinel of its status or errcode.
 func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, error) {
@@ -92,6 +141,10 @@ func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, 
 	}
 	var lastErr error
 	eps, tooMany := r.order(), 0
+	if len(eps) == 0 {
+		r.c.metrics.UpstreamError(r.name, "open")
+		return nil, nil, fmt.Errorf("upstream %s: every endpoint failed recently and is backing off until a probe finds it answering: %w", r.name, oci.ErrUnavailable)
+	}
 	for i := 0; i < len(eps); {
 		ep := eps[i]
 		if err := r.limit.wait(ctx, r.maxRetryAfter); err != nil {
@@ -112,7 +165,7 @@ func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, 
 		}
 		switch code := resp.StatusCode; {
 		case code == http.StatusOK || code == http.StatusPartialContent:
-			ep.recovered()
+			ep.recovered() // a concurrent failure opened it while this one was answered
 			return resp, ep, nil
 		case code == http.StatusTooManyRequests:
 			wait := retryAfter(resp.Header)

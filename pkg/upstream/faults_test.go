@@ -279,3 +279,51 @@ func TestIdleReadTimeoutCutsStalledBody(t *testing.T) {
 	}
 }
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// An open endpoint is not asked until a probe finds it answering, even
+// when it is the registry's only one; the first call after the back-off
+// starts the probe and fails at once.
+func TestOpenEndpointWaitsForAProbe(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	up.push(t, "team/app", "v1", 100)
+	var down atomic.Bool
+	var asked atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		if down.Load() {
+			writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE", "maintenance")
+			return
+		}
+		up.front.Config.Handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	const backoff = 200 * time.Millisecond
+	c := newClient(t, config.Registry{Name: "example.test", Endpoints: []string{front.URL}, FailBackoff: config.Duration(backoff)})
+	ctx, repo := testCtx(t), repoOf(c, "team/app")
+
+	down.Store(true)
+	if _, err := c.HeadManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnavailable) {
+		t.Fatalf("503: %v", err)
+	}
+	for range 5 { // within the back-off: failed at once, nothing sent
+		if _, err := c.HeadManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnavailable) {
+			t.Fatalf("open endpoint: %v", err)
+		}
+	}
+	if n := asked.Load(); n != 1 {
+		t.Fatalf("an open endpoint was asked %d times, want 1", n)
+	}
+	down.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.HeadManifest(ctx, repo, "v1")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, oci.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("after the back-off: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // the probe runs in the background
+	}
+}

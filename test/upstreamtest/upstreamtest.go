@@ -33,6 +33,8 @@ type Registry struct {
 
 	down    atomic.Bool               // answer every request 503
 	status  atomic.Int32              // when set, answer every request with it (SetStatus)
+	silent  atomic.Bool               // answer nothing: hold every request until its client gives up
+	held    atomic.Int64              // requests held while silent
 	corrupt atomic.Bool               // flip a byte in every blob body
 	gate    atomic.Pointer[chan bool] // when set, blob bodies stop half way until it is closed
 }
@@ -55,6 +57,7 @@ func New(t testing.TB) *Registry {
 	r.Server = httptest.NewServer(r.wrap(app))
 	r.Host = strings.TrimPrefix(r.URL, "http://")
 	t.Cleanup(r.Close)
+	t.Cleanup(r.CloseClientConnections) // first: a request held while silent ends
 	return r
 }
 
@@ -73,6 +76,11 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 				w.Header().Set("Retry-After", "3600") // longer than any client waits
 			}
 			http.Error(w, "status set by the test", code)
+			return
+		}
+		if r.silent.Load() {
+			r.held.Add(1)
+			<-req.Context().Done() // the client's timeout, or the server's Close
 			return
 		}
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
@@ -114,6 +122,13 @@ func (r *Registry) SetDown(down bool) { r.down.Store(down) }
 // SetStatus makes every request answer code with a plain-text body (a 429
 // says Retry-After: 3600); 0 serves again.
 func (r *Registry) SetStatus(code int) { r.status.Store(int32(code)) }
+
+// SetSilent makes the registry accept requests and never answer them, as
+// an upstream that drops packets: each is held until its client gives up.
+func (r *Registry) SetSilent(silent bool) { r.silent.Store(silent) }
+
+// Held returns how many requests were held while silent.
+func (r *Registry) Held() int64 { return r.held.Load() }
 
 // SetCorrupt makes blob bodies carry one flipped byte.
 func (r *Registry) SetCorrupt(c bool) { r.corrupt.Store(c) }
