@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-		"strconv"
+	"strconv"
 	"sync"
 	"time"
 
