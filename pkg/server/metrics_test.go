@@ -143,7 +143,11 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 		up.Push(t, repo, "v1", img)
 		imgs[repo] = img
 	}
-	n := startNode(t, up, func(c *config.Config) { c.Metrics.TopRepos = 2; c.TagTTL = config.Duration(time.Hour) })
+	n := startNode(t, up, func(c *config.Config) {
+		c.Metrics.TopRepos = 2
+		c.TagTTL = config.Duration(time.Hour)
+		c.Registries[0].FailBackoff = config.Duration(50 * time.Millisecond) // the outage below opens the endpoint's circuit
+	})
 	reg := lbl("registry", up.Host)
 	blobs, size := imageBlobs(t, imgs["a/one"])
 	pullAll := func() {
@@ -260,6 +264,19 @@ func upstreamErrors(t *testing.T, n *node, up *upstreamtest.Registry, before sam
 		d("berth_fetched_bytes_total", 0),
 		d("berth_served_bytes_total", 0),
 	)
+	// The outage opened the endpoint's circuit: wait until a probe closes
+	// it (a tag the upstream lacks answers 404 again, not 503).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, _ := get(t, http.MethodHead, n.URL+"/v2/a/two/manifests/nope")
+		if resp.StatusCode == http.StatusNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("endpoint not probed healthy after the outage: %d", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond) // the probe runs in the background
+	}
 }
 
 func dedup(t *testing.T, n *node, up *upstreamtest.Registry, img v1.Image) {

@@ -141,8 +141,7 @@ func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, 
 	}
 	var lastErr error
 	eps, tooMany := r.order(), 0
-	if len(eps) == 0 {
-		r.c.metrics.UpstreamError(r.name, "open")
+	if len(eps) == 0 { // no request made: no upstream error to count
 		return nil, nil, fmt.Errorf("upstream %s: every endpoint failed recently and is backing off until a probe finds it answering: %w", r.name, oci.ErrUnavailable)
 	}
 	for i := 0; i < len(eps); {
