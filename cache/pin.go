@@ -42,6 +42,10 @@ type Pin struct {
 	Created time.Time     `json:"created"`
 }
 
+// PinSourceMark is the Source of the pins Pins lists for content Pin
+// marked (import pins so).
+const PinSourceMark = "mark"
+
 // PinStatus is a pin with what it reaches now.
 type PinStatus struct {
 	Pin
@@ -339,7 +343,7 @@ func (sc *indexScan) topFlagged(s *Store) []Pin {
 	var out []Pin
 	for _, d := range sc.flagged {
 		if !reached[d] {
-			out = append(out, Pin{Ref: d.String(), Digest: d, Source: "mark"})
+			out = append(out, Pin{Ref: d.String(), Digest: d, Source: PinSourceMark})
 		}
 	}
 	return out

@@ -102,7 +102,6 @@ func (s *Store) kickEvict() {
 
 func (s *Store) evictLoop() {
 	defer s.wg.Done()
-	last := ""
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -111,22 +110,25 @@ func (s *Store) evictLoop() {
 			if !s.overHigh() {
 				continue
 			}
-			st, err := s.Evict()
-			if err != nil {
+			if _, err := s.Evict(); err != nil {
 				s.log.Warn("evict", "err", err)
-				continue
 			}
-			used, _ := s.Usage()
-			attrs := []any{"blobs", st.Blobs, "bytes", st.Bytes, "tags", st.Tags, "stopped", st.Stopped, "committed", s.bytes.Load(), "usage", used, "quota", s.opts.MaxBytes}
-			switch {
-			case st.Stopped != StopLowWatermark && st.Stopped != last:
-				s.log.Warn("eviction stopped above the low watermark", attrs...)
-			case st.Blobs > 0:
-				s.log.Info("evicted", attrs...)
-			}
-			last = st.Stopped
 		}
 	}
+}
+
+// logEviction logs a run that removed something, and a stop above the low
+// watermark once per change of reason. Called with evictMu held.
+func (s *Store) logEviction(st EvictStats) {
+	used, _ := s.Usage()
+	attrs := []any{"blobs", st.Blobs, "bytes", st.Bytes, "tags", st.Tags, "stopped", st.Stopped, "committed", s.bytes.Load(), "usage", used, "quota", s.opts.MaxBytes}
+	switch {
+	case st.Stopped != StopLowWatermark && st.Stopped != s.lastStop:
+		s.log.Warn("eviction stopped above the low watermark", attrs...)
+	case st.Blobs > 0:
+		s.log.Info("evicted", attrs...)
+	}
+	s.lastStop = st.Stopped
 }
 
 // Evict removes the least recently used committed content until committed
@@ -152,6 +154,7 @@ func (s *Store) Evict() (EvictStats, error) {
 			st.Stopped = StopInProgress
 		}
 		s.m.EvictionRun(st.Stopped)
+		s.logEviction(st)
 		return st, nil
 	}
 	sc, err := s.scan()
@@ -189,6 +192,7 @@ func (s *Store) Evict() (EvictStats, error) {
 		s.m.EvictedBytes.Add(float64(st.Bytes))
 	}
 	s.m.EvictionRun(stopped)
+	s.logEviction(st)
 	return st, nil
 }
 

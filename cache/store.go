@@ -121,7 +121,8 @@ type Store struct {
 	pending      atomic.Int64  // bytes in temp files of fills under way
 	pinnedBytes  atomic.Int64  // size of pinned content, as of the last eviction, gc or pin
 	commitMu     sync.RWMutex  // commits hold it shared, removals exclusively
-	evictMu      sync.Mutex    // one eviction or gc at a time
+	evictMu      sync.Mutex    // one eviction, gc or pin at a time; guards lastStop
+	lastStop     string        // why the last eviction stopped, logged when it changes
 	evictCh      chan struct{} // wakes evictLoop; capacity 1
 
 	ctx    context.Context // parent of every fill; cancelled by Close

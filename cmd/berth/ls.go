@@ -61,35 +61,119 @@ func inUse(err error, what string) error {
 
 func lsCmd() *cobra.Command {
 	var (
-		sf     storeFlags
-		addr   string
-		asJSON bool
+		sf             storeFlags
+		addr, output   string
+		asJSON         bool
+		served, pinned bool
 	)
 	c := &cobra.Command{
 		Use:   "ls",
-		Short: "List every image this node has served, with pull counts (the audit record)",
-		Long: "List every image this node has served: per registry and repository, the tags and digests\n" +
-			"of the manifests and the blobs served, with counts and first and last times.\n" +
-			"Without --addr it reads the store's index, which a running server holds locked:\n" +
-			"then pass --addr to ask the server (GET /debug/audit) instead.",
+		Short: "List what the store holds (sizes, pinned, pulls) or what it served (the audit list)",
+		Long: "List every image the store holds now: one line per cached tag (and per image pinned by\n" +
+			"digest), with the size of all it reaches (platforms, configs, layers, referrers), what its\n" +
+			"manifests name that is not stored, whether a pin keeps it, and its pulls and last pull.\n" +
+			"--served lists instead everything this node has served (the audit record): per registry\n" +
+			"and repository, the tags and digests of the manifests and the blobs, with counts and first\n" +
+			"and last times. --pinned lists the pins. -o json or -o csv for scripts and spreadsheets.\n" +
+			"Without --addr it reads the store, which a running server holds locked: then pass --addr\n" +
+			"with its admin address to ask it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			repos, err := loadAudit(&sf, addr)
+			if asJSON {
+				output = "json"
+			}
+			if output != "table" && output != "json" && output != "csv" {
+				return fmt.Errorf("-o %q: table, json or csv", output)
+			}
+			if served && pinned {
+				return errors.New("--served and --pinned list different things: pass one")
+			}
+			var v any
+			var err error
+			switch {
+			case served:
+				v, err = loadAudit(&sf, addr)
+			case pinned:
+				v, err = loadStore(&sf, addr, "/admin/pins", func(s *cache.Store) (any, error) { return s.Pins() }, new([]cache.PinStatus))
+			default:
+				v, err = loadStore(&sf, addr, "/admin/images", func(s *cache.Store) (any, error) { return s.Images() }, new([]cache.ImageEntry))
+			}
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(repos)
-			}
-			return printAudit(cmd.OutOrStdout(), repos)
+			return printList(cmd.OutOrStdout(), output, v)
 		},
 	}
 	sf.add(c)
 	c.Flags().StringVar(&addr, "addr", "", "base URL of a running berth's admin listener, e.g. http://127.0.0.1:5001")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	c.Flags().StringVarP(&output, "output", "o", "table", "table, json or csv")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (as -o json)")
+	c.Flags().BoolVar(&served, "served", false, "list what this node has served (the audit record)")
+	c.Flags().BoolVar(&pinned, "pinned", false, "list the pins")
 	return c
+}
+
+// loadStore reads a list from the store at sf (opened to itself) with
+// local, or from the admin listener at addr's path into into.
+func loadStore(sf *storeFlags, addr, path string, local func(*cache.Store) (any, error), into any) (any, error) {
+	if addr == "" {
+		s, err := sf.open("pass --addr with its admin address to ask it")
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		return local(s)
+	}
+	req, err := http.NewRequest(http.MethodGet, adminURL(addr, path), nil)
+	if err != nil {
+		return nil, err
+	}
+	body, err := adminSend(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(body, into); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return reflectElem(into), nil
+}
+
+func reflectElem(p any) any {
+	switch v := p.(type) {
+	case *[]cache.PinStatus:
+		return *v
+	case *[]cache.ImageEntry:
+		return *v
+	}
+	return p
+}
+
+// printList writes a list of images, pins or audit records as a table,
+// JSON or CSV.
+func printList(w io.Writer, output string, v any) error {
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	switch v := v.(type) {
+	case []cache.ImageEntry:
+		if output == "csv" {
+			return imagesCSV(w, v)
+		}
+		return printImages(w, v)
+	case []cache.PinStatus:
+		if output == "csv" {
+			return pinsCSV(w, v)
+		}
+		return printPins(w, v)
+	case []cache.AuditRepo:
+		if output == "csv" {
+			return auditCSV(w, v)
+		}
+		return printAudit(w, v)
+	}
+	return fmt.Errorf("nothing to print for %T", v)
 }
 
 func loadAudit(sf *storeFlags, addr string) ([]cache.AuditRepo, error) {

@@ -104,16 +104,8 @@ func PinnedImages(s *cache.Store) ([]Image, error) {
 }
 
 // PinImage pins the image ref names at root d in s, under ref's full name
-// (a pin by tag follows the tag), saying who pinned it.
+// (a pin by tag follows the tag), saying who pinned it; see PinRef.
 func PinImage(s *cache.Store, ref string, d digest.Digest, source string) error {
-	p := cache.Pin{Ref: d.String(), Digest: d, Source: source}
-	if repo, tag, _, err := ParseRef(ref); err == nil {
-		p.Ref = repo.String() + "@" + d.String()
-		if tag != "" {
-			p.Ref = cache.TagKey(repo.Registry, repo.Name, tag)
-			p.Tag = p.Ref
-		}
-	}
-	_, err := s.AddPin(p)
+	_, err := PinRef(s, ref, d, source)
 	return err
 }

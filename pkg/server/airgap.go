@@ -12,7 +12,6 @@ import (
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"
-	"github.com/opencontainers/go-digest"
 )
 
 // adminRoutes are the admin API of air-gapped sites, on the admin listener
@@ -20,34 +19,11 @@ import (
 //
 //	GET  /admin/export?ref=IMAGE&ref=...&pinned=true   an OCI layout tar
 //	POST /admin/import?repo=REGISTRY/NAME&pin=false    body: an OCI layout or docker save tar
-//	POST /admin/pin?ref=IMAGE&digest=DIGEST            pin stored content (berth preload)
+//	POST /admin/pin, DELETE /admin/pin, GET /admin/pins  see pins.go
 func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /admin/export", s.adminExport)
 	mux.HandleFunc("POST /admin/import", s.adminImport)
-	mux.HandleFunc("POST /admin/pin", s.adminPin)
-}
-
-// adminPin pins the stored image ref at digest (and what it reaches:
-// platforms, layers, referrers), named ref. It is what berth preload
-// needs; 404 when the store does not hold the digest.
-func (s *Server) adminPin(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	d, err := digest.Parse(q.Get("digest"))
-	if err != nil {
-		adminError(w, errcode.ErrorCodeDigestInvalid, fmt.Errorf("digest %q: %w", q.Get("digest"), err))
-		return
-	}
-	if err := airgap.PinImage(s.store, q.Get("ref"), d, "preload"); err != nil {
-		code := errcode.ErrorCodeUnknown
-		if errors.Is(err, cache.ErrNotFound) {
-			code = errcode.ErrorCodeManifestUnknown
-		}
-		adminError(w, code, err)
-		return
-	}
-	s.log.Info("pinned", "ref", q.Get("ref"), "digest", d)
-	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, "{\"digest\":%q}\n", d)
+	s.pinRoutes(mux)
 }
 
 // adminExport streams the named images as a layout tar. Names are
