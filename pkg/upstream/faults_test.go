@@ -303,11 +303,11 @@ func TestOpenEndpointWaitsForAProbe(t *testing.T) {
 	ctx, repo := testCtx(t), repoOf(c, "team/app")
 
 	down.Store(true)
-	if _, err := c.HeadManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnavailable) {
+	if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnavailable) {
 		t.Fatalf("503: %v", err)
 	}
 	for range 5 { // within the back-off: failed at once, nothing sent
-		if _, err := c.HeadManifest(ctx, repo, "v1"); !errors.Is(err, oci.ErrUnavailable) {
+		if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnavailable) {
 			t.Fatalf("open endpoint: %v", err)
 		}
 	}
@@ -317,7 +317,7 @@ func TestOpenEndpointWaitsForAProbe(t *testing.T) {
 	down.Store(false)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err := c.HeadManifest(ctx, repo, "v1")
+		_, err := c.HeadManifest(ctx, repo.Manifest("v1"))
 		if err == nil {
 			break
 		}
