@@ -98,7 +98,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s.mirror = mirror.New(store, peers, s.up, mirror.Config{TagTTL: cfg.TagTTL.D(), Logger: log.With("component", "mirror"), Metrics: s.metrics})
 	s.api = registry.New(s.mirror, registry.Options{
 		Router:      oci.Router{Known: s.up.Known, Default: cfg.DefaultRegistry},
-		Passthrough: s.up,
+		Passthrough: storeReferrers{Passthrough: s.up, store: store}, // referrers.go
 		Access:      s.gate,
 		Peers:       auth,
 		Logger:      log.With("component", "api"),

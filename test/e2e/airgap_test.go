@@ -150,6 +150,12 @@ func TestSneakerNet(t *testing.T) {
 		t.Errorf("referrers tag index at site B lacks the oras signature %s:\n%s", orasSig, tagIndex)
 	}
 	getManifest(t, b.Addr, upAddr, "site/app", orasSig)
+	// And oras finds the signature through the referrers API, which site B
+	// answers from its store since its upstream is unreachable.
+	disc := mustRun(t, time.Minute, []string{"HOME=" + dir}, oras, "discover", "--plain-http", "--format", "json", b.Addr+"/site/app@"+app.Digest)
+	if !strings.Contains(disc, orasSig) {
+		t.Errorf("oras discover at site B: no %s in:\n%s", orasSig, disc)
+	}
 	if got := digestOf([]byte(getManifest(t, b.Addr, upAddr, "site/app", cosignTag))); got != cosignSig {
 		t.Errorf("cosign signature at site B: %s, want %s", got, cosignSig)
 	}
