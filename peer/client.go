@@ -98,16 +98,17 @@ func statusError(m member, resp *http.Response, notFound error) error {
 // fails its digest, which suspects the peer. It is not safe for concurrent
 // use (like any body).
 type peerBody struct {
-	c      *Cluster
-	peer   string
-	d      digest.Digest
-	body   io.ReadCloser
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	idle   time.Duration
-	timer  *time.Timer
-	n      int64
-	err    error // sticky
+	c       *Cluster
+	peer    string
+	d       digest.Digest
+	body    io.ReadCloser
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	idle    time.Duration
+	timer   *time.Timer
+	n       int64
+	err     error  // sticky
+	onClose func() // run once by Close; nil for none
 }
 
 func (c *Cluster) newBody(ctx context.Context, cancel context.CancelCauseFunc, m member, d digest.Digest, body io.ReadCloser) *peerBody {
@@ -148,6 +149,10 @@ func (b *peerBody) Blame(err error) {
 
 // Close ends the request. It does not block on the peer.
 func (b *peerBody) Close() error {
+	if b.onClose != nil {
+		b.onClose()
+		b.onClose = nil
+	}
 	b.timer.Stop()
 	b.cancel(context.Canceled)
 	err := b.body.Close()

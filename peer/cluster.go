@@ -32,7 +32,8 @@ type Config struct {
 	Join      []string      // seeds: host:port or host (then Bind's port); DNS names are re-resolved every RejoinInterval
 	Secret    []byte        // cluster secret (the secret file's contents): gossip encryption and request markers
 	Timeout   time.Duration // time to a peer's first response (a 1xx counts) when asking for a blob; 0 means 500ms
-	AskNext   int           // ranked nodes asked in holder mode besides the owner; 0 means 2, negative means none
+	AskNext   int           // ranked nodes asked in holder mode when the relay plan says upstream; 0 means 2, negative means none
+	Fanout    int           // children per node in a blob's relay tree (see Plan); a node serves at most twice this many copies of a blob at once; 0 means DefaultFanout
 
 	RejoinInterval time.Duration // how often seeds are re-resolved and joined; 0 means 30s, negative: only until a first join
 	// LocalTags turns peer tag resolution off: ResolveTag fails at once
@@ -88,6 +89,9 @@ func (c *Config) setDefaults() {
 	if c.Gossip.SuspicionMult <= 0 {
 		c.Gossip.SuspicionMult = 4
 	}
+	if c.Fanout <= 0 {
+		c.Fanout = DefaultFanout
+	}
 	if c.AskNext == 0 {
 		c.AskNext = 2
 	}
@@ -123,6 +127,8 @@ type Cluster struct {
 	mu       sync.Mutex           // guards members and suspects
 	members  map[string]member    // live nodes besides this one, by name
 	suspects map[string]time.Time // peer name -> skipped until
+
+	relays relays // copies of blobs being served to peers
 
 	joined       atomic.Bool
 	conflict     atomic.Pointer[nameConflict] // the last node seen using this node's name

@@ -18,20 +18,22 @@ func TestSilentOwnerCostsTheTimeout(t *testing.T) {
 	nodes := cluster(t, 3, nil)
 	b, d, r := blobFor(t, nodes, func(r []*node) bool { return r[0] != nodes[0] })
 	r[0].serve(func(w http.ResponseWriter, req *http.Request) { <-req.Context().Done() })
-	holder := r[1]
+	// The next node: in the relay plan (r[1], as nodes[0] is r[2]), else a
+	// holder (r[2], as nodes[0] is r[1], the root's only other child).
+	holder, via := r[1], oci.ViaPeerRelay
 	if holder == nodes[0] {
-		holder = r[2]
+		holder, via = r[2], oci.ViaPeerHolder
 	}
 	holder.serve(content(b))
 	got, _, err := readBlob(t, nodes[0].c, d, 0)
 	if err != nil || !bytes.Equal(got, b) {
 		t.Fatalf("fetch: %d bytes, err %v", len(got), err)
 	}
-	if got := r[0].seen(); len(got) != 1 || got[0] != oci.ViaPeerOwner {
+	if got := r[0].seen(); len(got) != 1 || got[0] != oci.ViaPeerRelay {
 		t.Fatalf("owner saw %v", got)
 	}
-	if got := holder.seen(); len(got) != 1 || got[0] != oci.ViaPeerHolder {
-		t.Fatalf("holder saw %v", got)
+	if got := holder.seen(); len(got) != 1 || got[0] != via {
+		t.Fatalf("next node saw %v, want one %s-mode request", got, via)
 	}
 }
 

@@ -13,28 +13,32 @@ import (
 )
 
 // FetchBlob returns the blob's bytes from offset on and its total size (-1
-// if unknown), from a peer. It asks the digest's owner in owner mode (the
-// owner fills from upstream once and streams to every asker); if this node
-// is the owner, or the owner fails, it asks the next AskNext ranked nodes in
-// holder mode, in parallel, and takes the first that has it. Suspected peers
-// are skipped. The bytes are not verified here: the caller (the store's
-// fill) hashes them once and calls the body's Blame when the blob fails
-// its digest, which suspects the peer. A Read blocked longer than
-// IdleTimeout fails. Any error
-// means "go upstream" (ErrNoPeer when nobody was there to ask). It blocks
-// until a peer's final response headers or failure.
+// if unknown), from a peer. It follows the blob's relay plan (see Plan): it
+// asks this node's parent in the digest's tree in relay mode (the parent
+// streams the blob while it downloads it, from its own parent or, at the
+// root, from upstream), and when the parent fails, stalls or is busy, the
+// next sources of the plan one at a time. When the plan says "upstream"
+// (this node is the root, or every source failed) and a client asks, it
+// asks the next AskNext ranked nodes in holder mode, in parallel, and takes
+// the first that has it; a fill for a relay request goes upstream at once,
+// as an owner's did. Suspected peers are skipped. The bytes are not
+// verified here: the caller (the store's fill) hashes them once and calls
+// the body's Blame when the blob fails its digest, which suspects the peer.
+// A Read blocked longer than IdleTimeout fails. Any error means "go
+// upstream" (ErrNoPeer when nobody was there to ask). It blocks until a
+// peer's final response headers or failure.
 func (c *Cluster) FetchBlob(ctx context.Context, req oci.Request, offset int64) (io.ReadCloser, int64, error) {
 	repo, d := req.Repo, req.Digest
 	if err := d.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("blob %q: %w", d, oci.ErrDigestInvalid)
 	}
-	owner, holders := c.plan(d.String())
-	try := func(via oci.Via) tryFunc[blobResult] {
-		return func(ctx context.Context, cancel context.CancelCauseFunc, m member) (blobResult, error) {
-			return c.tryBlob(ctx, cancel, m, via, req, offset)
-		}
+	r, err := c.relayBlob(ctx, req, offset)
+	if err != nil && ctx.Err() == nil && req.Via == oci.ViaClient {
+		_, holders := c.plan(d.String())
+		r, err = fetch(ctx, c, nil, holders, nil, func(ctx context.Context, cancel context.CancelCauseFunc, m member) (blobResult, error) {
+			return c.tryBlob(ctx, cancel, m, oci.ViaPeerHolder, req, offset)
+		}, func(r blobResult) { _ = r.body.Close() })
 	}
-	r, err := fetch(ctx, c, owner, holders, try(oci.ViaPeerOwner), try(oci.ViaPeerHolder), func(r blobResult) { _ = r.body.Close() })
 	if err != nil {
 		return nil, 0, fmt.Errorf("blob %s from peers: %w", d, err)
 	}

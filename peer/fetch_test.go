@@ -152,8 +152,8 @@ func TestFetchBlobFromOwner(t *testing.T) {
 	if err != nil || !bytes.Equal(got, b) || size != int64(len(b)) {
 		t.Fatalf("fetch: %d bytes, size %d, err %v; want %d bytes", len(got), size, err, len(b))
 	}
-	if got := r[0].seen(); len(got) != 1 || got[0] != oci.ViaPeerOwner {
-		t.Fatalf("owner saw %v, want one owner-mode request", got)
+	if got := r[0].seen(); len(got) != 1 || got[0] != oci.ViaPeerRelay {
+		t.Fatalf("owner (the root of the relay tree) saw %v, want one relay-mode request", got)
 	}
 	for _, nd := range r[1:] {
 		if nd.hits.Load() != 0 {
@@ -168,11 +168,21 @@ func TestFetchBlobFromOwner(t *testing.T) {
 	}
 }
 
+// TestOwnerDeadThenHoldersInParallel: the relay plan's sources fail (the
+// root's HTTP side is gone, the next ones are busy), so the holders are
+// asked, at once.
 func TestOwnerDeadThenHoldersInParallel(t *testing.T) {
 	t.Parallel()
 	nodes := cluster(t, 4, nil)
 	b, d, r := blobFor(t, nodes, func(r []*node) bool { return r[0] != nodes[0] && r[1] != nodes[0] && r[2] != nodes[0] })
 	r[0].srv.Close() // gossip still lists it: the HTTP side is gone
+	busy := func(w http.ResponseWriter, req *http.Request, nd *node) bool {
+		if via, _ := nd.c.PeerMode(req); via == oci.ViaPeerRelay {
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, http.StatusTooManyRequests)
+			return true
+		}
+		return false
+	}
 
 	// Both holders must be asked at once: each waits for the other's request.
 	arrived := make(chan struct{}, 2)
@@ -191,12 +201,12 @@ func TestOwnerDeadThenHoldersInParallel(t *testing.T) {
 		return true
 	}
 	r[1].serve(func(w http.ResponseWriter, req *http.Request) {
-		if barrier(w, req) {
+		if !busy(w, req, r[1]) && barrier(w, req) {
 			content(b)(w, req)
 		}
 	})
 	r[2].serve(func(w http.ResponseWriter, req *http.Request) {
-		if barrier(w, req) {
+		if !busy(w, req, r[2]) && barrier(w, req) {
 			<-req.Context().Done() // a slow holder: no answer
 
 			close(loserGone)
@@ -212,8 +222,8 @@ func TestOwnerDeadThenHoldersInParallel(t *testing.T) {
 		t.Fatal("the losing holder's request was not cancelled")
 	}
 	for _, nd := range r[1:3] {
-		if got := nd.seen(); len(got) != 1 || got[0] != oci.ViaPeerHolder {
-			t.Fatalf("%s saw %v, want one holder-mode request", nd.c.Name(), got)
+		if got := nd.seen(); len(got) != 2 || got[0] != oci.ViaPeerRelay || got[1] != oci.ViaPeerHolder {
+			t.Fatalf("%s saw %v, want a relay-mode request (busy), then a holder-mode one", nd.c.Name(), got)
 		}
 	}
 	if !nodes[0].c.suspected(r[0].c.Name()) {

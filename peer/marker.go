@@ -17,7 +17,8 @@ import (
 //
 //	v1,<mode>,<unix seconds>,<node name>,<signature>
 //
-// where mode is "owner" or "holder" (oci.ViaPeerOwner, oci.ViaPeerHolder)
+// where mode is "owner", "holder" or "relay" (oci.ViaPeerOwner,
+// oci.ViaPeerHolder, oci.ViaPeerRelay)
 // and signature is the unpadded
 // base64url HMAC-SHA256, under a key derived from the cluster secret, of
 //
@@ -32,12 +33,16 @@ const Header = "X-Berth-Peer"
 const (
 	modeOwner  = "owner"  // oci.ViaPeerOwner
 	modeHolder = "holder" // oci.ViaPeerHolder
+	modeRelay  = "relay"  // oci.ViaPeerRelay
 )
 
 // modeOf spells via for the marker.
 func modeOf(via oci.Via) string {
-	if via == oci.ViaPeerHolder {
+	switch via {
+	case oci.ViaPeerHolder:
 		return modeHolder
+	case oci.ViaPeerRelay:
+		return modeRelay
 	}
 	return modeOwner
 }
@@ -101,7 +106,7 @@ func (s signer) verify(r *http.Request) (mode, node string, ok bool) {
 		return "", "", false
 	}
 	f := strings.Split(vals[0], ",")
-	if len(f) != 5 || f[0] != markerVersion || (f[1] != modeOwner && f[1] != modeHolder) {
+	if len(f) != 5 || f[0] != markerVersion || (f[1] != modeOwner && f[1] != modeHolder && f[1] != modeRelay) {
 		return "", "", false
 	}
 	secs, err := strconv.ParseInt(f[2], 10, 64)
@@ -126,8 +131,8 @@ func (s signer) verify(r *http.Request) (mode, node string, ok bool) {
 }
 
 // PeerMode reports whether r carries a valid marker (see Header) signed
-// with this cluster's secret, and who it says asks: oci.ViaPeerOwner or
-// oci.ViaPeerHolder. Otherwise (an ordinary client, or any marker that does
+// with this cluster's secret, and who it says asks: oci.ViaPeerOwner,
+// oci.ViaPeerHolder or oci.ViaPeerRelay. Otherwise (an ordinary client, or any marker that does
 // not verify) it returns oci.ViaClient and false: such a request gets
 // ordinary treatment. It does not block.
 func (c *Cluster) PeerMode(r *http.Request) (oci.Via, bool) {
@@ -136,6 +141,8 @@ func (c *Cluster) PeerMode(r *http.Request) (oci.Via, bool) {
 		return oci.ViaClient, false
 	case mode == modeHolder:
 		return oci.ViaPeerHolder, true
+	case mode == modeRelay:
+		return oci.ViaPeerRelay, true
 	default:
 		return oci.ViaPeerOwner, true
 	}

@@ -80,6 +80,11 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 		size, skip = resp.ContentLength, offset
 	case http.StatusPartialContent:
 		size, err = contentRange(resp.Header.Get("Content-Range"), offset)
+	case http.StatusTooManyRequests:
+		_ = statusError(m, resp, nil)
+		err = fmt.Errorf("peer %s: %w", m.Name, ErrBusy)
+		cancel(err)
+		return blobResult{}, err
 	default:
 		err = statusError(m, resp, oci.ErrBlobUnknown)
 		cancel(err)

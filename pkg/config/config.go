@@ -119,7 +119,8 @@ type Peers struct {
 	SecretFile  string   `yaml:"secretFile"`  // gossip key; also signs peer HTTP requests
 	Timeout     Duration `yaml:"timeout"`     // time to first byte from a peer
 	IdleTimeout Duration `yaml:"idleTimeout"` // longest pause in a peer's body before it is abandoned
-	AskNext     int      `yaml:"askNext"`     // ranked nodes asked besides the owner
+	AskNext     int      `yaml:"askNext"`     // ranked nodes asked in holder mode when the relay plan says upstream
+	Fanout      int      `yaml:"fanout"`      // children per node in a blob's relay tree; a node serves at most twice this many copies of a blob
 	// NodeName names this node in the cluster; "" means the hostname and a
 	// random id kept in the cache directory (file node-id).
 	NodeName string `yaml:"nodeName"`

@@ -119,6 +119,7 @@ func TestFullRoundTrip(t *testing.T) {
 		{"fillTimeout", cfg.FillTimeout, d.FillTimeout},
 		{"peers.timeout", cfg.Peers.Timeout, d.Peers.Timeout},
 		{"peers.askNext", cfg.Peers.AskNext, d.Peers.AskNext},
+		{"peers.fanout", cfg.Peers.Fanout, d.Peers.Fanout},
 		{"peers.rejoinInterval", cfg.Peers.RejoinInterval, d.Peers.RejoinInterval},
 		{"log", cfg.Log, d.Log},
 		{"metrics", cfg.Metrics, d.Metrics},

@@ -185,6 +185,9 @@ func (c *Config) validatePeers(p *problems) {
 	if pe.AskNext < 0 {
 		p.add("peers.askNext", "must not be negative, got %d", pe.AskNext)
 	}
+	if pe.Fanout < 0 || pe.Fanout > 64 {
+		p.add("peers.fanout", "must be 1 to 64 (0: the default, 4), got %d", pe.Fanout)
+	}
 }
 
 func checkDuration(p *problems, path string, d Duration) {

@@ -101,6 +101,8 @@ func TestValidate(t *testing.T) {
 		{"advertise port 0", func(c *Config) { c.Peers.Advertise = "10.0.0.1:0" }, []string{"peers.advertise"}},
 		{"bad join", func(c *Config) { c.Peers.Join = []string{"ok.test", "http://x.test", "a b", "x.test:port"} }, []string{"peers.join[1]", "peers.join[2]", "peers.join[3]"}},
 		{"negative askNext", func(c *Config) { c.Peers.AskNext = -1 }, []string{"peers.askNext"}},
+		{"negative fanout", func(c *Config) { c.Peers.Fanout = -1 }, []string{"peers.fanout"}},
+		{"huge fanout", func(c *Config) { c.Peers.Fanout = 65 }, []string{"peers.fanout"}},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{"log.level"}},
 		{"log level upper case", func(c *Config) { c.Log.Level = "WARN" }, nil},
 		{"log format", func(c *Config) { c.Log.Format = "logfmt" }, []string{"log.format"}},

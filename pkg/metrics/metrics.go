@@ -49,6 +49,12 @@ type Metrics struct {
 	Peers           prometheus.Gauge         // live members besides this node
 	Pulls           *prometheus.CounterVec   // registry, repository: manifest pulls, top-N bounded
 	StaleServed     *prometheus.CounterVec   // kind: answers from cache because upstream failed
+	RelayCopies     prometheus.Gauge         // copies of blobs being served to peers in relay mode now
+	RelayServed     prometheus.Counter       // copies served to peers in relay mode
+	RelayBusy       prometheus.Counter       // relay requests refused: the blob's copy limit was reached
+	RelayPerBlob    prometheus.Histogram     // the most concurrent copies of one blob served, per blob
+	RelayFetches    *prometheus.CounterVec   // from (parent, failover, upstream): where this node's blob fetches went
+	RelayDepth      prometheus.Histogram     // this node's depth in the relay tree of each blob it fetched
 
 	top *topRepos // which repositories have their own Pulls series
 }
@@ -83,13 +89,20 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		Peers:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peers", Help: "Live cluster members besides this node."}),
 		Pulls:           counterVec("berth_pulls_total", "Manifest pulls by registry and repository (top repositories; the rest are \"other\").", "registry", "repository"),
 		StaleServed:     counterVec("berth_stale_served_total", "Answers from the cache because the upstream failed.", "kind"),
+		RelayCopies:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peer_relay_copies", Help: "Copies of blobs this node is serving to peers now (relay mode)."}),
+		RelayServed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_copies_total", Help: "Copies of blobs served to peers (relay mode)."}),
+		RelayBusy:       prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_busy_total", Help: "Relay requests answered busy: the blob's copy limit (2 x fan-out) was reached."}),
+		RelayPerBlob:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_copies_per_blob", Help: "The most copies of one blob served to peers at once, observed when the last ends.", Buckets: []float64{1, 2, 4, 8, 16, 32}}),
+		RelayFetches:    counterVec("berth_peer_relay_fetches_total", "Blob fetches down the relay plan, by source: the parent, a failover node, or upstream (the plan's root, or every source failed).", "from"),
+		RelayDepth:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_depth", Help: "This node's depth in the relay tree of each blob it fetched (0: the root, fetching from upstream).", Buckets: []float64{0, 1, 2, 3, 4, 5, 6, 8}}),
 		top:             newTopRepos(topRepos),
 	}
 	if reg != nil {
 		reg.MustRegister(m.RequestDuration, m.FillDuration, m.FillSize, m.GCRuns, m.GCBytes, m.LastMirror)
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
 			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency,
-			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed)
+			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed,
+			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth)
 	}
 	return m
 }
@@ -284,4 +297,39 @@ func RegisterBuildInfo(reg prometheus.Registerer, version, revision, goVersion s
 	}, []string{"version", "revision", "goversion"})
 	g.WithLabelValues(version, revision, goVersion).Set(1)
 	reg.MustRegister(g)
+}
+
+// RelayCopy counts a copy served to a peer in relay mode starting (+1) or
+// ending (-1).
+func (m *Metrics) RelayCopy(delta int) {
+	if m == nil {
+		return
+	}
+	m.RelayCopies.Add(float64(delta))
+	if delta > 0 {
+		m.RelayServed.Inc()
+	}
+}
+
+// RelayRefused counts a relay request answered busy.
+func (m *Metrics) RelayRefused() {
+	if m != nil {
+		m.RelayBusy.Inc()
+	}
+}
+
+// RelayCopiesPerBlob records the most copies of one blob served at once.
+func (m *Metrics) RelayCopiesPerBlob(n int) {
+	if m != nil {
+		m.RelayPerBlob.Observe(float64(n))
+	}
+}
+
+// RelayFetch counts a blob fetch down the relay plan (from parent,
+// failover or upstream) by a node at depth in the tree.
+func (m *Metrics) RelayFetch(from string, depth int) {
+	if m != nil {
+		m.RelayFetches.WithLabelValues(from).Inc()
+		m.RelayDepth.Observe(float64(depth))
+	}
 }

@@ -83,13 +83,13 @@ func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error)
 }
 
 // opener is where a fill of req.Digest gets its bytes: peers first (for
-// clients), then the upstream. Called again on a broken stream, it starts
+// clients and relay requests), then the upstream. Called again on a broken stream, it starts
 // over at the peers, which skip one that just failed. It runs under the
 // store's context, not the request's, and keeps the request itself.
 func (m *Mirror) opener(req oci.Request) cache.Opener {
 	d := req.Digest
 	return func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
-		if req.Via == oci.ViaClient {
+		if req.Via == oci.ViaClient || req.Via == oci.ViaPeerRelay { // a relay parent fills down its own plan
 			rc, size, err := m.peers.FetchBlob(ctx, req, offset)
 			if err == nil {
 				return rc, size, metrics.SourcePeer, nil

@@ -62,7 +62,7 @@ type Request struct {
 	Digest    digest.Digest // set when the reference is a digest (manifests, blobs, referrers)
 
 	Head   bool   // HEAD: the bytes are not needed
-	Via    Via    // who asks: a client, or a peer as owner or holder
+	Via    Via    // who asks: a client, or a peer as owner, holder or relay parent
 	Hops   int    // berths the request passed before this one (HopHeader)
 	Client string // the client's name once access control let it through; "" for anonymous
 }

@@ -20,6 +20,10 @@ const (
 	// ViaPeerHolder is a peer asking whether this node holds the content:
 	// answer from the store or a fill under way, never fetch.
 	ViaPeerHolder
+	// ViaPeerRelay is a peer asking this node as its parent (or failover)
+	// in a blob's relay plan: fill as for a client (down the plan, then
+	// upstream) and stream while downloading; not a client's pull.
+	ViaPeerRelay
 )
 
 func (v Via) String() string {
@@ -30,6 +34,8 @@ func (v Via) String() string {
 		return "owner"
 	case ViaPeerHolder:
 		return "holder"
+	case ViaPeerRelay:
+		return "relay"
 	}
 	return "via(" + strconv.Itoa(int(v)) + ")"
 }

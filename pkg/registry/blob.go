@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -13,12 +14,21 @@ import (
 // blob serves GET and HEAD /v2/<name>/blobs/<digest>, with Range, from the
 // store or from a fill as it downloads.
 func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) error {
+	if rq.Via == oci.ViaPeerRelay && h.opts.Peers != nil {
+		// A relay parent serves a bounded number of copies; beyond that the
+		// asker goes to the next node of the plan.
+		release, ok := h.opts.Peers.AdmitCopy(r, rq.Digest)
+		if !ok {
+			return fmt.Errorf("blob %s: %w", rq.Digest, errBusy)
+		}
+		defer release()
+	}
 	b, err := h.mirror.Blob(r.Context(), rq)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	if b.Filling() && rq.Via == oci.ViaPeerOwner {
+	if b.Filling() && (rq.Via == oci.ViaPeerOwner || rq.Via == oci.ViaPeerRelay) {
 		// Tell the asking peer at once that this node is working on it, so
 		// its short time-to-first-byte bound is met before upstream answers.
 		w.WriteHeader(http.StatusEarlyHints)
@@ -52,6 +62,9 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) e
 	}
 	return nil
 }
+
+// errBusy answers a relay request beyond the node's copy limit.
+var errBusy = fmt.Errorf("serving its most copies of this blob to peers: ask the next node: %w", oci.ErrTooManyRequests)
 
 func written(sw *statusWriter) int64 {
 	if sw == nil {

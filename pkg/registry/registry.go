@@ -16,13 +16,19 @@ import (
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
 )
 
 // PeerAuth tells a peer's request from a client's. peer.Cluster satisfies it.
 type PeerAuth interface {
 	// PeerMode verifies a request's peer marker and says who asks:
-	// oci.ViaPeerOwner or oci.ViaPeerHolder; ok is false for a client.
+	// oci.ViaPeerOwner, oci.ViaPeerHolder or oci.ViaPeerRelay; ok is false
+	// for a client.
 	PeerMode(r *http.Request) (via oci.Via, ok bool)
+	// AdmitCopy reserves one of the copies of blob d this node serves to
+	// peers in relay mode at once; ok false means busy (429). release ends
+	// the copy.
+	AdmitCopy(r *http.Request, d digest.Digest) (release func(), ok bool)
 }
 
 // Passthrough answers what berth does not cache: tags/list and referrers

@@ -53,7 +53,7 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	}
 	c, err := peer.Start(context.Background(), peer.Config{
 		NodeName: name, Bind: pc.Bind, Advertise: pc.Advertise, Join: pc.Join, Secret: secret,
-		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, RejoinInterval: rejoin,
+		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, Fanout: pc.Fanout, RejoinInterval: rejoin,
 		LocalTags: !pc.ResolveTags, AllowForeignAdvertise: pc.AllowForeignAdvertise,
 		Logger: s.log, Metrics: s.metrics,
 	})

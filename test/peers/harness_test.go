@@ -156,6 +156,7 @@ type node struct {
 
 type nodeOpts struct {
 	secret string                          // "" means the cluster's
+	fanout int                             // peers.fanout; 0 means the default
 	wrap   func(http.Handler) http.Handler // around the node's handler
 }
 
@@ -225,7 +226,7 @@ func startNode(t *testing.T, up *upstream, nodeName, gossip string, seeds []stri
 	cfg.Peers = config.Peers{
 		Bind: gossip, Advertise: ln.Addr().String(), Join: seeds, SecretFile: writeSecret(t, secret),
 		Timeout: config.Duration(2 * time.Second), AskNext: 2, NodeName: nodeName,
-		RejoinInterval: config.Duration(time.Second),
+		RejoinInterval: config.Duration(time.Second), Fanout: o.fanout,
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
