@@ -102,6 +102,7 @@ func runPull(args []string) error {
 
 // runBlob is the "blob" role: GET one blob, print "first N" once N bytes
 // arrived, then read the rest and print "ok SIZE" if it hashes to -digest.
+// With -armed it prints "armed" and waits for a line on stdin first.
 func runBlob(args []string) error {
 	fs := flag.NewFlagSet("blob", flag.ContinueOnError)
 	base := fs.String("base", "http://127.0.0.1:5000", "berth URL")
@@ -109,8 +110,15 @@ func runBlob(args []string) error {
 	repo := fs.String("repo", "", "repository")
 	d := fs.String("digest", "", "blob digest")
 	first := fs.Int("first", 64<<10, "bytes to read before saying so")
+	armed := fs.Bool("armed", false, `print "armed" and wait for a line on stdin before the GET`)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *armed {
+		fmt.Println("armed")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			return fmt.Errorf("wait for go: %w", err)
+		}
 	}
 	resp, err := httpClient.Get(blobURL(*base, *ns, *repo, *d))
 	if err != nil {

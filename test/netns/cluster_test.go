@@ -78,7 +78,7 @@ func TestClusterAcrossNamespaces(t *testing.T) {
 
 // startCluster starts one berth per host, every one naming all as seeds,
 // and waits until each sees the two others.
-func (n *testNet) startCluster(t *testing.T, bin string, hosts []host, reg string) []node {
+func (n *testNet) startCluster(t *testing.T, bin string, hosts []host, reg string, env ...string) []node {
 	t.Helper()
 	secret := filepath.Join(n.dir, "peer-secret")
 	if err := os.WriteFile(secret, []byte("netns test secret\n"), 0o600); err != nil {
@@ -97,7 +97,7 @@ func (n *testNet) startCluster(t *testing.T, bin string, hosts []host, reg strin
 			// A 2s time to a peer's first byte, not 500ms, as in test/peers: a
 			// race-built berth on a loaded machine may answer later, and the
 			// asker would then rightly go upstream itself.
-			[]string{"BERTH_PEERS_NODE_NAME=" + nd.name, "BERTH_PEERS_TIMEOUT=2s", "BERTH_PEERS_IDLE_TIMEOUT=5s", "BERTH_SHUTDOWN_GRACE=1s"}, false, bin, "serve",
+			append([]string{"BERTH_PEERS_NODE_NAME=" + nd.name, "BERTH_PEERS_TIMEOUT=2s", "BERTH_PEERS_IDLE_TIMEOUT=5s", "BERTH_SHUTDOWN_GRACE=1s"}, env...), false, bin, "serve",
 			"--config", cfg, "--addr", "0.0.0.0:"+httpPort, "--cache-dir", filepath.Join(dir, "cache"),
 			"--registry", reg+"=http://"+reg, "--default-registry", reg,
 			"--peer-bind", h.ip.String()+":"+gossipPort, "--peer-advertise", h.ip.String()+":"+httpPort,
