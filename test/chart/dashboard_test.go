@@ -32,6 +32,7 @@ func berthMetrics(t *testing.T) map[string]bool {
 	m.UpstreamErrors.WithLabelValues("r", "k").Inc()
 	m.UpstreamLatency.WithLabelValues("r", "op").Observe(1)
 	m.Pulls.WithLabelValues("r", "repo").Inc()
+	m.RelayFetch("parent", 1)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
