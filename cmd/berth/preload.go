@@ -177,7 +177,8 @@ func (p *preloader) ownNode(ctx context.Context, sf *storeFlags, pin bool) (stop
 // storePinner pins an image in a store the process holds.
 func storePinner(s *cache.Store) pinFunc {
 	return func(_ context.Context, ref string, d digest.Digest) error {
-		return airgap.PinImage(s, ref, d, "preload")
+		_, err := airgap.PinRef(s, ref, d, "preload")
+		return err
 	}
 }
 

@@ -102,10 +102,3 @@ func PinnedImages(s *cache.Store) ([]Image, error) {
 	}
 	return out, nil
 }
-
-// PinImage pins the image ref names at root d in s, under ref's full name
-// (a pin by tag follows the tag), saying who pinned it; see PinRef.
-func PinImage(s *cache.Store, ref string, d digest.Digest, source string) error {
-	_, err := PinRef(s, ref, d, source)
-	return err
-}
