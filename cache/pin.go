@@ -408,3 +408,15 @@ func (sc *indexScan) mark(s *Store, d digest.Digest, set map[digest.Digest]bool,
 		}
 	}
 }
+
+// HasPin reports whether a pin named ref (registry/name:tag,
+// registry/name@digest or a digest) exists. It reads the index: call it
+// once per decision, not per byte.
+func (s *Store) HasPin(ref string) bool {
+	found := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketPins).Get([]byte(ref)) != nil
+		return nil
+	})
+	return found
+}

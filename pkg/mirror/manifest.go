@@ -69,7 +69,10 @@ func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, 
 	if req.Via == oci.ViaClient {
 		desc, data, err := m.peers.FetchManifest(ctx, req)
 		if err == nil && digest.FromBytes(data) == d {
-			return m.keepManifest(d, desc.MediaType, data)
+			if mt, err := oci.CheckManifest(desc.MediaType, data); err == nil {
+				return m.keepManifest(d, mt, data)
+			}
+			m.log.Warn("peer manifest refused", "digest", d, "err", err)
 		}
 	}
 	desc, data, err := m.up.GetManifest(ctx, req)
@@ -116,7 +119,11 @@ func (m *Mirror) resolveTag(ctx context.Context, req oci.Request) (oci.Descripto
 	}
 	v, err, _ := m.tags.Do(key, func() (any, error) {
 		ctx := context.WithoutCancel(ctx)
-		desc, data, err := m.revalidate(ctx, req, cerr == nil && m.store.Has(cached.Digest))
+		var have *cache.Tag // the cached mapping, when its content is stored
+		if cerr == nil && m.store.Has(cached.Digest) {
+			have = &cached
+		}
+		desc, data, err := m.revalidate(ctx, req, have)
 		if err != nil {
 			return nil, err
 		}
@@ -139,22 +146,26 @@ func (m *Mirror) resolveTag(ctx context.Context, req oci.Request) (oci.Descripto
 }
 
 // revalidate asks where the tag points now: the tag's owner among the
-// peers, else the upstream with HEAD when the content is already stored,
-// or GET (keeping the bytes) when it is not.
-func (m *Mirror) revalidate(ctx context.Context, req oci.Request, haveContent bool) (oci.Descriptor, []byte, error) {
-	if req.Via == oci.ViaClient {
+// peers (never for a pinned tag), else the upstream with HEAD when the
+// content of the cached mapping (have) is stored, or GET (keeping the
+// bytes) when it is not. A HEAD naming another digest than have's is
+// confirmed before it is believed (confirm).
+func (m *Mirror) revalidate(ctx context.Context, req oci.Request, have *cache.Tag) (oci.Descriptor, []byte, error) {
+	if req.Via == oci.ViaClient && !m.store.HasPin(req.Repo.String()+":"+req.Reference) {
 		desc, err := m.peers.ResolveTag(ctx, req)
 		if err == nil && desc.Digest != "" {
 			return desc, nil, nil
 		}
 	}
-	if haveContent {
+	if have != nil {
 		desc, err := m.up.HeadManifest(ctx, req)
-		if err == nil && desc.Digest != "" {
-			return desc, nil, nil
-		}
-		if err != nil {
+		switch {
+		case err != nil:
 			return oci.Descriptor{}, nil, err
+		case desc.Digest == have.Digest:
+			return desc, nil, nil
+		case desc.Digest != "":
+			return m.confirm(ctx, req, desc.Digest)
 		}
 	}
 	desc, data, err := m.up.GetManifest(ctx, req)
@@ -169,6 +180,25 @@ func (m *Mirror) revalidate(ctx context.Context, req oci.Request, haveContent bo
 	if errors.Is(err, oci.ErrDigestMismatch) {
 		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: upstream digest header disagrees with its bytes: %w", req.Reference, err)
 	}
+	return man.Descriptor, man.Data, err
+}
+
+// confirm checks a tag's new digest d, learned by HEAD, with a GET of d
+// from the same registry: the bytes must hash to d and be a manifest. So a
+// HEAD cannot point a tag at content this node holds from elsewhere (another
+// registry's, a peer's). The manifest is kept: a client asks for it next.
+// A registry that names a digest it then does not serve answers
+// nonsense: the error wraps oci.ErrBadUpstream, and the last confirmed
+// mapping keeps answering (stale-if-error).
+func (m *Mirror) confirm(ctx context.Context, req oci.Request, d digest.Digest) (oci.Descriptor, []byte, error) {
+	desc, data, err := m.up.GetManifest(ctx, req.WithReference(d.String()))
+	if errors.Is(err, oci.ErrManifestUnknown) {
+		err = fmt.Errorf("tag %s: the upstream's HEAD names %s, which it does not serve: %w", req.Reference, d, oci.ErrBadUpstream)
+	}
+	if err != nil {
+		return oci.Descriptor{}, nil, err
+	}
+	man, err := m.keepManifest(d, desc.MediaType, data)
 	return man.Descriptor, man.Data, err
 }
 

@@ -214,6 +214,35 @@ func TestHostileUpstream(t *testing.T) {
 		s.b.settle(t, s.base, s.closeFn)
 	})
 
+	// A tag's new digest learned by HEAD is served only once that registry
+	// confirms it: a HEAD naming content berth holds from another registry
+	// does not point the tag at it.
+	t.Run("lying HEAD digest", func(t *testing.T) {
+		mine, theirs := randomImage(t, 512), randomImage(t, 512)
+		mineDigest, _, _ := manifestOf(t, mine)
+		theirsDigest, theirsType, theirsRaw := manifestOf(t, theirs)
+		s.up.Push(t, "tagged/app", "v1", mine)
+		s.clean.Push(t, "other/app", "v1", theirs)
+		pullImage(t, s.b, "tagged/app", "v1", s.px.Host, mine)
+		pullImage(t, s.b, "other/app", "v1", s.clean.Host, theirs)
+		clear := s.px.set(t, on(http.MethodHead, "/tagged/app/manifests/v1", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", theirsType)
+			w.Header().Set("Docker-Content-Digest", theirsDigest.String())
+			w.Header().Set("Content-Length", strconv.Itoa(len(theirsRaw)))
+		}))
+		for _, method := range []string{http.MethodHead, http.MethodGet} {
+			a := s.b.get(t, method, "tagged/app/manifests/v1", s.px.Host)
+			if got := a.Header.Get("Docker-Content-Digest"); got == theirsDigest.String() || (method == http.MethodGet && digest.FromBytes(a.Body) == theirsDigest) {
+				t.Errorf("%s tagged/app:v1 after a lying HEAD: berth serves the other registry's %s", method, theirsDigest)
+			} else if a.Status != http.StatusOK || got != mineDigest.String() {
+				t.Errorf("%s tagged/app:v1 after a lying HEAD: %d %s %.200s, want the last confirmed %s", method, a.Status, got, a.Body, mineDigest)
+			}
+		}
+		clear()
+		pullImage(t, s.b, "tagged/app", "v1", s.px.Host, mine)
+		s.b.settle(t, s.base, s.closeFn)
+	})
+
 	// An upstream blob body without Content-Length that never ends is cut
 	// at the store's quota: it never grows past it, and nothing is kept.
 	t.Run("endless body", func(t *testing.T) {
