@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -270,8 +271,32 @@ func podConfig(t *testing.T, r *rendered, berth *corev1.Container) *config.Confi
 	if unknown := config.UnknownEnv(env); len(unknown) > 0 {
 		t.Errorf("the pod sets BERTH_* variables berth does not read: %q", unknown)
 	}
-	if err := config.Resolve(cfg, env, nil); err != nil {
+	// Resolve reads the gossip key the pod mounts: give it the key the chart
+	// rendered (or, for an existing Secret, a key of the test's own) in a
+	// file here, then put back the path the pod reads.
+	podKeyPath := cfg.Peers.SecretFile
+	key := r.Secrets[r.DaemonSet.Name].Data["gossip-key"]
+	if len(key) == 0 {
+		key = []byte("a-test-key-of-32-bytes-for-gossip")
+	}
+	keyFile := filepath.Join(t.TempDir(), "gossip-key")
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "BERTH_PEERS_SECRET_FILE="); ok {
+			podKeyPath = v
+		}
+	}
+	resolveEnv := env
+	if podKeyPath != "" {
+		resolveEnv = append(slices.Clip(env), "BERTH_PEERS_SECRET_FILE="+keyFile)
+	}
+	if err := config.Resolve(cfg, resolveEnv, nil); err != nil {
 		t.Fatalf("the config the pod runs with is invalid: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	if cfg.Peers.SecretFile == keyFile {
+		cfg.Peers.SecretFile = podKeyPath
 	}
 	return cfg
 }
