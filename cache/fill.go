@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,8 +52,10 @@ type Opener func(ctx context.Context, offset int64) (rc io.ReadCloser, size int6
 // made at the switch; until then a reader's Read takes one lock (state)
 // and reads the file.
 type fill struct {
-	d    digest.Digest
-	file *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
+	d       digest.Digest
+	repo    string // the repository first asked for, for logs and the status page
+	started time.Time
+	file    *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
 	// limit caps the bytes a fill takes (see fillLimit); 0 means none.
 	// limitWhy names it; sized reports that it is the blob's own size
 	// (from a descriptor), which a source may not contradict either.
@@ -171,7 +174,7 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 	if s.ctx.Err() != nil {
 		return nil, fmt.Errorf("fill %s: store closed", d)
 	}
-	f := &fill{d: d, size: -1, wake: make(chan struct{}), writing: true, readers: map[*Blob]int64{}}
+	f := &fill{d: d, size: -1, wake: make(chan struct{}), writing: true, readers: map[*Blob]int64{}, repo: meta.Repo, started: time.Now()}
 	f.limit, f.limitWhy, f.sized = s.fillLimit(meta)
 	tmp, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "fill-")
 	if err != nil {
@@ -432,4 +435,33 @@ func (s *Store) Join(ctx context.Context, d digest.Digest) (*Blob, bool) {
 		return Committed(file, size), true
 	}
 	return nil, false
+}
+
+// FillInfo is one fill under way, as the status page shows it.
+type FillInfo struct {
+	Digest  digest.Digest `json:"digest"`
+	Repo    string        `json:"repo"`
+	Source  string        `json:"source"`  // where the latest bytes came from
+	Size    int64         `json:"size"`    // -1 until a source tells it
+	Written int64         `json:"written"` // bytes received so far
+	Readers int           `json:"readers"` // clients reading it now
+	Started time.Time     `json:"started"`
+}
+
+// Fills lists the fills under way, oldest first.
+func (s *Store) Fills() []FillInfo {
+	s.mu.Lock()
+	fills := make([]*fill, 0, len(s.fills))
+	for _, f := range s.fills {
+		fills = append(fills, f)
+	}
+	s.mu.Unlock()
+	out := make([]FillInfo, 0, len(fills))
+	for _, f := range fills {
+		f.mu.Lock()
+		out = append(out, FillInfo{Digest: f.d, Repo: f.repo, Source: f.source, Size: f.size, Written: f.written, Readers: len(f.readers), Started: f.started})
+		f.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b FillInfo) int { return a.Started.Compare(b.Started) })
+	return out
 }

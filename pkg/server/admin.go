@@ -39,6 +39,7 @@ func (s *Server) newAdminMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.adminRoutes(mux) // airgap.go
+	s.uiRoutes(mux)    // ui.go
 	return mux
 }
 

@@ -40,6 +40,7 @@ type Server struct {
 	cluster *peer.Cluster  // nil when alone
 	gate    *auth.Gate     // client access
 	admin   *http.ServeMux // the admin listener's routes (admin.go)
+	hist    history        // the status page's hit ratio samples (ui.go)
 	certs   *certReloader  // nil without listen.tls
 
 	storeOpen atomic.Bool    // the store is open: New to Close
