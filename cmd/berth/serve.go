@@ -24,6 +24,7 @@ type serveFlags struct {
 	peerJoin                                                            []string
 	logLevel, logFormat                                                 string
 	tlsAddr, tlsCert, tlsKey                                            string
+	offline                                                             bool
 }
 
 func serveCmd() *cobra.Command {
@@ -61,6 +62,7 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json")
+	fl.BoolVar(&f.offline, "offline", false, "contact no upstream: serve what the store holds (tags whatever their age); a miss says the mirror is offline")
 	return c
 }
 
@@ -84,6 +86,7 @@ func (f *serveFlags) resolve(cmd *cobra.Command) (*config.Config, error) {
 		set("addr", func() error { cfg.Listen.Addr = f.addr; return nil })
 		set("admin-addr", func() error { cfg.Admin.Addr = f.adminAddr; return nil })
 		set("cache-dir", func() error { cfg.Cache.Dir = f.cacheDir; return nil })
+		set("offline", func() error { cfg.Offline = f.offline; return nil })
 		set("default-registry", func() error { cfg.DefaultRegistry = f.defaultRegistry; return nil })
 		set("cache-max-size", func() error { cfg.Cache.MaxSize = f.maxSize; return nil })
 		set("tag-ttl", func() (e error) { cfg.TagTTL, e = config.ParseDuration(f.tagTTL); return e })

@@ -19,6 +19,12 @@ type Config struct {
 	Log             Log        `yaml:"log"`
 	Metrics         Metrics    `yaml:"metrics"`
 	ShutdownGrace   Duration   `yaml:"shutdownGrace"` // how long in-flight responses may finish on SIGTERM
+	// Offline makes berth contact no upstream at all: tags resolve from the
+	// store, and what it lacks is a miss (MANIFEST_UNKNOWN, BLOB_UNKNOWN).
+	Offline bool `yaml:"offline"`
+	// Pins are policy pins: "registry/name:tag" → "sha256:...". berth
+	// serves that tag only as that digest, whatever the upstream says.
+	Pins map[string]string `yaml:"pins"`
 }
 
 // Listen holds the serving addresses.
@@ -76,6 +82,8 @@ type Registry struct {
 	// private, link-local and metadata addresses (object storage on a
 	// private network, tests on loopback). Off, such a redirect is refused.
 	AllowPrivateRedirects bool `yaml:"allowPrivateRedirects,omitempty"`
+	// Offline: berth never contacts this registry (see Config.Offline).
+	Offline bool `yaml:"offline,omitempty"`
 }
 
 // AccessRule is who may read the repositories matching Repos.

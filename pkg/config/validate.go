@@ -44,6 +44,7 @@ func (c *Config) Validate() error {
 	checkDuration(&p, "fillTimeout", c.FillTimeout)
 	checkDuration(&p, "shutdownGrace", c.ShutdownGrace)
 	c.validateRegistries(&p)
+	c.validatePins(&p)
 	c.validateAuth(&p)
 	c.validatePeers(&p)
 	switch strings.ToLower(c.Log.Level) {
@@ -317,3 +318,43 @@ func checkJoin(s string) error {
 	}
 	return nil
 }
+
+// validatePins checks each policy pin: a full reference to a tag of a
+// configured registry, pinned to a valid digest.
+func (c *Config) validatePins(p *problems) {
+	if len(c.Registries) == 0 {
+		return // reported already
+	}
+	for ref, d := range c.Pins {
+		path := "pins[" + ref + "]"
+		if _, _, _, err := c.ParsePin(ref, d); err != nil {
+			p.add(path, "%v", err)
+		}
+	}
+}
+
+// ParsePin splits a policy pin "registry/name:tag" = digest into its
+// parts, checking that the registry is configured and the digest valid.
+func (c *Config) ParsePin(ref, d string) (registry, name, tag string, err error) {
+	i := strings.LastIndexByte(ref, ':')
+	slash := strings.IndexByte(ref, '/')
+	if i < 0 || slash < 0 || i < slash || strings.Contains(ref[i:], "/") {
+		return "", "", "", fmt.Errorf("%q is not registry/name:tag", ref)
+	}
+	registry, name, tag = ref[:slash], ref[slash+1:i], ref[i+1:]
+	if c.registry(registry) < 0 {
+		return "", "", "", fmt.Errorf("registry %q is not configured", registry)
+	}
+	if name == "" || tag == "" || !pinTag.MatchString(tag) {
+		return "", "", "", fmt.Errorf("%q is not registry/name:tag", ref)
+	}
+	if !pinDigest.MatchString(d) {
+		return "", "", "", fmt.Errorf("%q is not a sha256:<64 hex> digest", d)
+	}
+	return registry, name, tag, nil
+}
+
+var (
+	pinTag    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	pinDigest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+)

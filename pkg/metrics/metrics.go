@@ -55,6 +55,7 @@ type Metrics struct {
 	RelayPerBlob    prometheus.Histogram     // the most concurrent copies of one blob served, per blob
 	RelayFetches    *prometheus.CounterVec   // from (parent, failover, upstream): where this node's blob fetches went
 	RelayDepth      prometheus.Histogram     // this node's depth in the relay tree of each blob it fetched
+	PolicyMoves     *prometheus.CounterVec   // registry: upstream tags found elsewhere than their policy pin
 
 	top *topRepos // which repositories have their own Pulls series
 }
@@ -88,6 +89,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		StoreQuota:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_quota_bytes", Help: "Store quota in bytes; 0 means none."}),
 		Peers:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peers", Help: "Live cluster members besides this node."}),
 		Pulls:           counterVec("berth_pulls_total", "Manifest pulls by registry and repository (top repositories; the rest are \"other\").", "registry", "repository"),
+		PolicyMoves:     counterVec("berth_policy_tag_moved_total", "Times the upstream's tag pointed elsewhere than its policy pin (config pins); the pinned digest was served.", "registry"),
 		StaleServed:     counterVec("berth_stale_served_total", "Answers from the cache because the upstream failed.", "kind"),
 		RelayCopies:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peer_relay_copies", Help: "Copies of blobs this node is serving to peers now (relay mode)."}),
 		RelayServed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_copies_total", Help: "Copies of blobs served to peers (relay mode)."}),
@@ -102,7 +104,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
 			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency,
 			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed,
-			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth)
+			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth, m.PolicyMoves)
 	}
 	return m
 }
@@ -232,6 +234,14 @@ func (m *Metrics) Deduped() {
 func (m *Metrics) UpstreamError(registry, kind string) {
 	if m != nil {
 		m.UpstreamErrors.WithLabelValues(registry, kind).Inc()
+	}
+}
+
+// PolicyTagMoved counts an upstream tag found pointing elsewhere than its
+// policy pin.
+func (m *Metrics) PolicyTagMoved(registry string) {
+	if m != nil {
+		m.PolicyMoves.WithLabelValues(registry).Inc()
 	}
 }
 

@@ -36,6 +36,9 @@ func (m *Mirror) manifest(ctx context.Context, req oci.Request) (Manifest, error
 	if req.Digest != "" {
 		return m.manifestByDigest(ctx, req)
 	}
+	if want, ok := m.cfg.Pins[cache.TagKey(req.Repo.Registry, req.Repo.Name, req.Reference)]; ok {
+		return m.pinned(ctx, req, want)
+	}
 	desc, data, err := m.resolveTag(ctx, req)
 	if err != nil || req.Head || data != nil {
 		return Manifest{Descriptor: desc, Data: data}, err
@@ -137,6 +140,9 @@ func (m *Mirror) resolveTag(ctx context.Context, req oci.Request) (oci.Descripto
 		a := v.(answer)
 		return a.desc, a.data, nil
 	}
+	if cerr == nil && errors.Is(err, oci.ErrOffline) { // offline: the store's answer is the answer
+		return tagDesc(cached), nil, nil
+	}
 	if cerr == nil && staleAllowed(err) {
 		m.m.Stale("tag")
 		m.log.Warn("serve stale tag", "repo", repo, "tag", tag, "digest", cached.Digest, "err", err)
@@ -204,4 +210,36 @@ func (m *Mirror) confirm(ctx context.Context, req oci.Request, d digest.Digest) 
 
 func tagDesc(t cache.Tag) oci.Descriptor {
 	return oci.Descriptor{MediaType: t.MediaType, Digest: t.Digest, Size: t.Size}
+}
+
+// pinned answers tag req (a policy pin) as digest want, and only so:
+// the manifest comes by digest (from the store, else peers or upstream),
+// and after the tag TTL the upstream is asked where the tag points, only
+// to log and count a move, never to follow it.
+func (m *Mirror) pinned(ctx context.Context, req oci.Request, want digest.Digest) (Manifest, error) {
+	man, err := m.manifestByDigest(ctx, req.WithReference(want.String()))
+	if err != nil {
+		return Manifest{}, err
+	}
+	repo, tag := req.Repo, req.Reference
+	key := cache.TagKey(repo.Registry, repo.Name, tag)
+	if t, err := m.store.Tag(key); err == nil && t.Digest == want && m.cfg.Now().Sub(t.Checked) < m.cfg.TagTTL {
+		return man, nil
+	}
+	_, _, _ = m.tags.Do(key, func() (any, error) {
+		desc, _, err := m.revalidate(context.WithoutCancel(ctx), req, true)
+		switch {
+		case err != nil:
+			m.log.Debug("pinned tag not checked upstream", "repo", repo, "tag", tag, "err", err)
+		case desc.Digest != want:
+			m.m.PolicyTagMoved(repo.Registry)
+			m.log.Warn("upstream moved a pinned tag; serving the pinned digest", "repo", repo, "tag", tag, "pinned", want, "upstream", desc.Digest)
+		}
+		t := cache.Tag{Digest: want, MediaType: man.MediaType, Size: man.Size, Checked: m.cfg.Now()}
+		if err := m.store.SetTag(key, t); err != nil {
+			m.log.Warn("store tag", "repo", repo, "tag", tag, "err", err)
+		}
+		return nil, nil
+	})
+	return man, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -23,6 +24,9 @@ type Config struct {
 	Logger  *slog.Logger     // nil discards
 	Metrics *metrics.Metrics // nil counts nothing
 	Now     func() time.Time // nil means time.Now
+	// Pins are policy pins by tag key (cache.TagKey): such a tag is served
+	// only as its digest, whatever the upstream says (see pinned).
+	Pins map[string]digest.Digest
 }
 
 // Mirror answers for content: from the store, else from peers, else from

@@ -194,8 +194,12 @@ var (
 	ErrDenied          = errors.New("denied")
 	ErrTooManyRequests = errors.New("too many requests")
 	ErrUnavailable     = errors.New("upstream unavailable")
-	ErrDigestMismatch  = errors.New("content does not match its digest")
-	ErrTooLarge        = errors.New("content too large")
+	// ErrOffline marks an answer berth gave without asking an upstream it
+	// is configured never to contact (offline mode). It comes wrapped with
+	// ErrManifestUnknown or ErrBlobUnknown.
+	ErrOffline        = errors.New("mirror offline")
+	ErrDigestMismatch = errors.New("content does not match its digest")
+	ErrTooLarge       = errors.New("content too large")
 	// ErrBadUpstream is an upstream answer berth refuses: a redirect to a
 	// private address, a body that is not what was asked for.
 	ErrBadUpstream = errors.New("upstream answer refused")

@@ -23,6 +23,7 @@ import (
 	"github.com/berth-registry/berth/pkg/registry"
 	"github.com/berth-registry/berth/pkg/upstream"
 	"github.com/berth-registry/berth/pkg/version"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -82,7 +83,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.up, err = upstream.New(cfg.Registries, upstream.Options{Logger: log.With("component", "upstream"), Metrics: s.metrics})
+	s.up, err = upstream.New(cfg.Registries, upstream.Options{Logger: log.With("component", "upstream"), Metrics: s.metrics, Offline: cfg.Offline})
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -96,7 +97,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	s.mirror = mirror.New(store, peers, s.up, mirror.Config{TagTTL: cfg.TagTTL.D(), Logger: log.With("component", "mirror"), Metrics: s.metrics})
+	s.mirror = mirror.New(store, peers, s.up, mirror.Config{TagTTL: cfg.TagTTL.D(), Logger: log.With("component", "mirror"), Metrics: s.metrics, Pins: policyPins(cfg)})
 	s.api = registry.New(s.mirror, registry.Options{
 		Router:      oci.Router{Known: s.up.Known, Default: cfg.DefaultRegistry},
 		Passthrough: storeReferrers{Passthrough: s.up, store: store}, // referrers.go
@@ -160,4 +161,15 @@ func (s *Server) Close() error {
 	}
 	s.closers = nil
 	return errors.Join(errs...)
+}
+
+// policyPins are the config's pins by tag key; Validate has checked them.
+func policyPins(cfg *config.Config) map[string]digest.Digest {
+	out := map[string]digest.Digest{}
+	for ref, d := range cfg.Pins {
+		if reg, name, tag, err := cfg.ParsePin(ref, d); err == nil {
+			out[cache.TagKey(reg, name, tag)] = digest.Digest(d)
+		}
+	}
+	return out
 }

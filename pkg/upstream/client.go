@@ -34,6 +34,9 @@ type Options struct {
 	// nil means a clone of http.DefaultTransport (proxy from environment).
 	Transport http.RoundTripper
 	UserAgent string // "berth" when empty
+	// Offline contacts no registry at all, as if every one were
+	// configured offline (config.Registry.Offline).
+	Offline bool
 }
 
 // Client fetches from the configured upstream registries. Its methods are
@@ -65,6 +68,7 @@ func New(regs []config.Registry, opts Options) (*Client, error) {
 		if _, dup := c.regs[rc.Name]; dup {
 			return nil, fmt.Errorf("registry %s: configured twice", rc.Name)
 		}
+		rc.Offline = rc.Offline || opts.Offline
 		r, err := newRegistry(c, rc, opts.Transport)
 		if err != nil {
 			return nil, fmt.Errorf("registry %s: %w", rc.Name, err)
@@ -117,6 +121,7 @@ type registry struct {
 	// allowPrivateRedirects lets redirects lead to loopback, private and
 	// link-local addresses (see checkRedirect).
 	allowPrivateRedirects bool
+	offline               bool          // never contacted: every call is a miss (see Options.Offline)
 	prober                *http.Client  // probes of open endpoints: no auth, no redirects
 	probeTimeout          time.Duration // bound on one probe
 }
@@ -152,6 +157,7 @@ func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*regist
 		return nil, err
 	}
 	r.client = &http.Client{Transport: &authTransport{r: r}, CheckRedirect: r.checkRedirect}
+	r.offline = rc.Offline
 	r.prober = &http.Client{Transport: r.base, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	r.probeTimeout = orDefault(rc.Timeouts.Connect.D(), DefaultConnectTimeout) + orDefault(rc.Timeouts.TLSHandshake.D(), DefaultTLSHandshakeTimeout) +
 		orDefault(rc.Timeouts.ResponseHeader.D(), DefaultResponseHeaderTimeout)

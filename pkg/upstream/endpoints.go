@@ -139,6 +139,13 @@ func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, 
 	if cl.hops >= oci.MaxHops {
 		return nil, nil, fmt.Errorf("upstream %s: request has passed %d berth hops, a mirror loop: %w", r.name, cl.hops, oci.ErrUnavailable)
 	}
+	if r.offline {
+		notFound := cl.notFound
+		if notFound == nil {
+			notFound = oci.ErrNameUnknown
+		}
+		return nil, nil, fmt.Errorf("registry %s is offline (this mirror never contacts it) and %s/%s is not in its store: %w: %w", r.name, cl.repo.Name, cl.path, notFound, oci.ErrOffline)
+	}
 	var lastErr error
 	eps, tooMany := r.order(), 0
 	if len(eps) == 0 { // no request made: no upstream error to count
