@@ -15,7 +15,9 @@ import (
 // offlineErr returns the first errcode of an error body and its message.
 func offlineErr(t *testing.T, body []byte) (string, string) {
 	t.Helper()
-	var e struct{ Errors []struct{ Code, Message string } }
+	var e struct {
+		Errors []struct{ Code, Message string }
+	}
 	if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) == 0 {
 		t.Fatalf("no errcode in %q", body)
 	}
