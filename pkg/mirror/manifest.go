@@ -227,7 +227,7 @@ func (m *Mirror) pinned(ctx context.Context, req oci.Request, want digest.Digest
 		return man, nil
 	}
 	_, _, _ = m.tags.Do(key, func() (any, error) {
-		desc, _, err := m.revalidate(context.WithoutCancel(ctx), req, true)
+		desc, _, err := m.revalidate(context.WithoutCancel(ctx), req, &cache.Tag{Digest: want})
 		switch {
 		case err != nil:
 			m.log.Debug("pinned tag not checked upstream", "repo", repo, "tag", tag, "err", err)
