@@ -21,11 +21,13 @@ type berthOpts struct {
 	Registries map[string]string    // name -> upstream URL(s), comma-separated
 	Default    string               // --default-registry
 	Creds      map[string][2]string // name -> username, password (config file only)
+	Access     map[string]string    // name -> access setting; with Creds and none set, anonymous
+	Config     string               // more top-level YAML for the config file (auth:)
 	Extra      []string             // more flags
 }
 
 // startBerth runs `berth serve` on a free loopback port with its own cache
-// dir and waits for GET /v2/ to answer 200. It is stopped in t.Cleanup,
+// dir and waits for GET /readyz to answer 200. It is stopped in t.Cleanup,
 // and the test fails if the race detector reported anything in its log.
 func startBerth(t testing.TB, o berthOpts) *berth {
 	t.Helper()
@@ -38,7 +40,8 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 		args := []string{"serve", "--config", berthConfig(t, dir, o), "--addr", addr, "--admin-addr", admin,
 			"--cache-dir", filepath.Join(dir, "cache"), "--tag-ttl", "60s"}
 		for n, u := range o.Registries {
-			if _, ok := o.Creds[n]; !ok { // the flag would replace the entry and its credentials
+			_, creds := o.Creds[n]
+			if _, access := o.Access[n]; !creds && !access { // the flag would replace the entry whole
 				args = append(args, "--registry", n+"="+u)
 			}
 		}
@@ -47,7 +50,8 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 		}
 		args = append(args, o.Extra...)
 		p := startProc(t, "berth", []string{"GORACE=halt_on_error=0"}, bin, args...)
-		if lastErr = p.ready("http://"+addr+"/v2/", 200); lastErr == nil {
+		// /readyz, not /v2/: with client auth, /v2/ asks for credentials.
+		if lastErr = p.ready("http://"+addr+"/readyz", 200); lastErr == nil {
 			b := &berth{Addr: addr, Admin: admin, p: p}
 			t.Cleanup(b.checkRaces(t))
 			return b
@@ -69,11 +73,19 @@ func berthConfig(t testing.TB, dir string, o berthOpts) string {
 	for n, u := range o.Registries {
 		fmt.Fprintf(&b, "  - name: %q\n    endpoints: [%s]\n", n, u)
 		if c, ok := o.Creds[n]; ok {
-			// These tests are about berth's upstream credentials; what
-			// clients may read is test/e2e/access_test.go's.
-			fmt.Fprintf(&b, "    username: %q\n    password: %q\n    access: anonymous\n", c[0], c[1])
+			fmt.Fprintf(&b, "    username: %q\n    password: %q\n", c[0], c[1])
+		}
+		if a, ok := o.Access[n]; ok {
+			if a != "" {
+				fmt.Fprintf(&b, "    access: %s\n", a)
+			}
+		} else if _, ok := o.Creds[n]; ok {
+			// The upstream-auth tests are about berth's own credentials;
+			// what clients may read is access_test.go's.
+			b.WriteString("    access: anonymous\n")
 		}
 	}
+	b.WriteString(o.Config)
 	file := filepath.Join(dir, "berth.yaml")
 	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)

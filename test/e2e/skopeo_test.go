@@ -61,16 +61,22 @@ func (s *skopeo) copy(t testing.TB, args ...string) {
 // output (stdout and stderr, with --debug lines).
 func (s *skopeo) run(t testing.TB, args ...string) string {
 	t.Helper()
+	out, err := s.try(t, args...)
+	if err != nil {
+		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// try is run that returns skopeo's failure instead of failing t.
+func (s *skopeo) try(t testing.TB, args ...string) (string, error) {
+	t.Helper()
 	// skopeo 1.9 reads only /etc/containers/registries.conf(.d): mount ours there.
 	script := `mount -t tmpfs tmpfs /var/lib/containers/cache &&
 		mount --bind "$E2E_REGISTRIES_CONF" /etc/containers/registries.conf &&
 		mount -t tmpfs tmpfs /etc/containers/registries.conf.d && exec "$@"`
 	full := append([]string{"-m", "sh", "-c", script, "sh", s.bin, "--insecure-policy"}, args...)
-	out, err := run(t, 3*time.Minute, s.env, s.unshare, full...)
-	if err != nil {
-		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return run(t, 3*time.Minute, s.env, s.unshare, full...)
 }
 
 // checkDir checks what `skopeo copy ... dir:DIR` wrote: manifest.json

@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// accessEnv is one berth with client auth in front of two upstreams: a
+// private registry berth holds credentials for (so it serves it to
+// authenticated clients only, its default) and a public one as docker.io
+// (anonymous). The private upstream itself is a plain registry: what is
+// under test is berth's door, not the upstream's.
+type accessEnv struct {
+	b             *berth
+	priv, pub     *countingProxy
+	privName      string
+	app, other    testImage // on priv: team/app:v1, team/other:v1
+	chart         testImage // on priv: charts/secret:0.1.0
+	chartTgz      []byte
+	public        testImage // on pub: library/pub:v1
+	user, pass    string    // an htpasswd user
+	tokName, tok  string    // a machine token
+	htpasswd, tks string    // the files
+}
+
+func newAccessEnv(t *testing.T) *accessEnv {
+	t.Helper()
+	needBerth(t)
+	privReg, pubReg := startRegistry(t, "", 200), startRegistry(t, "", 200)
+	e := &accessEnv{priv: newCountingProxy(t, privReg), pub: newCountingProxy(t, pubReg),
+		user: "alice", pass: "wonderland-e2e", tokName: "ci", tok: "berth-e2e-token-6f1c0d"}
+	e.privName = e.priv.Addr
+	e.app = pushImage(t, privReg, "team/app", "v1", false)
+	e.other = pushImage(t, privReg, "team/other", "v1", false)
+	e.chart, e.chartTgz = pushHelmChart(t, privReg, "charts", "secret", "0.1.0")
+	e.public = pushImage(t, pubReg, "library/pub", "v1", true)
+
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte(e.pass), bcrypt.DefaultCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(e.tok))
+	e.htpasswd, e.tks = filepath.Join(dir, "htpasswd"), filepath.Join(dir, "tokens")
+	for f, body := range map[string]string{
+		e.htpasswd: e.user + ":" + string(hash) + "\n",
+		e.tks:      e.tokName + ":sha256:" + hex.EncodeToString(sum[:]) + "\n",
+	} {
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.b = startBerth(t, berthOpts{
+		Registries: map[string]string{e.privName: "http://" + e.priv.Addr, "docker.io": "http://" + e.pub.Addr},
+		Default:    "docker.io",
+		Creds:      map[string][2]string{e.privName: {"berth-puller", "upstream-secret"}},
+		Access:     map[string]string{e.privName: ""}, // the default a registry with credentials gets
+		Config:     fmt.Sprintf("auth:\n  htpasswd: %q\n  tokens: %q\n", e.htpasswd, e.tks),
+	})
+	return e
+}
+
+func (e *accessEnv) privRef(repo, tag string) string {
+	return e.b.Addr + "/" + e.privName + "/" + repo + ":" + tag
+}
+
+// TestClientAccess: containerd, skopeo, crane and helm pull a private
+// image through berth with credentials (htpasswd user or machine token)
+// and fail with 401 without; a public image pulls anonymously at the same
+// time. Then, as an attacker who knows the private digests: they are not
+// served under another repository or registry, from disk or otherwise.
+func TestClientAccess(t *testing.T) {
+	t.Parallel()
+	e := newAccessEnv(t)
+	clients := map[string]func(*testing.T){"containerd": e.containerd, "skopeo": e.skopeo, "crane": e.crane, "helm": e.helm}
+	var wg sync.WaitGroup
+	for name, f := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(name, f)
+		}()
+	}
+	wg.Wait()
+	t.Run("digests do not cross repositories", e.crossRepo)
+	t.Run("admin surfaces are not on the registry's port", func(t *testing.T) {
+		for _, p := range []string{"/metrics", "/debug/audit", "/debug/pprof/"} {
+			if code, _ := get(t, "http://"+e.b.Addr+p); code != http.StatusNotFound {
+				t.Errorf("GET %s on the registry's port: %d, want 404", p, code)
+			}
+			if code, _ := get(t, "http://"+e.b.Admin+p); code != http.StatusOK {
+				t.Errorf("GET %s on the admin port: %d, want 200", p, code)
+			}
+		}
+	})
+}
+
+// wantUnauthorized checks a client's failure: it ran, failed, and says why.
+func wantUnauthorized(t *testing.T, what, out string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s without credentials succeeded:\n%s", what, out)
+		return
+	}
+	low := strings.ToLower(out)
+	if !strings.Contains(low, "401") && !strings.Contains(low, "unauthorized") && !strings.Contains(low, "authentication required") {
+		t.Errorf("%s without credentials failed, but not with 401/unauthorized:\n%s", what, out)
+	}
+}
+
+func (e *accessEnv) crane(t *testing.T) {
+	crane := tool(t, "crane")
+	anon := []string{"HOME=" + t.TempDir(), "DOCKER_CONFIG=" + t.TempDir()}
+	login := func(user, pass string) []string {
+		dir := t.TempDir()
+		cfg := fmt.Sprintf(`{"auths": {%q: {"auth": %q}}}`, e.b.Addr, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"HOME=" + t.TempDir(), "DOCKER_CONFIG=" + dir}
+	}
+	ref := e.privRef("team/app", "v1")
+	out, err := run(t, time.Minute, anon, crane, "--insecure", "digest", ref)
+	wantUnauthorized(t, "crane digest", out, err)
+	for _, env := range [][]string{login(e.user, e.pass), login(e.tokName, e.tok)} {
+		if got := strings.TrimSpace(mustRun(t, time.Minute, env, crane, "--insecure", "digest", ref)); got != e.app.Digest {
+			t.Errorf("crane digest %s = %q, want %s", ref, got, e.app.Digest)
+		}
+	}
+	layout := filepath.Join(t.TempDir(), "layout")
+	mustRun(t, 3*time.Minute, login(e.user, e.pass), crane, "--insecure", "pull", "--format", "oci", ref, layout)
+	checkOCILayout(t, layout, e.app, e.app.Blobs)
+	// The public image, anonymously, at the same time.
+	pub := filepath.Join(t.TempDir(), "pub")
+	mustRun(t, 3*time.Minute, anon, crane, "--insecure", "pull", "--format", "oci", e.b.Addr+"/docker.io/library/pub:v1", pub)
+	checkOCILayout(t, pub, e.public, e.public.Blobs)
+}
+
+func (e *accessEnv) skopeo(t *testing.T) {
+	s := newSkopeo(t, nil)
+	src := "docker://" + e.privRef("team/app", "v1")
+	dir := filepath.Join(t.TempDir(), "app")
+	out, err := s.try(t, "copy", "--retry-times", "0", "--src-tls-verify=false", src, "dir:"+dir)
+	wantUnauthorized(t, "skopeo copy", out, err)
+	s.copy(t, "--preserve-digests", "--src-tls-verify=false", "--src-creds", e.user+":"+e.pass, src, "dir:"+dir)
+	checkSkopeoDir(t, dir, e.app, e.app.Blobs)
+	// A token: skopeo's --src-registry-token sends it as a bearer token.
+	tokDir := filepath.Join(t.TempDir(), "tok")
+	s.copy(t, "--preserve-digests", "--src-tls-verify=false", "--src-registry-token", e.tok, src, "dir:"+tokDir)
+	checkSkopeoDir(t, tokDir, e.app, e.app.Blobs)
+	pub := filepath.Join(t.TempDir(), "pub")
+	s.copy(t, "--preserve-digests", "--src-tls-verify=false", "docker://"+e.b.Addr+"/docker.io/library/pub:v1", "dir:"+pub)
+	checkSkopeoDir(t, pub, e.public, e.public.Blobs)
+}
+
+func (e *accessEnv) helm(t *testing.T) {
+	helm := tool(t, "helm")
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "HELM_CACHE_HOME=" + home + "/cache", "HELM_CONFIG_HOME=" + home + "/config",
+		"HELM_DATA_HOME=" + home + "/data", "HELM_REGISTRY_CONFIG=" + home + "/registry.json"}
+	chart := "oci://" + e.b.Addr + "/" + e.privName + "/charts/secret"
+	out := t.TempDir()
+	o, err := run(t, 3*time.Minute, env, helm, "pull", chart, "--version", "0.1.0", "--plain-http", "-d", out)
+	wantUnauthorized(t, "helm pull", o, err)
+	mustRun(t, time.Minute, env, helm, "registry", "login", e.b.Addr, "--insecure", "--username", e.user, "--password", e.pass)
+	mustRun(t, 3*time.Minute, env, helm, "pull", chart, "--version", "0.1.0", "--plain-http", "-d", out)
+	got, err := os.ReadFile(filepath.Join(out, "secret-0.1.0.tgz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, e.chartTgz) {
+		t.Errorf("helm pull: chart is %s, want %s", digestOf(got), digestOf(e.chartTgz))
+	}
+}
+
+func (e *accessEnv) containerd(t *testing.T) {
+	c := startContainerd(t)
+	c.mirror(t, e.privName, e.b.Addr)
+	c.mirror(t, "docker.io", e.b.Addr)
+	ref := e.privName + "/team/app:v1"
+	out, err := run(t, 3*time.Minute, nil, c.ctrBin, "--address", c.sock, "images", "pull", "--hosts-dir", c.hosts, ref)
+	wantUnauthorized(t, "ctr pull", out, err)
+	// ctr --user answers berth's basic challenge.
+	c.ctr(t, "images", "pull", "--hosts-dir", c.hosts, "--user", e.user+":"+e.pass, ref)
+	c.pull(t, "docker.io/library/pub:v1", e.public) // anonymously
+
+	// The node-wide setup: a token in hosts.toml's header table, which
+	// containerd sends with every request to berth, and no --user.
+	file := filepath.Join(c.hosts, e.privName, "hosts.toml")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := fmt.Sprintf("\n[host.\"http://%s\".header]\n  Authorization = \"Bearer %s\"\n", e.b.Addr, e.tok)
+	if err := os.WriteFile(file, append(b, header...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.pull(t, e.privName+"/team/other:v1", e.other)
+	if ls := c.ctr(t, "images", "ls"); !hasLine(ls, ref, e.app.Digest) {
+		t.Errorf("ctr images ls: no %s:\n%s", ref, ls)
+	}
+}
+
+// crossRepo asks for the private content, by digest, where the client may
+// read but the content does not live: under the public registry (which
+// berth must ask, and which says 404) and under another repository of the
+// private registry. The bytes are on berth's disk by now.
+func (e *accessEnv) crossRepo(t *testing.T) {
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(e.user+":"+e.pass))
+	do := func(url, auth string) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body bytes.Buffer
+		body.ReadFrom(resp.Body)
+		return resp.StatusCode, errCode(body.Bytes()), resp.Header.Get("WWW-Authenticate")
+	}
+	base := "http://" + e.b.Addr + "/v2/"
+	for _, d := range append([]string{e.app.Digest}, e.app.Blobs...) {
+		kind := "blobs"
+		if d == e.app.Digest {
+			kind = "manifests"
+		}
+		// Under the public registry, anonymously: berth asks that registry,
+		// which does not have it.
+		before := e.pub.Log()
+		code, ec, _ := do(base+"docker.io/library/pub/"+kind+"/"+d, "")
+		if code != http.StatusNotFound {
+			t.Errorf("%s %s under the public registry: %d %s, want 404", kind, d, code, ec)
+		}
+		if after := e.pub.Log(); !strings.Contains(strings.TrimPrefix(after, before), d) {
+			t.Errorf("%s %s under the public registry was answered without asking that registry:\n%s", kind, d, after)
+		}
+		// Under the private registry's name, anonymously: asked to log in.
+		code, ec, chal := do(base+e.privName+"/team/app/"+kind+"/"+d, "")
+		if code != http.StatusUnauthorized || ec != "UNAUTHORIZED" || !strings.HasPrefix(chal, "Basic realm=") {
+			t.Errorf("%s %s anonymously: %d %s %q, want 401 UNAUTHORIZED with a Basic challenge", kind, d, code, ec, chal)
+		}
+		// Another private repository that does not hold it, with
+		// credentials: that repository's upstream says 404.
+		if code, ec, _ := do(base+e.privName+"/team/nothing/"+kind+"/"+d, basic); code != http.StatusNotFound {
+			t.Errorf("%s %s under team/nothing: %d %s, want 404", kind, d, code, ec)
+		}
+		// Wrong password: 401, even though the content is on disk.
+		if code, ec, _ := do(base+e.privName+"/team/app/"+kind+"/"+d, "Basic "+base64.StdEncoding.EncodeToString([]byte(e.user+":nope"))); code != http.StatusUnauthorized {
+			t.Errorf("%s %s with a wrong password: %d %s, want 401", kind, d, code, ec)
+		}
+		if code, ec, _ := do(base+e.privName+"/team/app/"+kind+"/"+d, basic); code != http.StatusOK {
+			t.Errorf("%s %s with credentials: %d %s, want 200", kind, d, code, ec)
+		}
+	}
+}
