@@ -64,16 +64,19 @@ func newAccessEnv(t *testing.T) *accessEnv {
 	}
 	e.b = startBerth(t, berthOpts{
 		Registries: map[string]string{e.privName: "http://" + e.priv.Addr, "docker.io": "http://" + e.pub.Addr},
-		Default:    "docker.io",
-		Creds:      map[string][2]string{e.privName: {"berth-puller", "upstream-secret"}},
-		Access:     map[string]string{e.privName: ""}, // the default a registry with credentials gets
-		Config:     fmt.Sprintf("auth:\n  htpasswd: %q\n  tokens: %q\n", e.htpasswd, e.tks),
+		// The private registry is the default: clients name it by leaving
+		// the registry out (its loopback name has a port, which no image
+		// reference can carry as a path segment).
+		Default: e.privName,
+		Creds:   map[string][2]string{e.privName: {"berth-puller", "upstream-secret"}},
+		Access:  map[string]string{e.privName: ""}, // the default a registry with credentials gets
+		Config:  fmt.Sprintf("auth:\n  htpasswd: %q\n  tokens: %q\n", e.htpasswd, e.tks),
 	})
 	return e
 }
 
 func (e *accessEnv) privRef(repo, tag string) string {
-	return e.b.Addr + "/" + e.privName + "/" + repo + ":" + tag
+	return e.b.Addr + "/" + repo + ":" + tag
 }
 
 // TestClientAccess: containerd, skopeo, crane and helm pull a private
@@ -170,7 +173,7 @@ func (e *accessEnv) helm(t *testing.T) {
 	home := t.TempDir()
 	env := []string{"HOME=" + home, "HELM_CACHE_HOME=" + home + "/cache", "HELM_CONFIG_HOME=" + home + "/config",
 		"HELM_DATA_HOME=" + home + "/data", "HELM_REGISTRY_CONFIG=" + home + "/registry.json"}
-	chart := "oci://" + e.b.Addr + "/" + e.privName + "/charts/secret"
+	chart := "oci://" + e.b.Addr + "/charts/secret"
 	out := t.TempDir()
 	o, err := run(t, 3*time.Minute, env, helm, "pull", chart, "--version", "0.1.0", "--plain-http", "-d", out)
 	wantUnauthorized(t, "helm pull", o, err)
@@ -221,6 +224,7 @@ func (e *accessEnv) crossRepo(t *testing.T) {
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(e.user+":"+e.pass))
 	do := func(url, auth string) (int, string, string) {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Accept", "*/*")
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
