@@ -23,6 +23,8 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"containerd.hostsToml.dialTimeout=soon", "/containerd/hostsToml/dialTimeout"},
 		{"image.digest=sha256:nope", "/image/digest"},
 		{"registries[0].endpoints[0]=registry-1.docker.io", "/registries/0/endpoints/0"},
+		{"registries[0].access=public", "/registries/0/access"},
+		{"admin.port=0", "/admin/port"},
 	} {
 		out, err := helm(t, "template", release, chartDir, "--namespace", namespace, "--set", c.set)
 		if err == nil || !strings.Contains(err.Error(), c.path) {
