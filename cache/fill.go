@@ -19,7 +19,12 @@ import (
 // FillMeta describes a blob being filled.
 type FillMeta struct {
 	MediaType string // recorded in the index on commit; "" for layers
-	Repo      string // the repository asked for, for the log: registry/name
+	Repo      string // the repository asked for: registry/name (oci.Repo.String)
+	// Vouched says the caller knows the blob belongs to Repo (Known, or a
+	// source of Repo's just said so). Without it, Fill neither joins a
+	// fill made for another repository nor serves a blob committed
+	// meanwhile that is not known for Repo: it answers ErrNotVouched.
+	Vouched bool
 	// Size is the blob's size from a descriptor that names it (a manifest's
 	// layer); 0 when unknown. A source that says otherwise or sends more
 	// fails the fill.
@@ -53,7 +58,7 @@ type Opener func(ctx context.Context, offset int64) (rc io.ReadCloser, size int6
 // and reads the file.
 type fill struct {
 	d       digest.Digest
-	repo    string // the repository first asked for, for logs and the status page
+	repo    string // the repository first asked for (FillMeta.Repo): logs, the status page, joining
 	started time.Time
 	file    *os.File // O_RDWR temp file; linked into place on commit; nil if none could be made
 	// limit caps the bytes a fill takes (see fillLimit); 0 means none.
@@ -161,14 +166,22 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.fills[d]; ok {
+		if !meta.Vouched && f.repo != meta.Repo {
+			return nil, fmt.Errorf("fill %s for %s: %w", d, meta.Repo, ErrNotVouched)
+		}
 		if !f.joinable() {
 			return nil, fmt.Errorf("fill %s: passing through without disk space, too far along to join: %w", d, oci.ErrUnavailable)
 		}
 		s.m.Deduped()
 		return newFillBlob(ctx, f), nil
 	}
-	// Committed between the caller's miss and this lock? Then serve that.
+	// Committed between the caller's miss and this lock? Then serve that,
+	// if it is known to be Repo's.
 	if file, size, err := s.Open(d); err == nil {
+		if !meta.Vouched && !s.knownKey(meta.Repo, d) {
+			file.Close()
+			return nil, fmt.Errorf("blob %s for %s: %w", d, meta.Repo, ErrNotVouched)
+		}
 		return &Blob{file: file, size: size}, nil
 	}
 	if s.ctx.Err() != nil {

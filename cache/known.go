@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 
@@ -34,8 +35,11 @@ func knownKey(repo oci.Repo, d digest.Digest) string { return repo.String() + "@
 
 // Known reports whether d is known to belong to repo. It reads memory, then
 // the index; an index error counts as unknown.
-func (s *Store) Known(repo oci.Repo, d digest.Digest) bool {
-	k := knownKey(repo, d)
+func (s *Store) Known(repo oci.Repo, d digest.Digest) bool { return s.knownKey(repo.String(), d) }
+
+// knownKey is Known of a repository written registry/name.
+func (s *Store) knownKey(repo string, d digest.Digest) bool {
+	k := repo + "@" + string(d)
 	if _, ok := s.meta.known.Get(k); ok {
 		return true
 	}
@@ -96,4 +100,91 @@ func (s *Store) KnownRepos(d digest.Digest) ([]string, error) {
 		})
 	})
 	return repos, err
+}
+
+// MarkManifestKnown records that manifest d (whose bytes are data) belongs
+// to repo, and with it what it names: an index's manifests, a manifest's
+// config and layers (not its subject, which lives on its own). A client
+// that may read a manifest may read what it is made of.
+func (s *Store) MarkManifestKnown(repo oci.Repo, d digest.Digest, data []byte) error {
+	ds := []digest.Digest{d}
+	if refs, ok := parseRefs(data); ok {
+		for _, m := range refs.Manifests {
+			ds = append(ds, m.Digest)
+		}
+		ds = append(ds, refs.leaves()...)
+	}
+	return s.MarkKnown(repo, ds...)
+}
+
+// knownSeeded marks a store whose known/ was seeded from its tags.
+var knownSeeded = []byte("\x00seeded")
+
+// seedKnown fills known/ once, in a store made before it existed, from
+// what the index already says belongs where: each cached tag's manifest
+// and what it names (an index's manifests and theirs). Content reached
+// only by digest is known again the next time its repository's sources
+// vouch for it.
+func (s *Store) seedKnown() error {
+	seeded := false
+	tags := map[string]digest.Digest{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		seeded = tx.Bucket(bucketKnown).Get(knownSeeded) != nil
+		if seeded {
+			return nil
+		}
+		return tx.Bucket(bucketTags).ForEach(func(k, v []byte) error {
+			var t Tag
+			if json.Unmarshal(v, &t) == nil {
+				tags[string(k)] = t.Digest
+			}
+			return nil
+		})
+	})
+	if err != nil || seeded {
+		return err
+	}
+	for key, d := range tags {
+		repo, ok := repoOfKey(key)
+		if !ok {
+			continue
+		}
+		if err := s.seedManifest(repo, d, 2); err != nil {
+			return err
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKnown).Put(knownSeeded, []byte{1}) })
+}
+
+// repoOfKey is the repository of a tag key (TagKey): registry/name:tag.
+func repoOfKey(key string) (oci.Repo, bool) {
+	name, _, ok := splitTagKey(key)
+	reg, repoName, ok2 := strings.Cut(name, "/")
+	if !ok || !ok2 || reg == "" || repoName == "" {
+		return oci.Repo{}, false
+	}
+	return oci.Repo{Registry: reg, Name: repoName}, true
+}
+
+func (s *Store) seedManifest(repo oci.Repo, d digest.Digest, depth int) error {
+	info, err := s.Info(d)
+	if err != nil {
+		return nil // the tag's content is gone: nothing to know
+	}
+	refs, ok := s.readRefs(d, info)
+	ds := []digest.Digest{d}
+	if ok {
+		ds = append(ds, refs.leaves()...)
+	}
+	if err := s.MarkKnown(repo, ds...); err != nil {
+		return err
+	}
+	if depth > 1 {
+		for _, m := range refs.Manifests {
+			if err := s.seedManifest(repo, m.Digest, depth-1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -1,11 +1,13 @@
 package cache
 
 import (
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestKnownPersistsPerRepository(t *testing.T) {
@@ -48,5 +50,53 @@ func TestKnownPersistsPerRepository(t *testing.T) {
 	repos, err := s.KnownRepos(d1)
 	if err != nil || !slices.Equal(repos, []string{"private.test/team/app"}) {
 		t.Errorf("KnownRepos = %v, %v", repos, err)
+	}
+}
+
+// TestKnownSeededOnUpgrade: a store from before known/ existed knows, once
+// opened, each cached tag's manifest and what it names, so a site that is
+// offline after the upgrade still serves what it served before.
+func TestKnownSeededOnUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, cfg := digest.FromString("layer"), digest.FromString("config")
+	man := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+		`"config":{"digest":"` + cfg.String() + `","size":6},"layers":[{"digest":"` + layer.String() + `","size":5}]}`)
+	md := digest.FromBytes(man)
+	if err := s.Put(md, "application/vnd.oci.image.manifest.v1+json", man); err != nil {
+		t.Fatal(err)
+	}
+	repo := oci.Repo{Registry: "private.test", Name: "team/app"}
+	if err := s.SetTag(TagKey(repo.Registry, repo.Name, "v1"), Tag{Digest: md, Size: int64(len(man))}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Known(repo, md) {
+		t.Fatal("a tag set by the mirror made its digest known: only repo's sources vouch")
+	}
+	s.Close()
+	// The store as an older berth left it: no known/ bucket.
+	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o644, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketKnown) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, d := range []digest.Digest{md, cfg, layer} {
+		if !s.Known(repo, d) {
+			t.Errorf("%s not known after the upgrade", d)
+		}
+		if s.Known(oci.Repo{Registry: "docker.io", Name: "library/alpine"}, d) {
+			t.Errorf("%s known for another repository", d)
+		}
 	}
 }

@@ -90,6 +90,17 @@ func (s *Store) AddPin(p Pin) (PinStatus, error) {
 		return PinStatus{}, fmt.Errorf("pin %s: %w", p.Ref, err)
 	}
 	s.notePinned(sc, sc.pinned(s))
+	// A pin under a repository's name says the content is that
+	// repository's (the operator, preload or import said so).
+	key := p.Tag
+	if name, _, ok := strings.Cut(p.Ref, "@"); ok {
+		key = name + ":"
+	}
+	if repo, ok := repoOfKey(key); ok {
+		if err := s.seedManifest(repo, p.Digest, 2); err != nil {
+			return PinStatus{}, fmt.Errorf("pin %s: %w", p.Ref, err)
+		}
+	}
 	return sc.status(s, p), nil
 }
 

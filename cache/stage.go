@@ -147,6 +147,12 @@ func (s *Store) SetTags(tags map[string]Tag) error {
 	}
 	for k, t := range tags {
 		s.meta.addTag(k, t)
+		// The operator's import says what belongs where.
+		if repo, ok := repoOfKey(k); ok {
+			if err := s.seedManifest(repo, t.Digest, 2); err != nil {
+				return fmt.Errorf("set tags: %w", err)
+			}
+		}
 	}
 	return nil
 }

@@ -163,6 +163,11 @@ func Open(root string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.seedKnown(); err != nil {
+		cancel()
+		db.Close()
+		return nil, fmt.Errorf("open store: seed known/: %w", err)
+	}
 	s.refreshPinned()
 	s.added(0, 0) // the gauges
 	s.wg.Add(2)

@@ -22,6 +22,13 @@ type Manifest struct {
 // the other oci errors.
 func (m *Mirror) Manifest(ctx context.Context, req oci.Request) (Manifest, error) {
 	man, err := m.manifest(ctx, req)
+	if err == nil && man.Data != nil {
+		// Bytes served through a repository came from its sources or were
+		// known to be its own; what they name is its own too. A digest
+		// learned by HEAD alone is not: its bytes are fetched from the
+		// repository before the store's copy is served under its name.
+		m.markKnown(req.Repo, man.Digest, man.Data)
+	}
 	if err == nil && req.Via == oci.ViaClient {
 		tag := req.Reference
 		if req.Digest != "" {
@@ -46,19 +53,24 @@ func (m *Mirror) manifest(ctx context.Context, req oci.Request) (Manifest, error
 	return m.manifestByDigest(ctx, req.WithReference(desc.Digest.String()))
 }
 
-// manifestByDigest answers req.Digest from the store, else fetches the
-// manifest once however many ask, verifies it and stores it.
+// manifestByDigest answers req.Digest from the store when it is known to
+// be req.Repo's (see Blob), else fetches the manifest from that
+// repository's sources once however many ask, verifies it and stores it.
 func (m *Mirror) manifestByDigest(ctx context.Context, req oci.Request) (Manifest, error) {
 	d := req.Digest
-	if data, info, err := m.store.ReadAll(d); err == nil {
-		m.m.Hit("manifest", req.Repo.Registry)
-		return Manifest{Descriptor: oci.Descriptor{MediaType: info.MediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
+	if m.store.Known(req.Repo, d) {
+		if data, info, err := m.store.ReadAll(d); err == nil {
+			m.m.Hit("manifest", req.Repo.Registry)
+			return Manifest{Descriptor: oci.Descriptor{MediaType: info.MediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
+		}
 	}
 	m.m.Miss("manifest", req.Repo.Registry)
 	if req.Via == oci.ViaPeerHolder {
 		return Manifest{}, fmt.Errorf("manifest %s: %w", d, oci.ErrManifestUnknown)
 	}
-	v, err, _ := m.manifests.Do(string(d), func() (any, error) {
+	// Keyed by repository too: another repository's fetch of the same
+	// digest says nothing about this one's.
+	v, err, _ := m.manifests.Do(req.Repo.String()+"@"+string(d), func() (any, error) {
 		return m.fetchManifest(context.WithoutCancel(ctx), req)
 	})
 	if err != nil {

@@ -65,25 +65,82 @@ func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 // else a reader of the fill that downloads it (joined if one is under
 // way). The caller closes it. Errors wrap oci.ErrBlobUnknown when no
 // source has it.
+//
+// The store is one digest namespace, but a blob is served through a
+// repository only when it is known to be that repository's (cache.Known):
+// bytes on disk for another repository are no reason. Otherwise the
+// repository's own sources are asked first, as on a miss (vouch), so the
+// answer, and its timing, come from them whether or not the bytes are here.
 func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error) {
 	repo, d := req.Repo, req.Digest
 	if req.Via == oci.ViaClient {
 		m.store.RecordBlob(repo, d) // in memory; the audit record of what clients got
 	}
-	if f, size, err := m.store.Open(d); err == nil {
-		m.m.Hit("blob", repo.Registry)
-		return cache.Committed(f, size), nil
+	known := m.store.Known(repo, d)
+	if !known && m.store.Has(d) {
+		if err := m.vouch(ctx, req); err != nil {
+			return nil, err
+		}
+		known = true
+	}
+	if known {
+		if f, size, err := m.store.Open(d); err == nil {
+			m.m.Hit("blob", repo.Registry)
+			return cache.Committed(f, size), nil
+		}
 	}
 	m.m.Miss("blob", repo.Registry)
 	if req.Via == oci.ViaPeerHolder {
 		// A holder answers only what it can serve now; it never waits, so
 		// two nodes asking each other cannot wait on each other.
-		if b, ok := m.store.Join(ctx, d); ok {
+		b, ok := m.store.Join(ctx, d)
+		if ok && known {
 			return b, nil
+		}
+		if ok {
+			b.Close()
 		}
 		return nil, fmt.Errorf("blob %s: %w", d, oci.ErrBlobUnknown)
 	}
-	return m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String()}, m.opener(req))
+	b, err := m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Vouched: known}, m.opener(req))
+	if errors.Is(err, cache.ErrNotVouched) {
+		// Being fetched (or just stored) for another repository.
+		if err := m.vouch(ctx, req); err != nil {
+			return nil, err
+		}
+		b, err = m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Vouched: true}, m.opener(req))
+	}
+	return b, err
+}
+
+// vouch asks req.Repo's sources for the blob as a fill would (peers for a
+// client, then the upstream) and closes the answer at once: it only learns
+// whether the blob is that repository's, which the opener records. A
+// holder has no sources to ask.
+func (m *Mirror) vouch(ctx context.Context, req oci.Request) error {
+	if req.Via == oci.ViaPeerHolder {
+		return fmt.Errorf("blob %s: %w", req.Digest, oci.ErrBlobUnknown)
+	}
+	rc, _, _, err := m.opener(req)(ctx, 0)
+	if err != nil {
+		return err
+	}
+	rc.Close()
+	return nil
+}
+
+// markKnown records that a source of repo has d (and, given a manifest's
+// bytes, what it names). A failure to record costs a later vouch.
+func (m *Mirror) markKnown(repo oci.Repo, d digest.Digest, manifest []byte) {
+	var err error
+	if manifest != nil {
+		err = m.store.MarkManifestKnown(repo, d, manifest)
+	} else {
+		err = m.store.MarkKnown(repo, d)
+	}
+	if err != nil {
+		m.log.Warn("record content of repository", "repo", repo, "digest", d, "err", err)
+	}
 }
 
 // opener is where a fill of req.Digest gets its bytes: peers first (for
@@ -96,6 +153,7 @@ func (m *Mirror) opener(req oci.Request) cache.Opener {
 		if req.Via == oci.ViaClient || req.Via == oci.ViaPeerRelay { // a relay parent fills down its own plan
 			rc, size, err := m.peers.FetchBlob(ctx, req, offset)
 			if err == nil {
+				m.markKnown(req.Repo, d, nil) // the peer has it for req.Repo: it checks, as this node does
 				return rc, size, metrics.SourcePeer, nil
 			}
 			if ctx.Err() != nil {
@@ -106,6 +164,9 @@ func (m *Mirror) opener(req oci.Request) cache.Opener {
 			}
 		}
 		rc, size, err := m.up.FetchBlob(ctx, req, offset)
+		if err == nil {
+			m.markKnown(req.Repo, d, nil)
+		}
 		return rc, size, metrics.SourceUpstream, err
 	}
 }

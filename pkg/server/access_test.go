@@ -90,6 +90,50 @@ func TestAccessDecidedFirst(t *testing.T) {
 			t.Errorf("%s: %d, manifest %s, want %s", auth[:6], resp.StatusCode, sha(body), want)
 		}
 	}
+	// Alice pulls the layers: the private bytes are on disk now.
+	layers, _ := img.Layers()
+	var private []string
+	for _, l := range layers {
+		d, _ := l.Digest()
+		private = append(private, d.String())
+		if resp, body := get(t, http.MethodGet, n.URL+"/v2/"+priv.Host+"/team/app/blobs/"+d.String(), "Authorization", basic("alice", "alice-pw")); resp.StatusCode != 200 || sha(body) != d.String() {
+			t.Fatalf("alice GET layer %s: %d", d, resp.StatusCode)
+		}
+	}
+	private = append(private, want.String())
+	// Asked for where they do not live, they are not served from disk:
+	// the repository's own upstream is asked, and says 404.
+	for _, d := range private {
+		kind := "blobs"
+		if d == want.String() {
+			kind = "manifests"
+		}
+		path := "/v2/library/pub/" + kind + "/" + d
+		before := pub.Count(http.MethodGet, path)
+		if resp, body := get(t, http.MethodGet, n.URL+path, "Accept", manifestAccept); resp.StatusCode != 404 {
+			t.Errorf("%s anonymously under the public registry: %d %s, want 404", d, resp.StatusCode, body)
+		}
+		if pub.Count(http.MethodGet, path) == before {
+			t.Errorf("%s under the public registry: answered without asking that registry", d)
+		}
+		if resp, body := get(t, http.MethodGet, n.URL+"/v2/"+priv.Host+"/team/other/"+kind+"/"+d, "Accept", manifestAccept, "Authorization", basic("alice", "alice-pw")); resp.StatusCode != 404 {
+			t.Errorf("%s as alice under team/other: %d %s, want 404", d, resp.StatusCode, body)
+		}
+	}
+	// A repository that does have it (the same image pushed there) is
+	// asked once, then served from disk.
+	priv.Push(t, "team/copy", "v1", img)
+	for _, d := range private[:len(private)-1] {
+		path := "/v2/team/copy/blobs/" + d
+		for i := range 2 {
+			if resp, body := get(t, http.MethodGet, n.URL+"/v2/"+priv.Host+"/team/copy/blobs/"+d, "Authorization", "Bearer machine-token"); resp.StatusCode != 200 || sha(body) != d {
+				t.Errorf("%s under team/copy, try %d: %d", d, i, resp.StatusCode)
+			}
+		}
+		if got := priv.Count(http.MethodGet, path); got != 1 {
+			t.Errorf("%s under team/copy: upstream asked %d times, want once (to vouch), then the store", d, got)
+		}
+	}
 	// /v2/: anonymous clients are asked to log in (clients learn so that
 	// berth takes credentials); valid credentials get 200.
 	if resp, _ := get(t, http.MethodGet, n.URL+"/v2/"); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
