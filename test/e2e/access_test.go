@@ -253,8 +253,17 @@ func (e *accessEnv) crossRepo(t *testing.T) {
 		if code != http.StatusNotFound {
 			t.Errorf("%s %s under the public registry: %d %s, want 404", kind, d, code, ec)
 		}
-		if after := e.pub.Log(); !strings.Contains(strings.TrimPrefix(after, before), d) {
-			t.Errorf("%s %s under the public registry was answered without asking that registry:\n%s", kind, d, after)
+		// The proxy logs a request once its answer is sent, which may be
+		// after berth has answered: wait for the line.
+		asked := false
+		for deadline := time.Now().Add(10 * time.Second); !asked && time.Now().Before(deadline); {
+			asked = strings.Contains(strings.TrimPrefix(e.pub.Log(), before), d)
+			if !asked {
+				time.Sleep(20 * time.Millisecond) // polling another process's log
+			}
+		}
+		if !asked {
+			t.Errorf("%s %s under the public registry was answered without asking that registry:\n%s", kind, d, e.pub.Log())
 		}
 		// Under the private registry's name, anonymously: asked to log in.
 		code, ec, chal := do(base+e.privName+"/team/app/"+kind+"/"+d, "")
