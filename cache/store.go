@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
@@ -41,7 +42,7 @@ var ErrInUse = errors.New("store in use by another process")
 type Options struct {
 	Logger      *slog.Logger     // nil discards
 	Metrics     *metrics.Metrics // nil counts nothing
-	FillTimeout time.Duration    // bound on one fill; 0 means 30m
+	FillTimeout time.Duration    // bound on one fill; 0 means the config default (fillTimeout)
 	MaxAttempts int              // source attempts in a row without progress; 0 means 4
 	// ProgressInterval is how often a fill under way logs its progress;
 	// 0 means 5s.
@@ -49,8 +50,8 @@ type Options struct {
 	FlushInterval    time.Duration // how often access times and audit records reach bbolt; 0 means 10s
 
 	MaxBytes      int64   // quota in bytes; 0 means none
-	HighWatermark float64 // fraction of MaxBytes above which eviction starts; 0 means 0.9
-	LowWatermark  float64 // fraction of MaxBytes eviction brings usage down to; 0 means 0.8
+	HighWatermark float64 // fraction of MaxBytes above which eviction starts; 0 means the config default (cache.highWatermark)
+	LowWatermark  float64 // fraction of MaxBytes eviction brings usage down to; 0 means the config default (cache.lowWatermark)
 
 	// NoTracking records no access times and no audit records: the hit
 	// path then does nothing but open the file (benchmarks compare).
@@ -74,8 +75,9 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
+	def := config.Defaults()
 	if o.FillTimeout <= 0 {
-		o.FillTimeout = 30 * time.Minute
+		o.FillTimeout = def.FillTimeout.D()
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 4
@@ -90,10 +92,10 @@ func (o *Options) defaults() {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.HighWatermark <= 0 || o.HighWatermark > 1 {
-		o.HighWatermark = 0.9
+		o.HighWatermark = def.Cache.HighWatermark
 	}
 	if o.LowWatermark <= 0 || o.LowWatermark > o.HighWatermark {
-		o.LowWatermark = min(0.8, o.HighWatermark)
+		o.LowWatermark = min(def.Cache.LowWatermark, o.HighWatermark)
 	}
 	o.GCMinAge = max(0, o.GCMinAge)
 	if o.PassThroughBuffer < 1<<20 {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/hashicorp/memberlist"
 )
@@ -31,11 +32,14 @@ type Config struct {
 	Advertise string        // HTTP host:port of this node's registry API; an empty or unspecified host means the gossip IP
 	Join      []string      // seeds: host:port or host (then Bind's port); DNS names are re-resolved every RejoinInterval
 	Secret    []byte        // cluster secret (the secret file's contents): gossip encryption and request markers
-	Timeout   time.Duration // time to a peer's first response (a 1xx counts) when asking for a blob; 0 means 500ms
-	AskNext   int           // ranked nodes asked in holder mode when the relay plan says upstream; 0 means 2, negative means none
-	Fanout    int           // children per node in a blob's relay tree (see Plan); a node serves at most twice this many copies of a blob at once; 0 means DefaultFanout
+	Timeout   time.Duration // time to a peer's first response (a 1xx counts) when asking for a blob; 0 means the config default (peers.timeout)
+	AskNext   int           // ranked nodes asked in holder mode when the relay plan says upstream; 0 means the config default (peers.askNext), negative means none
+	Fanout    int           // children per node in a blob's relay tree (see Plan); a node serves at most twice this many copies of a blob at once; 0 means the config default (peers.fanout)
 
-	RejoinInterval time.Duration // how often seeds are re-resolved and joined; 0 means 30s, negative: only until a first join
+	// RejoinInterval is how often seeds are re-resolved and joined; 0 (or
+	// negative) joins only until a first join succeeds, as the config's 0
+	// does. The default interval is the config's (peers.rejoinInterval).
+	RejoinInterval time.Duration
 	// LocalTags turns peer tag resolution off: ResolveTag fails at once
 	// with ErrNoPeer, so this node asks upstream itself. On (false), a tag's
 	// owner is trusted to say which digest it names.
@@ -50,7 +54,7 @@ type Config struct {
 
 	OwnerTimeout  time.Duration // time to the owner's first response for a manifest or tag (it may go upstream first); 0 means 3s
 	HeaderTimeout time.Duration // after a first (1xx) response, time to the final headers; 0 means 30s
-	IdleTimeout   time.Duration // a Read of a peer's body blocked this long fails and suspects the peer; 0 means 15s
+	IdleTimeout   time.Duration // a Read of a peer's body blocked this long fails and suspects the peer; 0 means the config default (peers.idleTimeout)
 	SuspectFor    time.Duration // how long a peer that stalled, lied or refused connections is skipped; 0 means 30s
 	Gossip        Gossip        // membership timing
 }
@@ -73,13 +77,11 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.Timeout, 500*time.Millisecond)
-	if c.RejoinInterval == 0 {
-		c.RejoinInterval = 30 * time.Second
-	}
+	defaults := config.Defaults().Peers
+	def(&c.Timeout, defaults.Timeout.D())
 	def(&c.OwnerTimeout, 3*time.Second)
 	def(&c.HeaderTimeout, 30*time.Second)
-	def(&c.IdleTimeout, 15*time.Second)
+	def(&c.IdleTimeout, defaults.IdleTimeout.D())
 	def(&c.SuspectFor, 30*time.Second)
 	def(&c.Gossip.ProbeInterval, time.Second)
 	def(&c.Gossip.ProbeTimeout, 500*time.Millisecond)
@@ -90,10 +92,10 @@ func (c *Config) setDefaults() {
 		c.Gossip.SuspicionMult = 4
 	}
 	if c.Fanout <= 0 {
-		c.Fanout = DefaultFanout
+		c.Fanout = defaults.Fanout
 	}
 	if c.AskNext == 0 {
-		c.AskNext = 2
+		c.AskNext = defaults.AskNext
 	}
 	if c.Logger == nil {
 		c.Logger = discardLogger()

@@ -17,7 +17,7 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 		return
 	}
 	every := c.cfg.RejoinInterval
-	if every < 0 {
+	if every <= 0 {
 		every = 30 * time.Second // the backoff's cap until a first join
 	}
 	backoff := min(time.Second, every)
@@ -27,7 +27,7 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 		switch {
 		case !c.joined.Load():
 			wait, backoff = backoff, min(2*backoff, every)
-		case c.cfg.RejoinInterval < 0:
+		case c.cfg.RejoinInterval <= 0:
 			return
 		}
 		t := time.NewTimer(wait)

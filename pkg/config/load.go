@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -31,6 +32,22 @@ func Default() (*Config, error) {
 	}
 	return cfg, nil
 }
+
+// embedded is the embedded default, parsed once.
+var embedded = sync.OnceValue(func() *Config {
+	cfg, err := Default()
+	if err != nil {
+		panic(err) // a broken embedded file: this package's tests catch it
+	}
+	return cfg
+})
+
+// Defaults returns the embedded default's values: the one source of every
+// setting's default. Packages whose zero options mean "the default" (the
+// mirror's tag TTL, the store's fill timeout and watermarks, the peers'
+// timeouts) read it here, so default.yaml and the code cannot disagree.
+// The caller may change the copy it gets, but not its lists.
+func Defaults() Config { return *embedded() }
 
 // Load reads and parses the YAML file at path; see Parse. It does not
 // validate: call Validate once env and flags are applied.

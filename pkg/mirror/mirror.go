@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/metrics"
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
@@ -20,7 +21,7 @@ import (
 
 // Config tunes a Mirror. The zero value is ready to use.
 type Config struct {
-	TagTTL  time.Duration    // how long a tag's digest is trusted; 0 means 60s
+	TagTTL  time.Duration    // how long a tag's digest is trusted; 0 means the config default (tagTTL)
 	Logger  *slog.Logger     // nil discards
 	Metrics *metrics.Metrics // nil counts nothing
 	Now     func() time.Time // nil means time.Now
@@ -47,7 +48,7 @@ type Mirror struct {
 // (or nil) when there are none. New starts no goroutines.
 func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 	if cfg.TagTTL <= 0 {
-		cfg.TagTTL = 60 * time.Second
+		cfg.TagTTL = config.Defaults().TagTTL.D()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

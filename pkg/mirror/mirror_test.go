@@ -48,6 +48,7 @@ type node struct {
 	store *cache.Store
 	clock *clock
 	up    *upstreamtest.Registry
+	uc    *upstream.Client
 	repo  oci.Repo
 }
 
@@ -67,7 +68,7 @@ func newNode(t *testing.T) *node {
 	}
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	m := mirror.New(store, nil, uc, mirror.Config{TagTTL: ttl, Now: clk.Now})
-	return &node{m: m, store: store, clock: clk, up: up, repo: oci.Repo{Registry: "r.test", Name: "team/app"}}
+	return &node{m: m, store: store, clock: clk, up: up, uc: uc, repo: oci.Repo{Registry: "r.test", Name: "team/app"}}
 }
 
 // push puts a small image under team/app:tag and returns its manifest digest.
@@ -268,5 +269,25 @@ func TestNoPeersAnswersNoPeer(t *testing.T) {
 	}
 	if _, err := p.ResolveTag(t.Context(), req); !errors.Is(err, mirror.ErrNoPeer) {
 		t.Fatal(err)
+	}
+}
+
+// A zero TagTTL is the config's default tagTTL, the one source.
+func TestZeroTagTTLIsTheConfigDefault(t *testing.T) {
+	n := newNode(t)
+	n.m = mirror.New(n.store, mirror.NoPeers{}, n.uc, mirror.Config{Now: n.clock.Now})
+	n.push(t, "v1")
+	head0 := n.manifests("HEAD", "v1")
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	def := config.Defaults().TagTTL.D()
+	n.clock.Add(def - time.Second)
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("v1")); err != nil || n.manifests("HEAD", "v1") != head0 {
+		t.Fatalf("within the default TTL (%s): %v, %d HEADs", def, err, n.manifests("HEAD", "v1")-head0)
+	}
+	n.clock.Add(2 * time.Second)
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("v1")); err != nil || n.manifests("HEAD", "v1") != head0+1 {
+		t.Fatalf("past the default TTL (%s): %v, %d HEADs", def, err, n.manifests("HEAD", "v1")-head0)
 	}
 }

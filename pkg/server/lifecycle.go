@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/berth-registry/berth/pkg/config"
 )
 
 // Listeners are the sockets a node serves on. Any may be nil, but not
@@ -132,7 +134,7 @@ func (s *Server) shutdown(ctx context.Context, srv *http.Server) error {
 	s.draining.Store(true)
 	grace := s.cfg.ShutdownGrace.D()
 	if grace <= 0 {
-		grace = 30 * time.Second
+		grace = config.Defaults().ShutdownGrace.D()
 	}
 	s.log.Info("shutting down", "grace", grace)
 	var wg sync.WaitGroup

@@ -40,10 +40,6 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	rejoin := pc.RejoinInterval.D()
-	if rejoin == 0 {
-		rejoin = -1 // the config's 0 disables re-joining
-	}
 	name := pc.NodeName
 	if name == "" {
 		var err error
@@ -53,7 +49,7 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	}
 	c, err := peer.Start(context.Background(), peer.Config{
 		NodeName: name, Bind: pc.Bind, Advertise: pc.Advertise, Join: pc.Join, Secret: secret,
-		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, Fanout: pc.Fanout, RejoinInterval: rejoin,
+		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, Fanout: pc.Fanout, RejoinInterval: pc.RejoinInterval.D(),
 		LocalTags: !pc.ResolveTags, AllowForeignAdvertise: pc.AllowForeignAdvertise,
 		Logger: s.log, Metrics: s.metrics,
 	})
