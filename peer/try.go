@@ -79,7 +79,7 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 	case http.StatusOK: // the whole blob, even if a range was asked for
 		size, skip = resp.ContentLength, offset
 	case http.StatusPartialContent:
-		size, err = contentRange(resp.Header.Get("Content-Range"), offset)
+		size, err = oci.ContentRangeAt(resp.Header.Get("Content-Range"), offset)
 	case http.StatusTooManyRequests:
 		_ = statusError(m, resp, nil)
 		err = fmt.Errorf("peer %s: %w", m.Name, ErrBusy)
@@ -104,28 +104,6 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 		}
 	}
 	return blobResult{body: body, size: size}, nil
-}
-
-// contentRange parses "bytes <offset>-<end>/<size>" and returns size (-1
-// for "*"). A range that does not start at offset is an error.
-func contentRange(v string, offset int64) (int64, error) {
-	rest, ok := strings.CutPrefix(v, "bytes ")
-	span, total, ok2 := strings.Cut(rest, "/")
-	first, _, ok3 := strings.Cut(span, "-")
-	if !ok || !ok2 || !ok3 {
-		return 0, fmt.Errorf("bad Content-Range %q", v)
-	}
-	if start, err := strconv.ParseInt(first, 10, 64); err != nil || start != offset {
-		return 0, fmt.Errorf("Content-Range %q does not start at %d", v, offset)
-	}
-	if total == "*" {
-		return -1, nil
-	}
-	size, err := strconv.ParseInt(total, 10, 64)
-	if err != nil || size < offset {
-		return 0, fmt.Errorf("bad Content-Range %q", v)
-	}
-	return size, nil
 }
 
 // manifestResult is a verified manifest from a peer.

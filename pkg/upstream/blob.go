@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 
 	"github.com/berth-registry/berth/pkg/oci"
 )
@@ -67,34 +65,9 @@ func (r *registry) blobRange(resp *http.Response, offset int64) (int64, error) {
 		}
 		return resp.ContentLength, nil
 	}
-	start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-	if !ok || start != offset {
-		return 0, fmt.Errorf("206 with Content-Range %q to Range bytes=%d-: %w", resp.Header.Get("Content-Range"), offset, oci.ErrUnavailable)
+	total, err := oci.ContentRangeAt(resp.Header.Get("Content-Range"), offset)
+	if err != nil {
+		return 0, fmt.Errorf("206: %w: %w", err, oci.ErrUnavailable)
 	}
 	return total, nil
-}
-
-// parseContentRange reads "bytes start-end/total" ("*" total is -1).
-func parseContentRange(v string) (start, total int64, ok bool) {
-	rest, ok := strings.CutPrefix(v, "bytes ")
-	if !ok {
-		return 0, 0, false
-	}
-	rng, tot, ok := strings.Cut(rest, "/")
-	if !ok {
-		return 0, 0, false
-	}
-	s, _, ok := strings.Cut(rng, "-")
-	if !ok {
-		return 0, 0, false
-	}
-	start, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	if tot == "*" {
-		return start, -1, true
-	}
-	total, err = strconv.ParseInt(tot, 10, 64)
-	return start, total, err == nil
 }
