@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -78,7 +79,10 @@ type Router struct {
 
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	// the tag grammar is distribution/reference's; the name grammar above
+	// is its path grammar alone (its NameRegexp would take a first
+	// segment for a registry host)
+	tagRE = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
 )
 
 // ParseRequest parses the path of a /v2/ request and routes it to a

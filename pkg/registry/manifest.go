@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/containerd/platforms"
 	"github.com/distribution/distribution/v3/manifest/manifestlist"
 	"github.com/distribution/distribution/v3/manifest/schema2"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -83,6 +84,10 @@ func accepts(r *http.Request, mediaType string) bool {
 	return false
 }
 
+// oldDockerPlatform is what a Docker client too old for manifest lists
+// runs on, as distribution assumes: linux/amd64, no other variant.
+var oldDockerPlatform = platforms.OnlyStrict(v1.Platform{OS: "linux", Architecture: "amd64"})
+
 // platformManifest picks the linux/amd64 entry of an index.
 func (h *Handler) platformManifest(ctx context.Context, rq oci.Request, index mirror.Manifest) (mirror.Manifest, error) {
 	if index.Data == nil {
@@ -99,7 +104,7 @@ func (h *Handler) platformManifest(ctx context.Context, rq oci.Request, index mi
 		return mirror.Manifest{}, fmt.Errorf("index %s: %v: %w", index.Digest, err, oci.ErrManifestUnknown)
 	}
 	for _, m := range idx.Manifests {
-		if m.Platform != nil && m.Platform.OS == "linux" && m.Platform.Architecture == "amd64" {
+		if m.Platform != nil && oldDockerPlatform.Match(*m.Platform) {
 			return h.mirror.Manifest(ctx, rq.WithReference(m.Digest.String()))
 		}
 	}
