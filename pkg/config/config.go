@@ -16,6 +16,7 @@ type Config struct {
 	DefaultRegistry string     `yaml:"defaultRegistry"` // registry of requests that name none
 	Registries      []Registry `yaml:"registries"`
 	Peers           Peers      `yaml:"peers"`
+	Fetches         Fetches    `yaml:"fetches"`
 	Log             Log        `yaml:"log"`
 	Metrics         Metrics    `yaml:"metrics"`
 	ShutdownGrace   Duration   `yaml:"shutdownGrace"` // how long in-flight responses may finish on SIGTERM
@@ -31,6 +32,14 @@ type Config struct {
 type Listen struct {
 	Addr string `yaml:"addr"` // plain HTTP, for node-local containerd
 	TLS  TLS    `yaml:"tls"`
+	// MaxConns bounds the client connections open at once, over both
+	// listeners; 0 means no bound.
+	MaxConns          int      `yaml:"maxConns"`
+	ReadHeaderTimeout Duration `yaml:"readHeaderTimeout"` // time a client has to send a request's headers
+	IdleTimeout       Duration `yaml:"idleTimeout"`       // how long a keep-alive connection may wait for its next request
+	// WriteTimeout is the longest a response may go without the client
+	// taking a byte; a slow download that keeps moving is never cut.
+	WriteTimeout Duration `yaml:"writeTimeout"`
 }
 
 // TLS is an optional HTTPS listener beside the plain one.
@@ -48,6 +57,16 @@ type Cache struct {
 	LowWatermark  float64  `yaml:"lowWatermark"`  // fraction of MaxSize eviction stops at
 	GCInterval    Duration `yaml:"gcInterval"`    // period of the background gc; 0 disables it
 	GCMinAge      Duration `yaml:"gcMinAge"`      // unreferenced content unused this long is removed by gc
+	// AuditMaxRepos bounds the repositories the audit record keeps; past
+	// it the least served are dropped. 0 means no bound.
+	AuditMaxRepos int `yaml:"auditMaxRepos"`
+}
+
+// Fetches bounds what clients can make berth ask of its upstreams.
+type Fetches struct {
+	MaxConcurrent int      `yaml:"maxConcurrent"` // upstream requests at once (a body counts until read); 0 means no bound
+	MaxQueued     int      `yaml:"maxQueued"`     // requests waiting for one of those; past it a client gets 429
+	NotFoundTTL   Duration `yaml:"notFoundTTL"`   // how long an upstream's "not found" answers again without asking; 0 disables
 }
 
 // Registry is one upstream registry, reachable under its Name.

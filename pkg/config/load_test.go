@@ -114,6 +114,11 @@ func TestFullRoundTrip(t *testing.T) {
 		got, dflt any
 	}{
 		{"listen.addr", cfg.Listen.Addr, d.Listen.Addr},
+		{"listen.maxConns", cfg.Listen.MaxConns, d.Listen.MaxConns},
+		{"listen.readHeaderTimeout", cfg.Listen.ReadHeaderTimeout, d.Listen.ReadHeaderTimeout},
+		{"listen.idleTimeout", cfg.Listen.IdleTimeout, d.Listen.IdleTimeout},
+		{"listen.writeTimeout", cfg.Listen.WriteTimeout, d.Listen.WriteTimeout},
+		{"fetches", cfg.Fetches, d.Fetches},
 		{"cache", cfg.Cache, d.Cache},
 		{"tagTTL", cfg.TagTTL, d.TagTTL},
 		{"fillTimeout", cfg.FillTimeout, d.FillTimeout},

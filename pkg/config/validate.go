@@ -57,6 +57,7 @@ func (c *Config) Validate() error {
 	default:
 		p.add("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+	c.validateLimits(&p)
 	if c.Metrics.TopRepos < 0 {
 		p.add("metrics.topRepos", "must not be negative, got %d", c.Metrics.TopRepos)
 	}
@@ -358,3 +359,23 @@ var (
 	pinTag    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 	pinDigest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 )
+
+func (c *Config) validateLimits(p *problems) {
+	for _, n := range []struct {
+		path string
+		v    int
+	}{
+		{"listen.maxConns", c.Listen.MaxConns},
+		{"cache.auditMaxRepos", c.Cache.AuditMaxRepos},
+		{"fetches.maxConcurrent", c.Fetches.MaxConcurrent},
+		{"fetches.maxQueued", c.Fetches.MaxQueued},
+	} {
+		if n.v < 0 {
+			p.add(n.path, "must not be negative, got %d", n.v)
+		}
+	}
+	checkDuration(p, "listen.readHeaderTimeout", c.Listen.ReadHeaderTimeout)
+	checkDuration(p, "listen.idleTimeout", c.Listen.IdleTimeout)
+	checkDuration(p, "listen.writeTimeout", c.Listen.WriteTimeout)
+	checkDuration(p, "fetches.notFoundTTL", c.Fetches.NotFoundTTL)
+}

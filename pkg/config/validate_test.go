@@ -146,6 +146,10 @@ func TestValidate(t *testing.T) {
 			c.Auth.Groups["team-a"] = []string{"alice", ""}
 			c.Auth.Realm = `a"b`
 		}, []string{"auth.realm", "auth.groups.team-a[1]"}},
+		{"negative limits", func(c *Config) {
+			c.Listen.MaxConns, c.Cache.AuditMaxRepos, c.Fetches.MaxConcurrent, c.Fetches.MaxQueued = -1, -1, -1, -1
+			c.Listen.WriteTimeout, c.Fetches.NotFoundTTL = -1, -1
+		}, []string{"listen.maxConns", "cache.auditMaxRepos", "fetches.maxConcurrent", "fetches.maxQueued", "listen.writeTimeout", "fetches.notFoundTTL"}},
 		{"many at once", func(c *Config) {
 			c.Listen.Addr = "nope"
 			c.Registries[1].Endpoints[0] = "quay.io"

@@ -76,6 +76,16 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 		return errors.New("serve: no listener")
 	}
 	srv := s.httpServer(s.Handler())
+	if lc := s.cfg.Listen; lc.MaxConns > 0 {
+		limit := newConnLimit(lc.MaxConns)
+		srv.ConnState = limit.connState
+		if ls.HTTP != nil {
+			ls.HTTP = limit.listener(ls.HTTP)
+		}
+		if ls.TLS != nil {
+			ls.TLS = limit.listener(ls.TLS)
+		}
+	}
 	if s.certs != nil {
 		srv.TLSConfig = s.certs.tlsConfig()
 	}
@@ -114,10 +124,12 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 }
 
 func (s *Server) httpServer(h http.Handler) *http.Server {
+	lc := s.cfg.Listen
 	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		Handler:           withWriteProgress(h, lc.WriteTimeout.D()),
+		ReadHeaderTimeout: lc.ReadHeaderTimeout.D(),
+		IdleTimeout:       lc.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10, // a registry request's headers are a few hundred bytes, a token a few KiB
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 }

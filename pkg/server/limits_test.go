@@ -1,0 +1,128 @@
+package server_test
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/test/upstreamtest"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+)
+
+// bigBlob pushes an image with one layer of about size bytes and returns
+// the layer's digest and size, warm in the node's store.
+func bigBlob(t *testing.T, up *upstreamtest.Registry, n *node, size int64) (string, int64) {
+	t.Helper()
+	img, err := random.Image(size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Push(t, "big/one", "v1", img)
+	layers, _ := img.Layers()
+	dg, _ := layers[0].Digest()
+	size, _ = layers[0].Size()
+	if resp, body := get(t, http.MethodGet, n.URL+"/v2/big/one/blobs/"+dg.String()); resp.StatusCode != 200 || int64(len(body)) != size {
+		t.Fatalf("warm: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	return dg.String(), size
+}
+
+// rawGet sends a GET on a fresh connection with a small receive buffer and
+// returns the connection with the response not read.
+func rawGet(t *testing.T, baseURL, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(baseURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.(*net.TCPConn).SetReadBuffer(32 << 10)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: berth\r\n\r\n", path)
+	return c
+}
+
+// TestWriteTimeoutCutsAStalledClient: a client that stops reading a large
+// blob is cut after listen.writeTimeout, not held for as long as it likes.
+func TestWriteTimeoutCutsAStalledClient(t *testing.T) {
+	t.Parallel()
+	up := upstreamtest.New(t)
+	n := startNode(t, up, func(c *config.Config) { c.Listen.WriteTimeout = config.Duration(time.Second) })
+	dg, size := bigBlob(t, up, n, 16<<20)
+	c := rawGet(t, n.URL, "/v2/big/one/blobs/"+dg)
+	time.Sleep(5 * time.Second) // the client stalls past the write timeout: that is the test
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.Copy(io.Discard, c)
+	if err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("read after the stall: %v", err)
+	}
+	if got >= size {
+		t.Fatalf("a client that stopped reading for 5s got all %d bytes: the server waited for it", got)
+	}
+}
+
+// TestWriteTimeoutSparesASlowClient: a client that reads slowly but keeps
+// reading gets every byte, though the whole download takes many times
+// listen.writeTimeout.
+func TestWriteTimeoutSparesASlowClient(t *testing.T) {
+	t.Parallel()
+	up := upstreamtest.New(t)
+	n := startNode(t, up, func(c *config.Config) { c.Listen.WriteTimeout = config.Duration(3 * time.Second) })
+	dg, _ := bigBlob(t, up, n, 8<<20)
+	c := rawGet(t, n.URL, "/v2/big/one/blobs/"+dg)
+	br := bufio.NewReaderSize(c, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("response: %v %v", resp, err)
+	}
+	h := sha256.New()
+	start := time.Now()
+	for {
+		// 1 MiB a second: about 8s for the blob, nearly three write
+		// timeouts, each pause 2s short of one (slack for a loaded machine).
+		n, err := io.CopyN(h, resp.Body, 1<<20)
+		if err == io.EOF || n == 0 {
+			break
+		}
+		if err != nil {
+			t.Fatalf("slow read cut after %s: %v", time.Since(start), err)
+		}
+		time.Sleep(time.Second) // a slow client: that is the test
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dg {
+		t.Fatalf("slow client got %s, want %s", got, dg)
+	}
+	if el := time.Since(start); el < 6*time.Second {
+		t.Logf("the download took only %s; the test meant it to outlast the write timeout", el)
+	}
+}
+
+// TestMaxConnsClosesIdleForNew: at listen.maxConns, an idle keep-alive
+// connection is closed so a new client is served.
+func TestMaxConnsClosesIdleForNew(t *testing.T) {
+	t.Parallel()
+	up := upstreamtest.New(t)
+	n := startNode(t, up, func(c *config.Config) { c.Listen.MaxConns = 3 })
+	var clients []*http.Client
+	for range 6 { // each client keeps its own idle connection
+		cl := &http.Client{Transport: &http.Transport{}, Timeout: 20 * time.Second}
+		defer cl.CloseIdleConnections()
+		resp, err := cl.Get(n.URL + "/v2/")
+		if err != nil {
+			t.Fatalf("client %d: %v", len(clients), err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("client %d: %d", len(clients), resp.StatusCode)
+		}
+		clients = append(clients, cl)
+	}
+}
