@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
@@ -18,14 +18,18 @@ import (
 )
 
 // The audit record: what this node served, per registry and repository.
-// A hit adds to an atomic counter in memory (found through a sync.Map, no
-// lock, no write transaction); flush adds the counts to bbolt with the
-// access times.
+// A record adds to a count in memory under one short lock (no write
+// transaction); flush adds the counts to bbolt with the access times.
 //
 //	audit/  <registry> 0 <name> 0 <kind> 0 <tag> 0 <digest>  → auditRecord
 //
 // kind is "m" (a manifest; tag is the tag it was asked by, or empty when
 // asked by digest) or "b" (a blob; tag empty).
+//
+// Both parts are bounded whatever names clients send: memory holds at most
+// maxPendingAudit keys between flushes (more are dropped and the drop is
+// logged), and the index keeps at most Options.AuditMaxRepos repositories,
+// dropping the least served (then least recently served) ones past it.
 
 var bucketAudit = []byte("audit")
 
@@ -34,6 +38,9 @@ const (
 	kindBlob     = "b"
 )
 
+// maxPendingAudit bounds the distinct records gathered between flushes.
+const maxPendingAudit = 20000
+
 type auditRecord struct {
 	Count int64     `json:"count"`
 	First time.Time `json:"first"`
@@ -41,32 +48,97 @@ type auditRecord struct {
 }
 
 type auditDelta struct {
-	count, first, last atomic.Int64 // first and last in unix nanoseconds
+	count, first, last int64 // first and last in unix nanoseconds
 }
 
-// auditLog gathers audit counts between flushes. Its entries stay for the
-// life of the process, one per (repository, content) served.
-type auditLog struct{ m sync.Map } // key string → *auditDelta
+// auditLog gathers audit counts between flushes.
+type auditLog struct {
+	mu      sync.Mutex
+	m       map[string]*auditDelta // guarded by mu; swapped out by each flush
+	dropped int64                  // guarded by mu: records past maxPendingAudit since the last flush
+
+	reposMu sync.Mutex            // one flush at a time; guards repos
+	repos   map[string]repoServed // registry 0 name 0 → what the index holds of it; nil until loaded
+}
+
+// repoServed sums a repository's records in the index, for choosing which
+// repositories to drop past the bound.
+type repoServed struct {
+	count  int64
+	last   int64 // unix nanoseconds
+	stored bool  // the index has records of it
+}
 
 func (a *auditLog) add(key string) {
-	v, ok := a.m.Load(key)
-	if !ok {
-		v, _ = a.m.LoadOrStore(key, new(auditDelta))
-	}
-	dl := v.(*auditDelta)
 	now := time.Now().UnixNano()
-	dl.first.CompareAndSwap(0, now)
-	dl.last.Store(now)
-	dl.count.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	dl, ok := a.m[key]
+	if !ok {
+		if len(a.m) >= maxPendingAudit {
+			a.dropped++
+			return
+		}
+		if a.m == nil {
+			a.m = map[string]*auditDelta{}
+		}
+		dl = &auditDelta{first: now}
+		a.m[key] = dl
+	}
+	dl.last = now
+	dl.count++
+}
+
+// take returns the counts gathered since the last take, and how many
+// records were dropped meanwhile.
+func (a *auditLog) take() (map[string]*auditDelta, int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m, dropped := a.m, a.dropped
+	a.m, a.dropped = nil, 0
+	return m, dropped
+}
+
+// putBack returns counts a failed flush could not write.
+func (a *auditLog) putBack(m map[string]*auditDelta) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string]*auditDelta{}
+	}
+	for k, v := range m {
+		if cur, ok := a.m[k]; ok {
+			cur.count += v.count
+			cur.first = min(cur.first, v.first)
+			cur.last = max(cur.last, v.last)
+		} else if len(a.m) < maxPendingAudit {
+			a.m[k] = v
+		}
+	}
 }
 
 func auditKey(repo oci.Repo, kind, tag string, d digest.Digest) string {
 	return strings.Join([]string{repo.Registry, repo.Name, kind, tag, string(d)}, "\x00")
 }
 
+// repoPrefix is the start of every audit key of the repository a key
+// belongs to: registry 0 name 0.
+func repoPrefix(key string) string {
+	i := strings.IndexByte(key, 0)
+	if i < 0 {
+		return key
+	}
+	j := strings.IndexByte(key[i+1:], 0)
+	if j < 0 {
+		return key
+	}
+	return key[:i+1+j+1]
+}
+
 // RecordManifest notes that a client was served manifest d of repo, asked
-// for by tag (or by digest when tag is ""). It takes no lock and writes
-// nothing; the count reaches the index with the next flush.
+// for by tag (or by digest when tag is ""). Call it only once the answer
+// is known to be a success. It takes one short lock and writes nothing;
+// the count reaches the index with the next flush.
 func (s *Store) RecordManifest(repo oci.Repo, tag string, d digest.Digest) {
 	if !s.opts.NoTracking {
 		s.aud.add(auditKey(repo, kindManifest, tag, d))
@@ -81,54 +153,139 @@ func (s *Store) RecordBlob(repo oci.Repo, d digest.Digest) {
 	}
 }
 
-// flushAudit adds the counts gathered since the last flush to the index.
+// flushAudit adds the counts gathered since the last flush to the index,
+// keeping at most Options.AuditMaxRepos repositories: past it the least
+// served are dropped, and records of a repository dropped in the same
+// flush are never written.
 func (s *Store) flushAudit() error {
-	type pending struct {
-		key         string
-		count       int64
-		first, last int64
+	s.aud.reposMu.Lock()
+	defer s.aud.reposMu.Unlock()
+	batch, dropped := s.aud.take()
+	if dropped > 0 {
+		s.log.Warn("audit record: too many distinct records between flushes; some were not recorded", "dropped", dropped, "bound", maxPendingAudit)
 	}
-	var batch []pending
-	s.aud.m.Range(func(k, v any) bool {
-		dl := v.(*auditDelta)
-		if n := dl.count.Swap(0); n > 0 {
-			batch = append(batch, pending{k.(string), n, dl.first.Load(), dl.last.Load()})
-		}
-		return true
-	})
 	if len(batch) == 0 {
 		return nil
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAudit)
-		for _, p := range batch {
-			var rec auditRecord
-			if v := b.Get([]byte(p.key)); v != nil {
-				_ = json.Unmarshal(v, &rec) // a damaged record starts over
+		if s.aud.repos == nil {
+			s.aud.repos = loadRepoServed(b)
+		}
+		for key, p := range batch {
+			rp := repoPrefix(key)
+			rs := s.aud.repos[rp]
+			rs.count += p.count
+			rs.last = max(rs.last, p.last)
+			s.aud.repos[rp] = rs
+		}
+		victims := s.auditVictims()
+		for key, p := range batch {
+			if victims[repoPrefix(key)] {
+				continue
 			}
-			first, last := time.Unix(0, p.first), time.Unix(0, p.last)
-			if rec.First.IsZero() || first.Before(rec.First) {
-				rec.First = first
-			}
-			if last.After(rec.Last) {
-				rec.Last = last
-			}
-			rec.Count += p.count
-			v, _ := json.Marshal(rec)
-			if err := b.Put([]byte(p.key), v); err != nil {
+			if err := putAudit(b, key, p); err != nil {
 				return err
 			}
+			rs := s.aud.repos[repoPrefix(key)]
+			rs.stored = true
+			s.aud.repos[repoPrefix(key)] = rs
 		}
-		return nil
+		return s.dropAudit(b, victims)
 	})
-	if err != nil { // put the counts back for the next flush
-		for _, p := range batch {
-			if v, ok := s.aud.m.Load(p.key); ok {
-				v.(*auditDelta).count.Add(p.count)
-			}
-		}
+	if err != nil {
+		s.aud.repos = nil // reload from the index next time
+		s.aud.putBack(batch)
 	}
 	return err
+}
+
+func putAudit(b *bolt.Bucket, key string, p *auditDelta) error {
+	var rec auditRecord
+	if v := b.Get([]byte(key)); v != nil {
+		_ = json.Unmarshal(v, &rec) // a damaged record starts over
+	}
+	first, last := time.Unix(0, p.first), time.Unix(0, p.last)
+	if rec.First.IsZero() || first.Before(rec.First) {
+		rec.First = first
+	}
+	if last.After(rec.Last) {
+		rec.Last = last
+	}
+	rec.Count += p.count
+	v, _ := json.Marshal(rec)
+	return b.Put([]byte(key), v)
+}
+
+// loadRepoServed sums the index's audit records per repository.
+func loadRepoServed(b *bolt.Bucket) map[string]repoServed {
+	repos := map[string]repoServed{}
+	_ = b.ForEach(func(k, v []byte) error {
+		var rec auditRecord
+		if json.Unmarshal(v, &rec) != nil {
+			return nil
+		}
+		rp := repoPrefix(string(k))
+		rs := repos[rp]
+		rs.count += rec.Count
+		rs.last = max(rs.last, rec.Last.UnixNano())
+		rs.stored = true
+		repos[rp] = rs
+		return nil
+	})
+	return repos
+}
+
+// auditVictims picks the repositories to drop when there are more than
+// the bound: the least served (ties: least recently served) until a tenth
+// under it, so a flood of new names costs one sort per many flushes.
+func (s *Store) auditVictims() map[string]bool {
+	limit := s.opts.AuditMaxRepos
+	if limit <= 0 || len(s.aud.repos) <= limit {
+		return nil
+	}
+	type served struct {
+		prefix string
+		repoServed
+	}
+	all := make([]served, 0, len(s.aud.repos))
+	for p, rs := range s.aud.repos {
+		all = append(all, served{p, rs})
+	}
+	slices.SortFunc(all, func(a, b served) int {
+		if c := cmp.Compare(a.count, b.count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.last, b.last)
+	})
+	victims := map[string]bool{}
+	for _, r := range all[:len(all)-limit*9/10] {
+		victims[r.prefix] = true
+	}
+	return victims
+}
+
+// dropAudit removes the victims' records from b and from the sums.
+func (s *Store) dropAudit(b *bolt.Bucket, victims map[string]bool) error {
+	for prefix := range victims {
+		if s.aud.repos[prefix].stored {
+			c := b.Cursor()
+			var keys [][]byte
+			for k, _ := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, _ = c.Next() {
+				keys = append(keys, bytes.Clone(k))
+			}
+			for _, k := range keys {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		delete(s.aud.repos, prefix)
+	}
+	if len(victims) > 0 {
+		s.log.Info("audit record: dropped the least served repositories", "dropped", len(victims), "bound", s.opts.AuditMaxRepos)
+	}
+	return nil
 }
 
 // AuditRepo is what one repository served: the image's pull count, and

@@ -148,3 +148,63 @@ func TestGCRemovesUnreferencedAndUnused(t *testing.T) {
 		t.Errorf("referenced %d: %s", rep.Referenced, fmt.Sprint(rep))
 	}
 }
+
+// TestAuditBounded: a flood of junk repository names neither grows memory
+// past its bound between flushes nor the index past cache.auditMaxRepos,
+// and the repositories kept are the most served.
+func TestAuditBounded(t *testing.T) {
+	root := t.TempDir()
+	s, err := Open(root, Options{AuditMaxRepos: 100, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := oci.Repo{Registry: "docker.io", Name: "library/busy"}
+	d := digest.FromString("layer")
+	for range 50 {
+		s.RecordBlob(busy, d)
+	}
+	for round := range 3 {
+		for i := range 2000 {
+			s.RecordBlob(oci.Repo{Registry: "docker.io", Name: fmt.Sprintf("junk/%d-%d", round, i)}, d)
+		}
+		if _, err := s.Audit(); err != nil { // a flush
+			t.Fatal(err)
+		}
+	}
+	for i := range maxPendingAudit + 10 {
+		s.RecordBlob(oci.Repo{Registry: "docker.io", Name: fmt.Sprintf("more/%d", i)}, d)
+	}
+	s.aud.mu.Lock()
+	pending, dropped := len(s.aud.m), s.aud.dropped
+	s.aud.mu.Unlock()
+	if pending > maxPendingAudit || dropped != 10 {
+		t.Errorf("%d records pending (bound %d), %d dropped, want 10", pending, maxPendingAudit, dropped)
+	}
+	s.Close()
+	got, err := ReadAudit(root, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) > 100 {
+		t.Fatalf("%d repositories in the index, bound 100", len(got))
+	}
+	found := false
+	for _, r := range got {
+		found = found || r.Name == busy.Name
+	}
+	if !found {
+		t.Fatalf("the most served repository was dropped; kept %d others", len(got))
+	}
+	// Reopened, the bound still holds: the counts are read back.
+	s, err = Open(root, Options{AuditMaxRepos: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 500 {
+		s.RecordBlob(oci.Repo{Registry: "docker.io", Name: fmt.Sprintf("late/%d", i)}, d)
+	}
+	if got, err = s.Audit(); err != nil || len(got) > 100 {
+		t.Fatalf("after reopening: %d repositories, %v", len(got), err)
+	}
+}

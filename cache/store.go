@@ -53,6 +53,10 @@ type Options struct {
 	HighWatermark float64 // fraction of MaxBytes above which eviction starts; 0 means the config default (cache.highWatermark)
 	LowWatermark  float64 // fraction of MaxBytes eviction brings usage down to; 0 means the config default (cache.lowWatermark)
 
+	// AuditMaxRepos bounds the repositories the audit record keeps in the
+	// index: past it the least served are dropped. 0 means no bound.
+	AuditMaxRepos int
+
 	// NoTracking records no access times and no audit records: the hit
 	// path then does nothing but open the file (benchmarks compare).
 	NoTracking bool

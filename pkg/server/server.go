@@ -69,7 +69,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	store, err := cache.Open(cfg.Cache.Dir, cache.Options{
 		Logger: log.With("component", "cache"), Metrics: s.metrics, FillTimeout: cfg.FillTimeout.D(),
 		MaxBytes: quota, HighWatermark: cfg.Cache.HighWatermark, LowWatermark: cfg.Cache.LowWatermark,
-		GCInterval: cfg.Cache.GCInterval.D(), GCMinAge: cfg.Cache.GCMinAge.D(),
+		GCInterval: cfg.Cache.GCInterval.D(), GCMinAge: cfg.Cache.GCMinAge.D(), AuditMaxRepos: cfg.Cache.AuditMaxRepos,
 	})
 	if err != nil {
 		return nil, err
@@ -83,7 +83,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.up, err = upstream.New(cfg.Registries, upstream.Options{Logger: log.With("component", "upstream"), Metrics: s.metrics, Offline: cfg.Offline})
+	s.up, err = upstream.New(cfg.Registries, upstream.Options{
+		Logger: log.With("component", "upstream"), Metrics: s.metrics, Offline: cfg.Offline,
+		MaxConcurrent: cfg.Fetches.MaxConcurrent, MaxQueued: cfg.Fetches.MaxQueued, NotFoundTTL: cfg.Fetches.NotFoundTTL.D(),
+	})
 	if err != nil {
 		s.Close()
 		return nil, err

@@ -27,6 +27,10 @@ func (c *Client) FetchBlob(ctx context.Context, req oci.Request, offset int64) (
 	if err != nil {
 		return nil, 0, err
 	}
+	key := notFoundKey(repo, "blob", d.String())
+	if err := c.absent.get(key); err != nil {
+		return nil, 0, err
+	}
 	h := http.Header{}
 	if offset > 0 {
 		h.Set("Range", fmt.Sprintf("bytes=%d-", offset))
@@ -41,7 +45,9 @@ func (c *Client) FetchBlob(ctx context.Context, req oci.Request, offset int64) (
 		resp, ep, err = r.do(ctx, cl)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("fetch %s: %w", d, err)
+		err = fmt.Errorf("fetch %s: %w", d, err)
+		c.absent.note(key, err)
+		return nil, 0, err
 	}
 	body := resp.Body.(*idleBody)
 	body.onFail = func(err error) { r.markFailed(ep, errorKind(err), err) }

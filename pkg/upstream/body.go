@@ -27,8 +27,9 @@ type idleBody struct {
 	cancel context.CancelCauseFunc
 	idle   time.Duration
 	timer  *time.Timer
-	onFail func(error)
-	once   sync.Once
+	onFail  func(error)
+	once    sync.Once
+	release func() // gives back the fetch-limit slot; nil before do sets it
 }
 
 func newIdleBody(rc io.ReadCloser, reqCtx, parent context.Context, cancel context.CancelCauseFunc, idle time.Duration) *idleBody {
@@ -65,5 +66,8 @@ func (b *idleBody) Read(p []byte) (int, error) {
 func (b *idleBody) Close() error {
 	b.timer.Stop()
 	b.cancel(context.Canceled)
+	if b.release != nil {
+		b.release()
+	}
 	return b.rc.Close()
 }

@@ -37,6 +37,14 @@ type Options struct {
 	// Offline contacts no registry at all, as if every one were
 	// configured offline (config.Registry.Offline).
 	Offline bool
+	// MaxConcurrent bounds the upstream requests under way at once, over
+	// every registry (a body counts until closed); 0 means no bound.
+	// MaxQueued requests may wait for a slot; more fail at once with
+	// oci.ErrTooManyRequests.
+	MaxConcurrent, MaxQueued int
+	// NotFoundTTL is how long an upstream's "not found" for a manifest or
+	// blob of a repository answers again without a request; 0 disables it.
+	NotFoundTTL time.Duration
 }
 
 // Client fetches from the configured upstream registries. Its methods are
@@ -47,6 +55,8 @@ type Client struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	ua      string
+	fetches *fetchLimit    // nil: no bound
+	absent  *notFoundCache // nil: nothing remembered
 }
 
 // New returns a Client for regs. It reads credential, CA and certificate
@@ -54,7 +64,8 @@ type Client struct {
 // endpoint that is not an http(s) URL, or a file it cannot read. New
 // starts no goroutines.
 func New(regs []config.Registry, opts Options) (*Client, error) {
-	c := &Client{regs: map[string]*registry{}, log: opts.Logger, metrics: opts.Metrics, ua: opts.UserAgent}
+	c := &Client{regs: map[string]*registry{}, log: opts.Logger, metrics: opts.Metrics, ua: opts.UserAgent,
+		fetches: newFetchLimit(opts.MaxConcurrent, opts.MaxQueued), absent: newNotFoundCache(opts.NotFoundTTL)}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}

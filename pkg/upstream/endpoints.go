@@ -136,6 +136,21 @@ const maxTooMany = 3
 // Retry-After fits in MaxRetryAfter; any other answer is returned as an
 // error wrapping the oci sentinel of its status or errcode.
 func (r *registry) do(ctx context.Context, cl call) (*http.Response, *endpoint, error) {
+	release, err := r.c.fetches.acquire(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstream %s: %w", r.name, err)
+	}
+	resp, ep, err := r.try(ctx, cl)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	resp.Body.(*idleBody).release = release // the slot is held until the body is closed
+	return resp, ep, nil
+}
+
+// try is do within one slot of the fetch limit.
+func (r *registry) try(ctx context.Context, cl call) (*http.Response, *endpoint, error) {
 	if cl.hops >= oci.MaxHops {
 		return nil, nil, fmt.Errorf("upstream %s: request has passed %d berth hops, a mirror loop: %w", r.name, cl.hops, oci.ErrUnavailable)
 	}

@@ -30,9 +30,15 @@ func (c *Client) HeadManifest(ctx context.Context, req oci.Request) (oci.Descrip
 	if err != nil {
 		return oci.Descriptor{}, err
 	}
+	key := notFoundKey(repo, "manifest", ref)
+	if err := c.absent.get(key); err != nil {
+		return oci.Descriptor{}, err
+	}
 	resp, _, err := r.do(ctx, manifestCall("manifest_head", http.MethodHead, req))
 	if err != nil {
-		return oci.Descriptor{}, fmt.Errorf("resolve %s:%s: %w", repo, ref, err)
+		err = fmt.Errorf("resolve %s:%s: %w", repo, ref, err)
+		c.absent.note(key, err)
+		return oci.Descriptor{}, err
 	}
 	drain(resp.Body)
 	desc := oci.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Size: resp.ContentLength}
@@ -63,11 +69,16 @@ func (c *Client) GetManifest(ctx context.Context, req oci.Request) (oci.Descript
 	if err != nil {
 		return oci.Descriptor{}, nil, err
 	}
+	key := notFoundKey(repo, "manifest", ref)
+	if err := c.absent.get(key); err != nil {
+		return oci.Descriptor{}, nil, err
+	}
 	for attempt := 0; ; attempt++ {
 		desc, b, err := r.getManifest(ctx, req)
 		if err == nil || !errors.Is(err, errBodyBroken) || attempt+1 >= len(r.endpoints) || ctx.Err() != nil {
 			if err != nil {
 				err = fmt.Errorf("fetch %s:%s: %w", repo, ref, err)
+				c.absent.note(key, err)
 			}
 			return desc, b, err
 		}
