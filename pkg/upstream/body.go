@@ -21,12 +21,12 @@ var errIdleTimeout = errors.New("idle-read timeout")
 // back-off, so a resumed fetch picks another endpoint). Not safe for
 // concurrent Reads, like any body.
 type idleBody struct {
-	rc     io.ReadCloser
-	reqCtx context.Context // the request's context, cancelled on idle or Close
-	parent context.Context // the caller's context
-	cancel context.CancelCauseFunc
-	idle   time.Duration
-	timer  *time.Timer
+	rc      io.ReadCloser
+	reqCtx  context.Context // the request's context, cancelled on idle or Close
+	parent  context.Context // the caller's context
+	cancel  context.CancelCauseFunc
+	idle    time.Duration
+	timer   *time.Timer
 	onFail  func(error)
 	once    sync.Once
 	release func() // gives back the fetch-limit slot; nil before do sets it
