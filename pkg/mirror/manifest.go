@@ -29,13 +29,6 @@ func (m *Mirror) Manifest(ctx context.Context, req oci.Request) (Manifest, error
 		// repository before the store's copy is served under its name.
 		m.markKnown(req.Repo, man.Digest, man.Data)
 	}
-	if err == nil && req.Via == oci.ViaClient {
-		tag := req.Reference
-		if req.Digest != "" {
-			tag = ""
-		}
-		m.store.RecordManifest(req.Repo, tag, man.Digest) // in memory; the audit record
-	}
 	return man, err
 }
 

@@ -62,6 +62,18 @@ func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 	return &Mirror{store: store, peers: peers, up: up, cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
 }
 
+// Served notes, for the audit record, that a client was sent manifest d
+// of repo (asked for by tag, or by digest when tag is "") or, with blob,
+// blob d. The handler calls it once the answer is known to be a success:
+// 404s and blob HEADs are not content served. It takes one short lock.
+func (m *Mirror) Served(repo oci.Repo, tag string, d digest.Digest, blob bool) {
+	if blob {
+		m.store.RecordBlob(repo, d)
+	} else {
+		m.store.RecordManifest(repo, tag, d)
+	}
+}
+
 // Blob returns blob req.Digest of req.Repo: the committed file on a hit,
 // else a reader of the fill that downloads it (joined if one is under
 // way). The caller closes it. Errors wrap oci.ErrBlobUnknown when no
@@ -74,9 +86,6 @@ func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 // answer, and its timing, come from them whether or not the bytes are here.
 func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error) {
 	repo, d := req.Repo, req.Digest
-	if req.Via == oci.ViaClient {
-		m.store.RecordBlob(repo, d) // in memory; the audit record of what clients got
-	}
 	known := m.store.Known(repo, d)
 	if !known && m.store.Has(d) {
 		if err := m.vouch(ctx, req); err != nil {

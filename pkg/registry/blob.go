@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/metrics"
@@ -46,6 +47,7 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) e
 	if f := b.File(); f != nil {
 		serveContent(w, r, f) // the bare *os.File keeps sendfile
 		h.m.Served(metrics.SourceLocal, written(sw)-before)
+		h.servedBlob(w, rq)
 		return nil
 	}
 	er := &errReader{r: b}
@@ -60,11 +62,25 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) e
 		h.log.Warn("blob stream broken", "digest", rq.Digest, "repo", rq.Repo, "err", er.err)
 		panic(http.ErrAbortHandler)
 	}
+	h.servedBlob(w, rq)
 	return nil
 }
 
 // errBusy answers a relay request beyond the node's copy limit.
 var errBusy = fmt.Errorf("serving its most copies of this blob to peers: ask the next node: %w", oci.ErrTooManyRequests)
+
+// servedBlob audits a blob GET that sent content: a 200, or a 206 from its
+// first byte (a client fetching in parallel ranges counts once). A HEAD
+// and every error send no content and are not recorded.
+func (h *Handler) servedBlob(w http.ResponseWriter, rq oci.Request) {
+	sw, ok := w.(*statusWriter)
+	if !ok || rq.Head || rq.Via != oci.ViaClient {
+		return
+	}
+	if sw.status == http.StatusOK || sw.status == http.StatusPartialContent && strings.HasPrefix(w.Header().Get("Content-Range"), "bytes 0-") {
+		h.mirror.Served(rq.Repo, "", rq.Digest, true)
+	}
+}
 
 func written(sw *statusWriter) int64 {
 	if sw == nil {

@@ -39,13 +39,33 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rq oci.Reques
 		}
 		hd.Set("Content-Length", strconv.FormatInt(man.Size, 10))
 		w.WriteHeader(http.StatusOK)
+		h.served(w, rq, man)
 		return nil
 	}
 	serveContent(w, r, bytes.NewReader(man.Data))
-	if sw, ok := w.(*statusWriter); ok && sw.status == http.StatusOK && !rq.Head && rq.Via == oci.ViaClient {
-		h.m.Pull(rq.Repo.Registry, rq.Repo.Name) // a pull is a manifest's bytes sent, not a 304 or an error
-	}
+	h.served(w, rq, man)
 	return nil
+}
+
+// served records a manifest answer that succeeded: a GET is a pull (the
+// pull metric) and is audited; a HEAD by tag is audited too, as the tag's
+// resolution (containerd resolves tags with HEAD only, then GETs by
+// digest); a HEAD by digest, a 304 and every error are neither.
+func (h *Handler) served(w http.ResponseWriter, rq oci.Request, man mirror.Manifest) {
+	sw, ok := w.(*statusWriter)
+	if !ok || sw.status != http.StatusOK || rq.Via != oci.ViaClient {
+		return
+	}
+	tag := rq.Reference
+	if rq.Digest != "" || tag == man.Digest.String() {
+		tag = ""
+	}
+	if !rq.Head {
+		h.m.Pull(rq.Repo.Registry, rq.Repo.Name)
+	}
+	if !rq.Head || tag != "" {
+		h.mirror.Served(rq.Repo, tag, man.Digest, false)
+	}
 }
 
 // negotiate applies the client's Accept headers as distribution's registry

@@ -126,3 +126,42 @@ func TestMaxConnsClosesIdleForNew(t *testing.T) {
 		clients = append(clients, cl)
 	}
 }
+
+// TestAuditRecordsOnlyContentServed: the audit record lists what clients
+// were sent, not what they asked for: a 404, a blob HEAD or a manifest
+// HEAD by digest add nothing; a GET and a tag resolved by HEAD do.
+func TestAuditRecordsOnlyContentServed(t *testing.T) {
+	t.Parallel()
+	up := upstreamtest.New(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := up.Push(t, "real/app", "v1", img)
+	n := startNode(t, up)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	missing := "sha256:" + strings.Repeat("0", 64)
+	for _, rq := range []struct{ method, path string }{
+		{http.MethodGet, "/v2/real/app/blobs/" + missing},          // 404
+		{http.MethodGet, "/v2/junk/name/manifests/nosuchtag"},      // 404
+		{http.MethodGet, "/v2/junk/name/blobs/" + missing},         // 404
+		{http.MethodHead, "/v2/real/app/blobs/" + ld.String()},     // a HEAD sends no content
+		{http.MethodHead, "/v2/real/app/manifests/" + md.String()}, // nor a HEAD by digest
+	} {
+		get(t, rq.method, n.URL+rq.path, "Accept", manifestAccept)
+	}
+	if got, err := n.Store().Audit(); err != nil || len(got) != 0 {
+		t.Fatalf("audit after 404s and HEADs: %v %s", err, fmt.Sprint(got))
+	}
+	get(t, http.MethodHead, n.URL+"/v2/real/app/manifests/v1", "Accept", manifestAccept)
+	get(t, http.MethodGet, n.URL+"/v2/real/app/blobs/"+ld.String())
+	got, err := n.Store().Audit()
+	if err != nil || len(got) != 1 {
+		t.Fatalf("audit: %v %s", err, fmt.Sprint(got))
+	}
+	a := got[0]
+	if a.Name != "real/app" || len(a.Tags) != 1 || a.Tags[0].Tag != "v1" || len(a.Blobs) != 1 || a.Blobs[0].Digest.String() != ld.String() || len(a.Manifests) != 0 {
+		t.Fatalf("audit of real/app: %+v", a)
+	}
+}
