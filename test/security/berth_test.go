@@ -44,7 +44,12 @@ func startBerthAt(t *testing.T, addr string, cfg map[string]any) *berth {
 	dir := t.TempDir()
 	admin := freeAddr(t)
 	b := &berth{URL: "http://" + addr, Addr: addr, AdminURL: "http://" + admin, CacheDir: filepath.Join(dir, "cache")}
-	cfg["listen"] = map[string]any{"addr": addr}
+	listen, _ := cfg["listen"].(map[string]any) // other listen settings (limits, timeouts) stay
+	if listen == nil {
+		listen = map[string]any{}
+	}
+	listen["addr"] = addr
+	cfg["listen"] = listen
 	cfg["admin"] = map[string]any{"addr": admin}
 	cache, _ := cfg["cache"].(map[string]any)
 	if cache == nil {
