@@ -36,4 +36,14 @@ bash test/dockerfile-build-stage.sh
 echo "run: go test"
 go test -race -count=1 -timeout 60m ./...
 
+echo "run: fuzz"
+# go test above replayed every fuzz target's checked-in corpus
+# (testdata/fuzz/); here each target also explores for a few seconds.
+grep -rl --include='*_test.go' '^func Fuzz' --exclude-dir=.tools . | sort | while read -r f; do
+  for name in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | cut -d' ' -f2); do
+    echo "run: fuzz $name ($(dirname "$f"))"
+    go test -run '^$' -fuzz "^${name}\$" -fuzztime 5s "$(dirname "$f")"
+  done
+done
+
 echo "run: all passed in $(( $(date +%s) - start ))s"
