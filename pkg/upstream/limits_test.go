@@ -32,10 +32,10 @@ func TestNotFoundRemembered(t *testing.T) {
 	c := limitedClient(t, u, Options{NotFoundTTL: time.Hour})
 	missing := digest.FromString("nowhere")
 	for range 50 {
-		if _, _, err := c.FetchBlob(testCtx(t), repoOf(c, "real/one"), missing, 0); !errors.Is(err, oci.ErrBlobUnknown) {
+		if _, _, err := c.FetchBlob(testCtx(t), repoOf(c, "real/one").Blob(missing), 0); !errors.Is(err, oci.ErrBlobUnknown) {
 			t.Fatalf("fetch of a missing blob: %v", err)
 		}
-		if _, _, err := c.GetManifest(testCtx(t), repoOf(c, "real/one"), "nosuchtag"); !errors.Is(err, oci.ErrManifestUnknown) {
+		if _, _, err := c.GetManifest(testCtx(t), repoOf(c, "real/one").Manifest("nosuchtag")); !errors.Is(err, oci.ErrManifestUnknown) {
 			t.Fatalf("fetch of a missing tag: %v", err)
 		}
 	}
@@ -47,14 +47,14 @@ func TestNotFoundRemembered(t *testing.T) {
 	}
 	// Another repository is another question; content that exists is
 	// never remembered as missing.
-	if _, _, err := c.FetchBlob(testCtx(t), repoOf(c, "real/two"), missing, 0); !errors.Is(err, oci.ErrBlobUnknown) {
+	if _, _, err := c.FetchBlob(testCtx(t), repoOf(c, "real/two").Blob(missing), 0); !errors.Is(err, oci.ErrBlobUnknown) {
 		t.Fatal(err)
 	}
 	if n := len(u.fault.requests("/blobs/" + missing.String())); n != 2 {
 		t.Errorf("a second repository: %d upstream requests, want 2", n)
 	}
 	for range 3 {
-		rc, _, err := c.FetchBlob(testCtx(t), repoOf(c, "real/one"), have, 0)
+		rc, _, err := c.FetchBlob(testCtx(t), repoOf(c, "real/one").Blob(have), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +71,7 @@ func TestNotFoundForgottenAfterTTL(t *testing.T) {
 	c := limitedClient(t, u, Options{NotFoundTTL: time.Nanosecond})
 	missing := digest.FromString("nowhere")
 	for range 3 {
-		c.FetchBlob(testCtx(t), repoOf(c, "a/b"), missing, 0)
+		c.FetchBlob(testCtx(t), repoOf(c, "a/b").Blob(missing), 0)
 		time.Sleep(time.Millisecond) // past the 1ns TTL
 	}
 	if n := len(u.fault.requests("/blobs/" + missing.String())); n != 3 {
@@ -89,13 +89,13 @@ func TestFetchLimitQueues(t *testing.T) {
 	d, _ := layerOf(t, img)
 	c := limitedClient(t, u, Options{MaxConcurrent: 1, MaxQueued: 1})
 	repo := repoOf(c, "a/b")
-	held, _, err := c.FetchBlob(testCtx(t), repo, d, 0)
+	held, _, err := c.FetchBlob(testCtx(t), repo.Blob(d), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)
 	go func() {
-		rc, _, err := c.FetchBlob(testCtx(t), repo, d, 0)
+		rc, _, err := c.FetchBlob(testCtx(t), repo.Blob(d), 0)
 		if err == nil {
 			_, err = io.Copy(io.Discard, rc)
 			rc.Close()
@@ -108,7 +108,7 @@ func TestFetchLimitQueues(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	_, _, err = c.FetchBlob(testCtx(t), repo, d, 0)
+	_, _, err = c.FetchBlob(testCtx(t), repo.Blob(d), 0)
 	if !errors.Is(err, oci.ErrTooManyRequests) || !strings.Contains(err.Error(), "retry later") {
 		t.Fatalf("third fetch with one slot and one queued: %v, want too many requests", err)
 	}
@@ -122,11 +122,11 @@ func TestFetchLimitQueues(t *testing.T) {
 		t.Fatalf("queued fetch after the slot freed: %v", err)
 	}
 	// A waiter whose client left stops waiting.
-	held, _, _ = c.FetchBlob(testCtx(t), repo, d, 0)
+	held, _, _ = c.FetchBlob(testCtx(t), repo.Blob(d), 0)
 	defer held.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, _, err := c.FetchBlob(ctx, repo, d, 0); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := c.FetchBlob(ctx, repo.Blob(d), 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiter past its deadline: %v", err)
 	}
 	if q := c.fetches.queued.Load(); q != 0 {
