@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,9 +13,11 @@ import (
 // listener it wraps. At the bound it closes an idle keep-alive connection
 // to make room (keep-alive costs nothing while there is room, and never
 // locks new clients out); with none idle, a new connection waits in the
-// kernel's accept queue until one closes.
+// kernel's accept queue until one closes or turns idle (then it is closed
+// for the waiting one).
 type connLimit struct {
-	slots chan struct{} // one token per open connection
+	slots   chan struct{} // one token per open connection
+	waiting atomic.Int32  // Accepts waiting for a slot
 
 	mu   sync.Mutex
 	idle map[net.Conn]struct{} // connections between requests, from ConnState
@@ -27,6 +30,10 @@ func newConnLimit(n int) *connLimit {
 // connState is the http.Server's ConnState hook: it tracks which
 // connections are idle. It may run concurrently for different conns.
 func (l *connLimit) connState(c net.Conn, st http.ConnState) {
+	if st == http.StateIdle && l.waiting.Load() > 0 {
+		c.Close() // a new client waits for this slot
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if st == http.StateIdle {
@@ -68,10 +75,13 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 	select {
 	case ll.l.slots <- struct{}{}:
 	default:
+		ll.l.waiting.Add(1)
 		ll.l.closeIdle()
 		select {
 		case ll.l.slots <- struct{}{}:
+			ll.l.waiting.Add(-1)
 		case <-ll.done:
+			ll.l.waiting.Add(-1)
 			return nil, net.ErrClosed
 		}
 	}
