@@ -29,6 +29,13 @@ type FillMeta struct {
 	// layer); 0 when unknown. A source that says otherwise or sends more
 	// fails the fill.
 	Size int64
+	// Origin names where the caller's Opener gets its bytes (the
+	// registry). A caller joining a fill of another Origin lends its
+	// Opener as a fallback: when the fill's source fails, or sends nothing
+	// for StallAfter, the fill goes on from the fallback at the byte
+	// reached, so one slow or hostile registry cannot hold another's
+	// clients. "" lends nothing.
+	Origin string
 }
 
 // Blamer is a source stream that can be told, after the fact, that the
@@ -71,16 +78,19 @@ type fill struct {
 	blamers   []Blamer    // source streams to tell of a digest mismatch; the fill goroutine's own
 	overQuota atomic.Bool // passing through because the blob is larger than the quota can hold
 
-	mu      sync.Mutex      // guards the fields below
-	size    int64           // total size, -1 until a source tells it
-	written int64           // bytes received: in the file, then the ring
-	done    bool            // verified (err == nil) or failed
-	err     error           // why the fill failed
-	wake    chan struct{}   // closed on each change of state
-	source  string          // the source of the latest bytes
-	readers map[*Blob]int64 // open readers, at the offset of their last Seek; the file closes when none is left and the writer is done
-	writing bool            // the fill goroutine still holds the file
-	pt      *passThru       // nil while the file takes the bytes
+	mu        sync.Mutex      // guards the fields below
+	size      int64           // total size, -1 until a source tells it
+	written   int64           // bytes received: in the file, then the ring
+	done      bool            // verified (err == nil) or failed
+	err       error           // why the fill failed
+	wake      chan struct{}   // closed on each change of state
+	source    string          // the source of the latest bytes
+	origin    string          // FillMeta.Origin of the caller that started it
+	fallbacks []Opener        // joiners' Openers of other origins, not yet tried
+	lent      map[string]bool // origins that lent a fallback
+	readers   map[*Blob]int64 // open readers, at the offset of their last Seek; the file closes when none is left and the writer is done
+	writing   bool            // the fill goroutine still holds the file
+	pt        *passThru       // nil while the file takes the bytes
 }
 
 type fillState struct {
@@ -173,6 +183,7 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 			return nil, fmt.Errorf("fill %s: passing through without disk space, too far along to join: %w", d, oci.ErrUnavailable)
 		}
 		s.m.Deduped()
+		f.lend(meta.Origin, open)
 		return newFillBlob(ctx, f), nil
 	}
 	// Committed between the caller's miss and this lock? Then serve that,
@@ -187,7 +198,8 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 	if s.ctx.Err() != nil {
 		return nil, fmt.Errorf("fill %s: store closed", d)
 	}
-	f := &fill{d: d, size: -1, wake: make(chan struct{}), writing: true, readers: map[*Blob]int64{}, repo: meta.Repo, started: time.Now()}
+	f := &fill{d: d, size: -1, wake: make(chan struct{}), writing: true, readers: map[*Blob]int64{}, repo: meta.Repo, started: time.Now(),
+		origin: meta.Origin, lent: map[string]bool{}}
 	f.limit, f.limitWhy, f.sized = s.fillLimit(meta)
 	tmp, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "fill-")
 	if err != nil {
@@ -294,14 +306,23 @@ func (s *Store) download(ctx context.Context, f *fill, h io.Writer, open Opener)
 			return nil
 		}
 		n, done, err := s.attempt(ctx, f, h, open, buf)
-		if done {
+		if done && (err == nil || ctx.Err() != nil || errors.Is(err, oci.ErrTooLarge)) {
 			return err
 		}
 		if n > 0 {
 			failures = 0
 		}
-		if failures++; failures >= s.opts.MaxAttempts || !retryable(err) {
-			return err
+		failures++
+		if done || failures >= s.opts.MaxAttempts || !retryable(err) || errors.Is(err, errStalled) {
+			next := f.fallback()
+			if next == nil && !errors.Is(err, errStalled) {
+				return err
+			}
+			if next != nil {
+				s.log.Warn("fill falls back to a joiner's source", "digest", f.d, "offset", f.state().written, "err", err)
+				open, failures = next, 0
+				continue
+			}
 		}
 		s.log.Debug("fill resumes", "digest", f.d, "offset", f.state().written, "err", err)
 		select {
@@ -316,6 +337,10 @@ func (s *Store) download(ctx context.Context, f *fill, h io.Writer, open Opener)
 // the blob is whole (err nil) or it cannot succeed (err set).
 func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, buf []byte) (n int64, done bool, err error) {
 	offset := f.state().written
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := f.watch(s.opts.StallAfter, cancel)
+	defer stall.Stop()
 	rc, size, source, err := open(ctx, offset)
 	if err != nil {
 		return 0, false, err
@@ -334,6 +359,7 @@ func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, 
 	for {
 		m, rerr := rc.Read(buf)
 		if m > 0 {
+			stall.Reset(s.opts.StallAfter)
 			if werr := s.append(ctx, f, buf[:m], h); werr != nil {
 				return n, true, werr
 			}
@@ -477,4 +503,49 @@ func (s *Store) Fills() []FillInfo {
 	}
 	slices.SortFunc(out, func(a, b FillInfo) int { return a.Started.Compare(b.Started) })
 	return out
+}
+
+// errStalled ends an attempt whose source sent nothing for StallAfter
+// while a fallback source waits.
+var errStalled = errors.New("source stalled, a fallback waits")
+
+// lend adds a joiner's Opener as a fallback when its origin differs from
+// the fill's and has not lent one yet.
+func (f *fill) lend(origin string, open Opener) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if origin == "" || origin == f.origin || f.lent[origin] {
+		return
+	}
+	f.lent[origin] = true
+	f.fallbacks = append(f.fallbacks, open)
+}
+
+// fallback takes the next fallback Opener, nil when none is left.
+func (f *fill) fallback() Opener {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.fallbacks) == 0 {
+		return nil
+	}
+	next := f.fallbacks[0]
+	f.fallbacks = f.fallbacks[1:]
+	return next
+}
+
+// watch returns a timer that, after d without a Reset, cancels the
+// attempt when a fallback waits (and otherwise keeps watching).
+func (f *fill) watch(d time.Duration, cancel context.CancelCauseFunc) *time.Timer {
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		f.mu.Lock()
+		waiting := len(f.fallbacks) > 0
+		f.mu.Unlock()
+		if waiting {
+			cancel(errStalled)
+			return
+		}
+		t.Reset(d)
+	})
+	return t
 }

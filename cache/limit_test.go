@@ -1,11 +1,13 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
@@ -82,4 +84,54 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 	n := copy(p, r.b)
 	r.b = r.b[n:]
 	return n, nil
+}
+
+// TestJoinerOfAnotherOriginFallsBack: a fill whose source stalls, joined
+// by a caller of another origin, goes on from the joiner's source at the
+// byte reached, and every reader gets the whole blob.
+func TestJoinerOfAnotherOriginFallsBack(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{StallAfter: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	data, d := randomBlob(t, 1<<20)
+	stalled := func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			pw.Write(data[offset : len(data)/2]) // half, then nothing until the attempt is cut
+			<-ctx.Done()
+			pw.CloseWithError(context.Cause(ctx))
+		}()
+		return pr, int64(len(data)), "stalling", nil
+	}
+	var fromOffset atomic.Int64
+	healthy := func(_ context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		fromOffset.Store(offset)
+		return io.NopCloser(&sliceReader{data[offset:]}), int64(len(data)), "healthy", nil
+	}
+	first, err := s.Fill(t.Context(), d, FillMeta{Origin: "slow.example"}, stalled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same origin: no fallback lent; another origin: its source is.
+	same, err := s.Fill(t.Context(), d, FillMeta{Origin: "slow.example"}, healthy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.Fill(t.Context(), d, FillMeta{Origin: "healthy.example"}, healthy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []*Blob{first, same, other} {
+		got, err := readAll(t, b)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("reader: %v, %d bytes, want the whole blob", err, len(got))
+		}
+	}
+	if off := fromOffset.Load(); off == 0 {
+		t.Error("the fallback started from 0, not from the byte reached")
+	}
+	waitNoFills(t, s)
+	assertStored(t, s, d, data)
 }

@@ -44,6 +44,11 @@ type Options struct {
 	Metrics     *metrics.Metrics // nil counts nothing
 	FillTimeout time.Duration    // bound on one fill; 0 means the config default (fillTimeout)
 	MaxAttempts int              // source attempts in a row without progress; 0 means 4
+	// StallAfter is how long a fill's source may send nothing before the
+	// fill moves to a fallback source a joiner brought (FillMeta.Origin);
+	// 0 means 10s. A fill without a fallback waits on its source's own
+	// timeouts.
+	StallAfter time.Duration
 	// ProgressInterval is how often a fill under way logs its progress;
 	// 0 means 5s.
 	ProgressInterval time.Duration
@@ -82,6 +87,9 @@ func (o *Options) defaults() {
 	def := config.Defaults()
 	if o.FillTimeout <= 0 {
 		o.FillTimeout = def.FillTimeout.D()
+	}
+	if o.StallAfter <= 0 {
+		o.StallAfter = 10 * time.Second
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 4

@@ -112,13 +112,13 @@ func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error)
 		}
 		return nil, fmt.Errorf("blob %s: %w", d, oci.ErrBlobUnknown)
 	}
-	b, err := m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Vouched: known}, m.opener(req))
+	b, err := m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: known}, m.opener(req))
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched (or just stored) for another repository.
 		if err := m.vouch(ctx, req); err != nil {
 			return nil, err
 		}
-		b, err = m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Vouched: true}, m.opener(req))
+		b, err = m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: true}, m.opener(req))
 	}
 	return b, err
 }

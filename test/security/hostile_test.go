@@ -1,13 +1,16 @@
 package security
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -273,6 +276,79 @@ func TestHostileUpstream(t *testing.T) {
 		}
 		s.b.wantNotStored(t, layer)
 		pullImage(t, s.b, "endless/app", "v1", s.px.Host, img)
+		s.b.settle(t, s.base, s.closeFn)
+	})
+
+	// A fill through a registry that stalls does not hold a client of
+	// another registry asking for the same digest: it falls back to its
+	// own registry and gets every byte.
+	t.Run("stalled fill, joiner from a healthy registry", func(t *testing.T) {
+		img := randomImage(t, 1<<20)
+		s.up.Push(t, "stall/app", "v1", img)
+		s.clean.Push(t, "stall/app", "v1", img)
+		layer := layerDigest(t, img)
+		ls, _ := img.Layers()
+		rc, err := ls[0].Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		layerBytes, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled := make(chan struct{})
+		release := make(chan struct{})
+		var once atomic.Bool
+		clear := s.px.set(t, on(http.MethodGet, "/blobs/"+layer.String(), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(layerBytes)))
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(layerBytes[:len(layerBytes)/2]) // half, then nothing: a stall
+			w.(http.Flusher).Flush()
+			if once.CompareAndSwap(false, true) {
+				close(stalled)
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}))
+		defer clear()
+		ctx, cancel := context.WithCancel(context.Background())
+		first := make(chan error, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.b.URL+"/v2/stall/app/blobs/"+layer.String()+"?ns="+s.px.Host, nil)
+			resp, err := plain.Do(req)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			first <- err
+		}()
+		select {
+		case <-stalled:
+		case <-time.After(60 * time.Second):
+			t.Fatal("the hostile registry's blob was never asked for")
+		}
+		c := &http.Client{Transport: plain.Transport, Timeout: 60 * time.Second}
+		start := time.Now()
+		resp, err := c.Get(s.b.URL + "/v2/stall/app/blobs/" + layer.String() + "?ns=" + s.clean.Host)
+		var body []byte
+		if err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		switch {
+		case err != nil:
+			t.Errorf("a client of the healthy registry, joined to the stalled fill: %v after %s", err, time.Since(start).Round(time.Second))
+		case resp.StatusCode != http.StatusOK || digest.FromBytes(body) != layer:
+			t.Errorf("a client of the healthy registry: %d, %d bytes of digest %s, want %s", resp.StatusCode, len(body), digest.FromBytes(body), layer)
+		}
+		cancel()
+		close(release)
+		<-first
+		clear()
+		s.b.blobFiles(t) // every file matches its name
 		s.b.settle(t, s.base, s.closeFn)
 	})
 
