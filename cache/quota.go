@@ -225,9 +225,11 @@ func (s *Store) lastAccess(d digest.Digest, indexed time.Time) time.Time {
 	return indexed
 }
 
-// remove deletes committed content: files first, then index entries, in
-// one transaction, so a crash leaves entries without files (dropped at the
-// next start), never the reverse. With dropTags, tag mappings pointing at a
+// remove deletes committed content: index entries first, in one
+// transaction, then the files, so the index never names a file that is
+// gone, not even for a moment (a reader of the index, or a copy of it,
+// sees each entry's file). A crash between leaves files without entries,
+// which the next start re-hashes and indexes or removes. With dropTags, tag mappings pointing at a
 // removed digest go in the same transaction. Pinned content and digests
 // with a fill under way are skipped, unless force (bad files); pinned is
 // the set pin.go works out, taken under evictMu by the caller.
@@ -248,6 +250,7 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	var forgotTags []string
+	var unlink []digest.Digest
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBlobs)
 		tagsOf := map[digest.Digest][][]byte{}
@@ -263,7 +266,7 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 				return err
 			}
 		}
-		st, forgotTags = EvictStats{}, nil // a retried transaction starts over
+		st, forgotTags, unlink = EvictStats{}, nil, nil // a retried transaction starts over
 		for _, d := range victims {
 			v := b.Get([]byte(d))
 			var info Info
@@ -277,10 +280,7 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 				}
 				forgotTags = append(forgotTags, string(k))
 			}
-			if err := os.Remove(s.BlobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				s.log.Warn("remove blob", "digest", d, "err", err)
-				continue
-			}
+			unlink = append(unlink, d)
 			if !indexed {
 				continue
 			}
@@ -294,6 +294,11 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 	})
 	if err != nil {
 		return EvictStats{}, err
+	}
+	for _, d := range unlink { // still under commitMu: no commit of d meanwhile
+		if err := os.Remove(s.BlobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("remove blob: left without its index entry until the next start", "digest", d, "err", err)
+		}
 	}
 	for _, d := range victims {
 		s.meta.forget(d)
