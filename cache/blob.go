@@ -62,6 +62,28 @@ func (b *Blob) Wait() (int64, error) {
 	}
 }
 
+// Done blocks until the blob's fill ends and returns its error: nil once
+// the blob is verified and committed. It returns at once for a committed
+// blob, and nil as soon as the fill passes through (no disk space: nothing
+// will be stored, and a reader that does not read would only hold the ring
+// back). It fails when the Blob's context ends first.
+func (b *Blob) Done() error {
+	if b.f == nil {
+		return nil
+	}
+	for {
+		st := b.f.state()
+		if st.done || st.pt != nil {
+			return st.err
+		}
+		select {
+		case <-st.wake:
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		}
+	}
+}
+
 // Read reads the next bytes, waiting for them to land when the blob is
 // still downloading. The last byte is held back until the blob is
 // verified and committed, so a reader never sees a clean end of bytes that

@@ -19,6 +19,7 @@ type Config struct {
 	Fetches         Fetches    `yaml:"fetches"`
 	Log             Log        `yaml:"log"`
 	Metrics         Metrics    `yaml:"metrics"`
+	Prefetch        Prefetch   `yaml:"prefetch"`
 	ShutdownGrace   Duration   `yaml:"shutdownGrace"` // how long in-flight responses may finish on SIGTERM
 	// Offline makes berth contact no upstream at all: tags resolve from the
 	// store, and what it lacks is a miss (MANIFEST_UNKNOWN, BLOB_UNKNOWN).
@@ -174,6 +175,13 @@ type Log struct {
 // Metrics configures /metrics.
 type Metrics struct {
 	TopRepos int `yaml:"topRepos"` // repositories with their own pull counter; the rest count as "other"
+}
+
+// Prefetch configures layer prefetch: the config and layers of an image
+// manifest fetched cold for a client are fetched at once in the background.
+type Prefetch struct {
+	Enabled     bool `yaml:"enabled"`     // prefetch at all
+	Concurrency int  `yaml:"concurrency"` // blobs prefetched at once per node
 }
 
 // Duration is a time.Duration written as "60s" in YAML.

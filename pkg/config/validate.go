@@ -61,6 +61,9 @@ func (c *Config) Validate() error {
 	if c.Metrics.TopRepos < 0 {
 		p.add("metrics.topRepos", "must not be negative, got %d", c.Metrics.TopRepos)
 	}
+	if c.Prefetch.Enabled && (c.Prefetch.Concurrency < 1 || c.Prefetch.Concurrency > 64) {
+		p.add("prefetch.concurrency", "must be 1 to 64 when prefetch is enabled, got %d", c.Prefetch.Concurrency)
+	}
 	return errors.Join(p...)
 }
 

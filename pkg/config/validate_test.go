@@ -107,6 +107,8 @@ func TestValidate(t *testing.T) {
 		{"log level upper case", func(c *Config) { c.Log.Level = "WARN" }, nil},
 		{"log format", func(c *Config) { c.Log.Format = "logfmt" }, []string{"log.format"}},
 		{"negative topRepos", func(c *Config) { c.Metrics.TopRepos = -5 }, []string{"metrics.topRepos"}},
+		{"prefetch concurrency 0", func(c *Config) { c.Prefetch.Enabled, c.Prefetch.Concurrency = true, 0 }, []string{"prefetch.concurrency"}},
+		{"prefetch concurrency too high", func(c *Config) { c.Prefetch.Concurrency = 1000 }, []string{"prefetch.concurrency"}},
 		{"admin off", func(c *Config) { c.Admin.Addr = "" }, nil},
 		{"admin not host:port", func(c *Config) { c.Admin.Addr = "5001" }, []string{"admin.addr"}},
 		{"admin on the listen address", func(c *Config) { c.Admin.Addr = c.Listen.Addr }, []string{"admin.addr"}},

@@ -56,6 +56,7 @@ type Metrics struct {
 	RelayFetches    *prometheus.CounterVec   // from (parent, failover, upstream): where this node's blob fetches went
 	RelayDepth      prometheus.Histogram     // this node's depth in the relay tree of each blob it fetched
 	PolicyMoves     *prometheus.CounterVec   // registry: upstream tags found elsewhere than their policy pin
+	Prefetches      *prometheus.CounterVec   // result: blobs of cold manifests prefetched for clients
 
 	top *topRepos // which repositories have their own Pulls series
 }
@@ -97,6 +98,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		RelayPerBlob:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_copies_per_blob", Help: "The most copies of one blob served to peers at once, observed when the last ends.", Buckets: []float64{1, 2, 4, 8, 16, 32}}),
 		RelayFetches:    counterVec("berth_peer_relay_fetches_total", "Blob fetches down the relay plan, by source: the parent, a failover node, or upstream (the plan's root, or every source failed).", "from"),
 		RelayDepth:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_depth", Help: "This node's depth in the relay tree of each blob it fetched (0: the root, fetching from upstream).", Buckets: []float64{0, 1, 2, 3, 4, 5, 6, 8}}),
+		Prefetches:      counterVec("berth_prefetch_blobs_total", "Blobs (config and layers) of image manifests fetched cold for clients, prefetched before the client asks, by result: fetched, cached (already stored), failed, dropped (node shutting down).", "result"),
 		top:             newTopRepos(topRepos),
 	}
 	if reg != nil {
@@ -104,7 +106,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
 			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency,
 			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed,
-			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth, m.PolicyMoves)
+			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth, m.PolicyMoves, m.Prefetches)
 	}
 	return m
 }
@@ -219,6 +221,13 @@ func (m *Metrics) FillEnded(reason string) {
 func (m *Metrics) EvictionRun(stopped string) {
 	if m != nil {
 		m.EvictionRuns.WithLabelValues(stopped).Inc()
+	}
+}
+
+// Prefetch counts one blob of a prefetch by result.
+func (m *Metrics) Prefetch(result string) {
+	if m != nil {
+		m.Prefetches.WithLabelValues(result).Inc()
 	}
 }
 

@@ -78,7 +78,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, 
 		desc, data, err := m.peers.FetchManifest(ctx, req)
 		if err == nil && digest.FromBytes(data) == d {
 			if mt, err := oci.CheckManifest(desc.MediaType, data); err == nil {
-				return m.keepManifest(d, mt, data)
+				return m.keepManifest(req, d, mt, data)
 			}
 			m.log.Warn("peer manifest refused", "digest", d, "err", err)
 		}
@@ -87,11 +87,12 @@ func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, 
 	if err != nil {
 		return Manifest{}, err
 	}
-	return m.keepManifest(d, desc.MediaType, data)
+	return m.keepManifest(req, d, desc.MediaType, data)
 }
 
-// keepManifest verifies data against d and stores it.
-func (m *Mirror) keepManifest(d digest.Digest, mediaType string, data []byte) (Manifest, error) {
+// keepManifest verifies data against d and stores it: a manifest fetched
+// cold (a miss) for req. Its blobs are prefetched for a client's request.
+func (m *Mirror) keepManifest(req oci.Request, d digest.Digest, mediaType string, data []byte) (Manifest, error) {
 	if got := d.Algorithm().FromBytes(data); got != d {
 		return Manifest{}, fmt.Errorf("manifest %s: got %s: %w", d, got, oci.ErrDigestMismatch)
 	}
@@ -101,6 +102,7 @@ func (m *Mirror) keepManifest(d digest.Digest, mediaType string, data []byte) (M
 	if err := m.store.Put(d, mediaType, data); err != nil {
 		m.log.Warn("store manifest", "digest", d, "err", err)
 	}
+	m.prefetch(req, mediaType, data)
 	return Manifest{Descriptor: oci.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
 }
 
@@ -187,7 +189,7 @@ func (m *Mirror) revalidate(ctx context.Context, req oci.Request, have *cache.Ta
 	if d == "" {
 		d = digest.FromBytes(data)
 	}
-	man, err := m.keepManifest(d, desc.MediaType, data)
+	man, err := m.keepManifest(req, d, desc.MediaType, data)
 	if errors.Is(err, oci.ErrDigestMismatch) {
 		return oci.Descriptor{}, nil, fmt.Errorf("tag %s: upstream digest header disagrees with its bytes: %w", req.Reference, err)
 	}
@@ -209,7 +211,7 @@ func (m *Mirror) confirm(ctx context.Context, req oci.Request, d digest.Digest) 
 	if err != nil {
 		return oci.Descriptor{}, nil, err
 	}
-	man, err := m.keepManifest(d, desc.MediaType, data)
+	man, err := m.keepManifest(req, d, desc.MediaType, data)
 	return man.Descriptor, man.Data, err
 }
 

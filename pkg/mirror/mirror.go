@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/berth-registry/berth/cache"
@@ -28,6 +29,10 @@ type Config struct {
 	// Pins are policy pins by tag key (cache.TagKey): such a tag is served
 	// only as its digest, whatever the upstream says (see pinned).
 	Pins map[string]digest.Digest
+	// PrefetchConcurrency is how many blobs of a manifest fetched cold
+	// for a client are fetched at once in the background (prefetch.go);
+	// 0 prefetches nothing.
+	PrefetchConcurrency int
 }
 
 // Mirror answers for content: from the store, else from peers, else from
@@ -42,10 +47,18 @@ type Mirror struct {
 
 	tags      singleflight.Group // one revalidation per tag at a time
 	manifests singleflight.Group // one manifest fetch per digest at a time
+
+	// Prefetch (prefetch.go): sem bounds the blobs fetched at once (nil
+	// when off); ctx ends with Close; wg counts the prefetch goroutines.
+	sem    chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New returns a Mirror over store that asks peers, then up. Pass NoPeers{}
-// (or nil) when there are none. New starts no goroutines.
+// (or nil) when there are none. New starts no goroutines; prefetches
+// start some, which Close waits for.
 func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 	if cfg.TagTTL <= 0 {
 		cfg.TagTTL = config.Defaults().TagTTL.D()
@@ -59,7 +72,12 @@ func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 	if peers == nil {
 		peers = NoPeers{}
 	}
-	return &Mirror{store: store, peers: peers, up: up, cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
+	m := &Mirror{store: store, peers: peers, up: up, cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
+	if cfg.PrefetchConcurrency > 0 {
+		m.sem = make(chan struct{}, cfg.PrefetchConcurrency)
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m
 }
 
 // Served notes, for the audit record, that a client was sent manifest d

@@ -100,7 +100,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	s.mirror = mirror.New(store, peers, s.up, mirror.Config{TagTTL: cfg.TagTTL.D(), Logger: log.With("component", "mirror"), Metrics: s.metrics, Pins: policyPins(cfg)})
+	mcfg := mirror.Config{TagTTL: cfg.TagTTL.D(), Logger: log.With("component", "mirror"), Metrics: s.metrics, Pins: policyPins(cfg)}
+	if cfg.Prefetch.Enabled {
+		mcfg.PrefetchConcurrency = cfg.Prefetch.Concurrency
+	}
+	s.mirror = mirror.New(store, peers, s.up, mcfg)
+	s.closers = append(s.closers, func() error { s.mirror.Close(); return nil }) // before the store closes
 	s.api = registry.New(s.mirror, registry.Options{
 		Router:      oci.Router{Known: s.up.Known, Default: cfg.DefaultRegistry},
 		Passthrough: storeReferrers{Passthrough: s.up, store: store}, // referrers.go

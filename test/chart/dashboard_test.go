@@ -21,7 +21,7 @@ func berthMetrics(t *testing.T) map[string]bool {
 	m := metrics.New(reg, 10)
 	// Touch every vector so Gather lists it.
 	m.Requests.WithLabelValues("blob", "GET", "200").Inc()
-	for _, v := range []*prometheus.CounterVec{m.BytesServed, m.BytesFetched, m.FillsFailed, m.StaleServed, m.GCRuns, m.RelayFetches} {
+	for _, v := range []*prometheus.CounterVec{m.BytesServed, m.BytesFetched, m.FillsFailed, m.StaleServed, m.GCRuns, m.RelayFetches, m.Prefetches} {
 		v.WithLabelValues("x").Inc()
 	}
 	metrics.RegisterBuildInfo(reg, "v", "r", "go")

@@ -18,7 +18,7 @@ and BERTH_PEERS_NODE_NAME come from the pod's IP and node (daemonset.yaml).
 {{- end -}}
 {{- $regs = append $regs $r -}}
 {{- end -}}
-{{- $c := dict "listen" $listen "admin" (dict "addr" (printf ":%d" (int $v.admin.port))) "cache" $cache "defaultRegistry" $v.defaultRegistry "registries" $regs "log" (deepCopy $v.log) "metrics" (deepCopy $v.metrics) -}}
+{{- $c := dict "listen" $listen "admin" (dict "addr" (printf ":%d" (int $v.admin.port))) "cache" $cache "defaultRegistry" $v.defaultRegistry "registries" $regs "log" (deepCopy $v.log) "metrics" (deepCopy $v.metrics) "prefetch" (deepCopy $v.prefetch) -}}
 {{- $auth := dict "realm" $v.auth.realm -}}
 {{- if $v.auth.groups -}}{{- $_ := set $auth "groups" (deepCopy $v.auth.groups) -}}{{- end -}}
 {{- if include "berth.authHtpasswd" . -}}{{- $_ := set $auth "htpasswd" (printf "%s/auth/htpasswd" (include "berth.secretsDir" .)) -}}{{- end -}}

@@ -1,0 +1,248 @@
+package mirror_test
+
+import (
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/mirror"
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/berth-registry/berth/pkg/upstream"
+	"github.com/berth-registry/berth/test/upstreamtest"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
+)
+
+// newPrefetchNode is newNode with prefetch at concurrency (0: off).
+func newPrefetchNode(t *testing.T, concurrency int) *node {
+	t.Helper()
+	up := upstreamtest.New(t)
+	store, err := cache.Open(t.TempDir(), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	tr := transport{&http.Transport{}}
+	t.Cleanup(tr.CloseIdleConnections)
+	uc, err := upstream.New([]config.Registry{{Name: "r.test", Endpoints: []string{up.URL}}}, upstream.Options{Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	m := mirror.New(store, nil, uc, mirror.Config{TagTTL: ttl, Now: clk.Now, PrefetchConcurrency: concurrency})
+	t.Cleanup(m.Close) // registered last: runs before the store closes
+	return &node{m: m, store: store, clock: clk, up: up, repo: oci.Repo{Registry: "r.test", Name: "team/app"}}
+}
+
+// blobsOf returns the config and layer digests of img.
+func blobsOf(t *testing.T, img v1.Image) []digest.Digest {
+	t.Helper()
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := []digest.Digest{digest.Digest(cfg.String())}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		h, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, digest.Digest(h.String()))
+	}
+	return ds
+}
+
+func (n *node) blobGETs(ds []digest.Digest) (total int, each []int) {
+	for _, d := range ds {
+		c := n.up.BlobGETs("team/app", d.String())
+		total += c
+		each = append(each, c)
+	}
+	return total, each
+}
+
+func (n *node) readBlob(t *testing.T, d digest.Digest) {
+	t.Helper()
+	b, err := n.m.Blob(t.Context(), n.repo.Blob(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	data, err := io.ReadAll(b)
+	if err != nil || digest.FromBytes(data) != d {
+		t.Fatalf("blob %s: %v, got %s", d, err, digest.FromBytes(data))
+	}
+}
+
+func TestColdManifestPrefetchesConfigAndLayersOnce(t *testing.T) {
+	for _, byDigest := range []bool{false, true} {
+		n := newPrefetchNode(t, 2)
+		img, err := random.Image(32<<10, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md := n.up.Push(t, "team/app", "v1", img)
+		ds := blobsOf(t, img)
+		ref := "v1"
+		if byDigest {
+			ref = md.String()
+		}
+		if _, err := n.m.Manifest(t.Context(), n.repo.Manifest(ref)); err != nil {
+			t.Fatal(err)
+		}
+		n.m.WaitPrefetch() // the client asked for nothing yet
+		if total, each := n.blobGETs(ds); total != len(ds) {
+			t.Fatalf("by digest %v: after the cold manifest the upstream saw blob GETs %v, want one of each of %d", byDigest, each, len(ds))
+		}
+		for _, d := range ds {
+			if !n.store.Has(d) {
+				t.Fatalf("prefetched blob %s is not stored", d)
+			}
+			n.readBlob(t, d)
+		}
+		if total, each := n.blobGETs(ds); total != len(ds) {
+			t.Fatalf("the client's blob GETs went upstream again: %v", each)
+		}
+		// A hit prefetches nothing more (and nothing is left to fetch).
+		before := n.up.Total()
+		if _, err := n.m.Manifest(t.Context(), n.repo.Manifest(ref)); err != nil {
+			t.Fatal(err)
+		}
+		n.m.WaitPrefetch()
+		if got := n.up.Total() - before; got != 0 {
+			t.Fatalf("a manifest hit made %d upstream requests", got)
+		}
+	}
+}
+
+func TestPrefetchOffFetchesNothingUntilAsked(t *testing.T) {
+	n := newPrefetchNode(t, 0)
+	img, err := random.Image(1024, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.up.Push(t, "team/app", "v1", img)
+	ds := blobsOf(t, img)
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	n.m.WaitPrefetch()
+	if total, each := n.blobGETs(ds); total != 0 {
+		t.Fatalf("prefetch off: the upstream saw blob GETs %v before the client asked", each)
+	}
+	n.readBlob(t, ds[1])
+	if total, _ := n.blobGETs(ds); total != 1 {
+		t.Fatalf("prefetch off: %d blob GETs after one client GET, want 1", total)
+	}
+}
+
+func TestPeerRequestsNeverPrefetch(t *testing.T) {
+	for _, via := range []oci.Via{oci.ViaPeerOwner, oci.ViaPeerRelay} {
+		n := newPrefetchNode(t, 4)
+		img, err := random.Image(1024, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md := n.up.Push(t, "team/app", "v1", img)
+		for _, ref := range []string{"v1", md.String()} {
+			req := n.repo.Manifest(ref)
+			req.Via = via
+			if _, err := n.m.Manifest(t.Context(), req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n.m.WaitPrefetch()
+		if total, each := n.blobGETs(blobsOf(t, img)); total != 0 {
+			t.Fatalf("via %v: a peer's manifest request made blob GETs %v", via, each)
+		}
+	}
+}
+
+func TestIndexPrefetchesOnlyTheChildAsked(t *testing.T) {
+	n := newPrefetchNode(t, 4)
+	idx, err := random.Index(1024, 2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.up.PushIndex(t, "team/app", "multi", idx)
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children [][]digest.Digest
+	for _, desc := range im.Manifests {
+		img, err := idx.Image(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		children = append(children, blobsOf(t, img))
+	}
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("multi")); err != nil {
+		t.Fatal(err)
+	}
+	n.m.WaitPrefetch()
+	for i, ds := range children {
+		if total, each := n.blobGETs(ds); total != 0 {
+			t.Fatalf("the index alone made child %d's blob GETs %v", i, each)
+		}
+	}
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest(im.Manifests[1].Digest.String())); err != nil {
+		t.Fatal(err)
+	}
+	n.m.WaitPrefetch()
+	if total, each := n.blobGETs(children[1]); total != len(children[1]) {
+		t.Fatalf("the child asked for: blob GETs %v, want one each", each)
+	}
+	if total, each := n.blobGETs(children[0]); total != 0 {
+		t.Fatalf("the other platform's child: blob GETs %v, want none", each)
+	}
+}
+
+// A client's own blob request is never queued behind the prefetch's
+// semaphore: with one prefetch slot held by a stalled body, the client's
+// request for another layer reaches the upstream at once.
+func TestClientBlobIsNotQueuedBehindPrefetch(t *testing.T) {
+	n := newPrefetchNode(t, 1)
+	img, err := random.Image(64<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.up.Push(t, "team/app", "v1", img)
+	ds := blobsOf(t, img)
+	release := n.up.Gate() // blob bodies stop half way
+	defer release()
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	last := ds[len(ds)-1]
+	b, err := n.m.Blob(t.Context(), n.repo.Blob(last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// The size is known once the upstream answered the client's own GET:
+	// the prefetch, one slot, is still stalled on an earlier blob.
+	if size, err := b.Wait(); err != nil || size <= 0 {
+		t.Fatalf("client blob while the prefetch is stalled: size %d, %v", size, err)
+	}
+	if got := n.up.BlobGETs("team/app", last.String()); got != 1 {
+		t.Fatalf("the client's layer: %d upstream GETs, want 1", got)
+	}
+	release()
+	data, err := io.ReadAll(b)
+	if err != nil || digest.FromBytes(data) != last {
+		t.Fatalf("client blob: %v, got %s", err, digest.FromBytes(data))
+	}
+	n.m.WaitPrefetch()
+	if total, each := n.blobGETs(ds); total != len(ds) {
+		t.Fatalf("blob GETs %v, want one each", each)
+	}
+}
