@@ -145,6 +145,7 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 	}
 	n := startNode(t, up, func(c *config.Config) {
 		c.Metrics.TopRepos = 2
+		c.Prefetch.Enabled = false // the client's own misses and hits, exactly: a prefetch would race them (prefetch_test.go counts it)
 		c.TagTTL = config.Duration(time.Hour)
 		c.Registries[0].FailBackoff = config.Duration(50 * time.Millisecond) // the outage below opens the endpoint's circuit
 	})
@@ -383,7 +384,9 @@ func TestMetricsPerRegistryAndLastMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	up.Push(t, "team/app", "v1", img)
-	n := startNode(t, up)
+	n := startNode(t, up, func(c *config.Config) {
+		c.Prefetch.Enabled = false // the client's own misses and hits, exactly: a prefetch would race them (prefetch_test.go counts it)
+	})
 	readyz := func() string {
 		t.Helper()
 		resp, body := get(t, http.MethodGet, n.URL+"/readyz")

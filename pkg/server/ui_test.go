@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/server"
 	"github.com/berth-registry/berth/test/upstreamtest"
 )
@@ -30,7 +31,9 @@ func statusNode(t *testing.T) (n *node, fill digest.Digest) {
 		t.Fatal(err)
 	}
 	up.Push(t, "team/webapp", "v1.2", img)
-	n = startNode(t, up)
+	n = startNode(t, up, func(c *config.Config) {
+		c.Prefetch.Enabled = false // the client's own misses and hits, exactly: a prefetch would race them (prefetch_test.go counts it)
+	})
 	blobs, _ := imageBlobs(t, img)
 	for range 2 {
 		if resp, body := get(t, http.MethodGet, n.URL+"/v2/team/webapp/manifests/v1.2", "Accept", manifestAccept); resp.StatusCode != 200 {
