@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"encoding/json"
+	"errors"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/oci"
@@ -11,7 +12,7 @@ import (
 // Prefetch results, the values of the metric's "result" label.
 const (
 	PrefetchFetched = "fetched" // the blob was filled (or a fill under way was joined) and verified
-	PrefetchCached  = "cached"  // the store had it: nothing to do
+	PrefetchCached  = "cached"  // the store had it (or another repository's fill has it under way): nothing to do
 	PrefetchFailed  = "failed"  // the fill failed; a client asking later starts afresh
 	PrefetchDropped = "dropped" // the mirror closed before the blob's turn
 )
@@ -72,7 +73,17 @@ func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) {
 		m.m.Prefetch(PrefetchCached)
 		return
 	}
-	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size}, m.opener(req))
+	// The same fill a client's request makes: a client of the repository
+	// joins it, and the opener records the blob as the repository's once
+	// its source answers (cache.Known).
+	known := m.store.Known(req.Repo, req.Digest)
+	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size, Vouched: known}, m.opener(req))
+	if errors.Is(err, cache.ErrNotVouched) {
+		// Being fetched for (or stored from) another repository: the
+		// client's own request asks this repository's sources (vouch).
+		m.m.Prefetch(PrefetchCached)
+		return
+	}
 	if err == nil {
 		err = b.Done()
 		b.Close()

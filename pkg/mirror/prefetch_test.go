@@ -103,8 +103,8 @@ func TestColdManifestPrefetchesConfigAndLayersOnce(t *testing.T) {
 			t.Fatalf("by digest %v: after the cold manifest the upstream saw blob GETs %v, want one of each of %d", byDigest, each, len(ds))
 		}
 		for _, d := range ds {
-			if !n.store.Has(d) {
-				t.Fatalf("prefetched blob %s is not stored", d)
+			if !n.store.Has(d) || !n.store.Known(n.repo, d) {
+				t.Fatalf("prefetched blob %s: stored %v, known for %s %v", d, n.store.Has(d), n.repo, n.store.Known(n.repo, d))
 			}
 			n.readBlob(t, d)
 		}
