@@ -24,7 +24,7 @@ import (
 // image (an oras attach signature under the referrers tag schema, and a
 // cosign-style sha256-<hex>.sig tag) straight into its cache directory,
 // then exports it as a tar. The upstream is stopped. Site B (its upstream
-// a dead loopback port) imports the tar through its admin API while it
+// a dead loopback port, and --offline) imports the tar through its admin API while it
 // serves; containerd pulls by tag and by digest through site B's
 // hosts.toml, skopeo copies the image straight out of the tar
 // (oci-archive:), and the digests are the upstream's. A tampered tar is
@@ -125,8 +125,9 @@ func TestSneakerNet(t *testing.T) {
 		t.Errorf("tampered import left %d files in the store", n)
 	}
 
-	// Site B: serving, its upstream a dead port; import through its admin API.
-	b := startBerth(t, berthOpts{Registries: map[string]string{upAddr: "http://" + deadAddr(t)}, Default: upAddr})
+	// Site B: serving offline, its upstream a dead port besides; import
+	// through its admin API.
+	b := startBerth(t, berthOpts{Registries: map[string]string{upAddr: "http://" + deadAddr(t)}, Default: upAddr, Extra: []string{"--offline"}})
 	out = mustRun(t, 3*time.Minute, nil, bin, "import", "--addr", "http://"+b.Admin, archive)
 	for _, want := range []string{"tagged " + upAddr + "/site/multi:v1", "tagged " + upAddr + "/site/app:v1", "tagged " + upAddr + "/site/app:" + cosignTag} {
 		if !strings.Contains(out, want) {
