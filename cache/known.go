@@ -40,7 +40,7 @@ func (s *Store) Known(repo oci.Repo, d digest.Digest) bool { return s.knownKey(r
 // knownKey is Known of a repository written registry/name.
 func (s *Store) knownKey(repo string, d digest.Digest) bool {
 	k := repo + "@" + string(d)
-	if _, ok := s.meta.known.Get(k); ok {
+	if s.meta.known.Contains(k) { // a read lock: a hit takes no write lock
 		return true
 	}
 	found := false
@@ -55,15 +55,16 @@ func (s *Store) knownKey(repo string, d digest.Digest) bool {
 }
 
 // MarkKnown records that every digest in ds belongs to repo. Pairs already
-// marked cost a map lookup; new ones are written in one batched
-// transaction, so concurrent callers share a commit.
+// marked cost a map lookup, or a read of the index when memory has lost
+// them; only new ones are written, in one batched transaction, so a hit
+// writes nothing and concurrent callers share a commit.
 func (s *Store) MarkKnown(repo oci.Repo, ds ...digest.Digest) error {
 	var keys []string
 	for _, d := range ds {
 		if d == "" {
 			continue
 		}
-		if k := knownKey(repo, d); !s.meta.known.Contains(k) {
+		if k := knownKey(repo, d); !s.knownKey(repo.String(), d) {
 			keys = append(keys, k)
 		}
 	}
