@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools.sh installs what the end-to-end tests and benchmarks need, once per
 # machine: Debian packages (containerd, skopeo, nginx, ...) and pinned Go
-# tools (distribution's registry, crane, oras, helm) built into $BERTH_TOOLS.
+# tools (distribution's registry, crane, oras, helm, crictl, helm-docs)
+# built into $BERTH_TOOLS.
 # Re-running it is cheap: a tool already built at its pinned version is kept.
 set -euo pipefail
 
@@ -28,6 +29,8 @@ go_tools=(
   "crane github.com/google/go-containerregistry/cmd/crane@v0.22.1"
   "oras oras.land/oras/cmd/oras@v1.3.6"
   "helm helm.sh/helm/v3/cmd/helm@v3.22.0"
+  "crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
+  "helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs@v1.14.2"
 )
 pids=()
 for t in "${go_tools[@]}"; do

@@ -68,8 +68,14 @@ func startContainerdBin(t testing.TB, bin, ctr, config string) *containerd {
 // containerd test also proves containerd accepts what berth writes.
 func (c *containerd) mirror(t testing.TB, host, mirror string) {
 	t.Helper()
+	c.mirrorWithServer(t, host, mirror, deadAddr(t))
+}
+
+// mirrorWithServer is mirror with the fallback server given (host:port).
+func (c *containerd) mirrorWithServer(t testing.TB, host, mirror, server string) {
+	t.Helper()
 	out := mustRun(t, time.Minute, nil, needBerth(t), "hosts-toml", "--dir", c.hosts,
-		"--mirror", "http://"+mirror, "--registry", host+"=http://"+deadAddr(t))
+		"--mirror", "http://"+mirror, "--registry", host+"=http://"+server)
 	b, err := os.ReadFile(filepath.Join(c.hosts, host, "hosts.toml"))
 	if err != nil || !strings.Contains(string(b), "# managed by berth") || !strings.Contains(string(b), mirror) {
 		t.Fatalf("berth hosts-toml wrote no usable file for %s (%v):\n%s\n%s", host, err, out, b)

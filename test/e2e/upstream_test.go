@@ -79,6 +79,7 @@ type countingProxy struct {
 	blobHeads map[string]int         // digest -> HEAD count
 	manifests int                    // manifest GETs and HEADs
 	auths     int                    // requests carrying an Authorization header
+	direct    int                    // manifest and blob requests without X-Berth-Hops: not sent by a berth
 	log       []string               // "METHOD path?query -> status", in order
 }
 
@@ -160,6 +161,9 @@ func (c *countingProxy) record(r *http.Request, status int, aborted bool) {
 		c.auths++
 	}
 	kind, ref := pathKind(r.URL.Path)
+	if (kind == "blobs" || kind == "manifests") && r.Header.Get("X-Berth-Hops") == "" {
+		c.direct++
+	}
 	switch {
 	case kind == "blobs" && r.Method == http.MethodGet && (status == http.StatusOK || status == http.StatusPartialContent):
 		c.blobGets[ref]++
@@ -195,6 +199,14 @@ func (c *countingProxy) Manifests() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.manifests
+}
+
+// Direct returns how many manifest and blob requests came without berth's
+// X-Berth-Hops header: from a client that bypassed berth.
+func (c *countingProxy) Direct() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.direct
 }
 
 // Auths returns how many requests carried an Authorization header.
