@@ -10,7 +10,7 @@ set -euo pipefail
 bin="$BERTH_TOOLS/bin"
 mkdir -p "$bin"
 
-apt_pkgs=(containerd runc skopeo nginx-light iproute2 iptables wrk apache2-utils chromium)
+apt_pkgs=(containerd runc skopeo podman crun uidmap nginx-light iproute2 iptables wrk apache2-utils chromium)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,6 +28,6 @@ func rootCmd() *cobra.Command {
 		Version:       version.Get().String(),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(serveCmd(), configCmd(), hostsTomlCmd(), prepareDirCmd(), lsCmd(), verifyCmd(), gcCmd(), pinCmd(), unpinCmd(), preloadCmd(), exportCmd(), importCmd(), versionCmd())
+	root.AddCommand(serveCmd(), configCmd(), hostsTomlCmd(), clientConfigCmd(), prepareDirCmd(), lsCmd(), verifyCmd(), gcCmd(), pinCmd(), unpinCmd(), preloadCmd(), exportCmd(), importCmd(), versionCmd())
 	return root
 }

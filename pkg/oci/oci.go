@@ -87,8 +87,8 @@ var (
 
 // ParseRequest parses the path of a /v2/ request and routes it to a
 // registry: the ns query parameter first (containerd), then a first path
-// segment naming a known registry (CRI-O mirrors with a path), then the
-// default. Errors wrap ErrNameInvalid, ErrDigestInvalid, ErrTagInvalid,
+// segment naming a known registry (CRI-O and Podman mirrors with a path;
+// see PathSegment for a registry with a port), then the default. Errors wrap ErrNameInvalid, ErrDigestInvalid, ErrTagInvalid,
 // ErrRegistryUnknown or ErrNotRoute.
 func (rt Router) ParseRequest(path, ns string) (Request, error) {
 	if path == "/v2" || path == "/v2/" {
@@ -143,6 +143,8 @@ func (rt Router) route(name, ns string) (Repo, error) {
 		repo = Repo{Registry: ns, Name: name}
 	case hasSlash && known(first):
 		repo = Repo{Registry: first, Name: after}
+	case hasSlash && known(unPathSegment(first)):
+		repo = Repo{Registry: unPathSegment(first), Name: after}
 	case rt.Default != "":
 		repo = Repo{Registry: rt.Default, Name: name}
 	default:
@@ -155,6 +157,43 @@ func (rt Router) route(name, ns string) (Repo, error) {
 		repo.Name = "library/" + repo.Name
 	}
 	return repo, nil
+}
+
+// PathSegment is how a registry is named as the first path segment of a
+// repository, the form a CRI-O or Podman registries.conf mirror location
+// carries (berth:5000/<segment>, since containers/image sends no ns): the
+// name itself, or HOST_PORT for HOST:PORT, as an image reference's path
+// cannot hold a ':' ("invalid reference format"). A host name holds no
+// '_', so the form is never another registry's name. An IPv6 literal has
+// no path form.
+func PathSegment(registry string) string {
+	host, port, ok := strings.Cut(registry, ":")
+	if !ok || strings.HasPrefix(registry, "[") || !allDigits(port) {
+		return registry
+	}
+	return host + "_" + port
+}
+
+// unPathSegment undoes PathSegment: HOST_PORT is HOST:PORT; any other
+// segment gives "".
+func unPathSegment(seg string) string {
+	i := strings.LastIndexByte(seg, '_')
+	if i <= 0 || !allDigits(seg[i+1:]) || strings.Contains(seg[:i], "_") {
+		return ""
+	}
+	return seg[:i] + ":" + seg[i+1:]
+}
+
+func allDigits(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (req *Request) checkReference() error {

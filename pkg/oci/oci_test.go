@@ -34,6 +34,10 @@ func TestParseRequest(t *testing.T) {
 			want: Request{Kind: KindManifest, Repo: Repo{"registry.k8s.io", "pause"}, Reference: "3.10"}},
 		{name: "path segment docker hub", path: "/v2/docker.io/alpine/blobs/" + dg,
 			want: Request{Kind: KindBlob, Repo: Repo{"docker.io", "library/alpine"}, Reference: dg, Digest: dg}},
+		{name: "path segment with port", path: "/v2/127.0.0.1_5000/team/app/manifests/v1",
+			want: Request{Kind: KindManifest, Repo: Repo{"127.0.0.1:5000", "team/app"}, Reference: "v1"}},
+		{name: "path segment with unknown port is a name", path: "/v2/127.0.0.1_5001/team/app/manifests/v1",
+			want: Request{Kind: KindManifest, Repo: Repo{"docker.io", "127.0.0.1_5001/team/app"}, Reference: "v1"}},
 		{name: "default registry", path: "/v2/library/alpine/manifests/latest",
 			want: Request{Kind: KindManifest, Repo: Repo{"docker.io", "library/alpine"}, Reference: "latest"}},
 		{name: "unknown first segment is a name", path: "/v2/myorg/app/manifests/v1",
@@ -70,6 +74,34 @@ func TestParseRequest(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPathSegment(t *testing.T) {
+	t.Parallel()
+	for reg, want := range map[string]string{
+		"docker.io": "docker.io", "127.0.0.1:5000": "127.0.0.1_5000", "registry.local:443": "registry.local_443",
+		"my-registry:5000": "my-registry_5000", "[::1]:5000": "[::1]:5000",
+	} {
+		got := PathSegment(reg)
+		if got != want {
+			t.Errorf("PathSegment(%q) = %q, want %q", reg, got, want)
+		}
+		if strings.Contains(got, ":") {
+			continue
+		}
+		// What containers/image will send: the segment must be a valid
+		// repository path component, and must route back to the registry.
+		r := Router{Known: func(s string) bool { return s == reg }}
+		req, err := r.ParseRequest("/v2/"+got+"/team/app/manifests/v1", "")
+		if err != nil || req.Repo != (Repo{reg, "team/app"}) {
+			t.Errorf("%s as %s: %+v, %v", reg, got, req.Repo, err)
+		}
+	}
+	for _, seg := range []string{"a_b_5000", "a_", "_5000", "a_123456", "a_5x"} {
+		if got := unPathSegment(seg); got != "" {
+			t.Errorf("unPathSegment(%q) = %q, want none", seg, got)
+		}
 	}
 }
 
