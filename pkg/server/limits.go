@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,15 +111,21 @@ func (c *limitConn) Close() error {
 	return err
 }
 
-// progressChunk is the most a response writes under one deadline. A
-// client that takes less than this within writeTimeout is cut; one that
-// keeps taking it is never cut, however long the body.
+// progressChunk is the most a response writes from memory under one
+// deadline. A client that takes less than this within writeTimeout is cut;
+// one that keeps taking it is never cut, however long the body.
 const progressChunk = 64 << 10
 
 // withWriteProgress gives every response a write deadline that moves on
-// with each write of at most progressChunk bytes: a client that stops
-// reading is cut after timeout, a slow one that keeps reading is not
-// (unlike http.Server.WriteTimeout, a bound on the whole response).
+// while the client takes bytes: a client that stops reading is cut after
+// about timeout (at most 1.25 timeout), a slow one that keeps reading is
+// not (unlike http.Server.WriteTimeout, a bound on the whole response).
+//
+// It costs next to nothing per request: the deadline is set once at the
+// start of a response and again only when an eighth of timeout has passed
+// since, and a file goes out as one sendfile section (net/http's own
+// ReadFrom), watched by a timer that reads the file's offset, not cut into
+// 64 KiB pieces of a syscall and a deadline each.
 func withWriteProgress(h http.Handler, timeout time.Duration) http.Handler {
 	if timeout <= 0 {
 		return h
@@ -130,16 +137,26 @@ func withWriteProgress(h http.Handler, timeout time.Duration) http.Handler {
 	})
 }
 
-// progressWriter forwards ReadFrom in chunks, each a sendfile of its own
-// when the source is a file (io.LimitedReader over *os.File, as
-// ServeContent passes it, is what sendfile takes).
+// progressWriter moves the write deadline on as a response goes out. It is
+// used by one handler goroutine; a file section's watch (watchFile) runs
+// beside it and only sets the deadline.
 type progressWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	set     time.Time // when extend last set the deadline; zero: never
 }
 
-func (p *progressWriter) extend() { _ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout)) }
+// extend makes the deadline at least 7/8 timeout away: it sets it to
+// now+timeout when an eighth of timeout has passed since it last did.
+func (p *progressWriter) extend() {
+	now := time.Now()
+	if !p.set.IsZero() && now.Sub(p.set) < p.timeout/8 {
+		return
+	}
+	p.set = now
+	_ = p.rc.SetWriteDeadline(now.Add(p.timeout))
+}
 
 func (p *progressWriter) WriteHeader(code int) {
 	p.extend()
@@ -161,6 +178,10 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// ReadFrom forwards to the inner ReadFrom. A file (an *os.File or a
+// section of one through io.LimitedReader, as ServeContent passes it, which
+// is what sendfile takes) goes in one call under watchFile; any other
+// source in chunks of progressChunk, each under a deadline of its own.
 func (p *progressWriter) ReadFrom(src io.Reader) (int64, error) {
 	rf, ok := p.ResponseWriter.(io.ReaderFrom)
 	if !ok {
@@ -169,6 +190,12 @@ func (p *progressWriter) ReadFrom(src io.Reader) (int64, error) {
 	outer, limited := src.(*io.LimitedReader)
 	if !limited {
 		outer = &io.LimitedReader{R: src, N: 1<<63 - 1}
+	}
+	if f, ok := outer.R.(*os.File); ok {
+		p.extend()
+		stop := p.watchFile(f)
+		defer stop()
+		return rf.ReadFrom(src)
 	}
 	var total int64
 	for outer.N > 0 {
@@ -183,6 +210,53 @@ func (p *progressWriter) ReadFrom(src io.Reader) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// watchFile moves the deadline on while f's offset moves (sendfile, or a
+// copy through a buffer, advances it as the socket takes bytes): every
+// quarter of timeout it reads the offset, and if it moved since the last
+// look sets the deadline to timeout from then. A client that keeps taking
+// bytes is never cut; one that stops is cut between timeout and 1.25
+// timeout after its last byte. The returned stop ends the watch; once it
+// returns the watch sets no deadline.
+func (p *progressWriter) watchFile(f *os.File) (stop func()) {
+	w := &fileWatch{p: p, f: f, every: p.timeout / 4}
+	w.last, _ = f.Seek(0, io.SeekCurrent)
+	w.mu.Lock()
+	w.t = time.AfterFunc(w.every, w.look)
+	w.mu.Unlock()
+	return w.stop
+}
+
+type fileWatch struct {
+	p     *progressWriter
+	f     *os.File
+	every time.Duration
+
+	mu      sync.Mutex // guards the fields below; held while a look sets the deadline
+	t       *time.Timer
+	last    int64 // f's offset at the last look
+	stopped bool
+}
+
+func (w *fileWatch) look() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	if off, err := w.f.Seek(0, io.SeekCurrent); err == nil && off != w.last {
+		w.last = off
+		_ = w.p.rc.SetWriteDeadline(time.Now().Add(w.p.timeout))
+	}
+	w.t.Reset(w.every)
+}
+
+func (w *fileWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.t.Stop()
 }
 
 func (p *progressWriter) Flush() {
