@@ -78,3 +78,17 @@ func TestSetRegistry(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestRegistryEnvKey(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"docker.io":      "DOCKER_IO",
+		"127.0.0.1:5000": "127_0_0_1_5000",
+		"my-reg.example": "MY_REG_EXAMPLE",
+		"[::1]:5000":     "___1__5000",
+	} {
+		if got := RegistryEnvKey(in); got != want {
+			t.Errorf("RegistryEnvKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

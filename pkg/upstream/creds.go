@@ -23,26 +23,12 @@ type credentials struct {
 
 func (c credentials) anonymous() bool { return c == credentials{} }
 
-// EnvPrefix returns the prefix of the environment variables holding a
-// registry's credentials: BERTH_REGISTRY_<NAME>_ (see the package doc).
-func EnvPrefix(registry string) string {
-	b := []byte(strings.ToUpper(registry))
-	for i, ch := range b {
-		if (ch < 'A' || ch > 'Z') && (ch < '0' || ch > '9') {
-			b[i] = '_'
-		}
-	}
-	return "BERTH_REGISTRY_" + string(b) + "_"
-}
-
-// loadCredentials reads a registry's credentials from the environment, the
-// config, its password file or its Docker config, first match wins.
-// Errors name the file, never its content.
+// loadCredentials reads a registry's credentials from the config, its
+// password file or its Docker config, first match wins. The environment's
+// credential variables are already in rc: config.ApplyCredentialEnv, the
+// one reader of them, put them there. Errors name the file, never its
+// content.
 func loadCredentials(rc config.Registry, hosts []string) (credentials, error) {
-	p := EnvPrefix(rc.Name)
-	if u := os.Getenv(p + "USERNAME"); u != "" {
-		return credentials{Username: u, Password: os.Getenv(p + "PASSWORD")}, nil
-	}
 	if rc.Username != "" {
 		c := credentials{Username: rc.Username, Password: rc.Password}
 		if rc.PasswordFile != "" {

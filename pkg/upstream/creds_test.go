@@ -20,19 +20,6 @@ import (
 	"github.com/berth-registry/berth/pkg/oci"
 )
 
-func TestEnvPrefix(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"docker.io":      "BERTH_REGISTRY_DOCKER_IO_",
-		"127.0.0.1:5000": "BERTH_REGISTRY_127_0_0_1_5000_",
-		"my-reg.example": "BERTH_REGISTRY_MY_REG_EXAMPLE_",
-	} {
-		if got := EnvPrefix(in); got != want {
-			t.Errorf("EnvPrefix(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func writeDockerConfig(t *testing.T, key, entry string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.json")
@@ -92,13 +79,24 @@ func TestLoadCredentialsOrder(t *testing.T) {
 	if c, err := loadCredentials(rc, nil); err != nil || c.Username != "op" || c.Password != "from-file" {
 		t.Errorf("password file: %+v, %v", c.Username, err)
 	}
-	t.Setenv("BERTH_REGISTRY_DOCKER_IO_USERNAME", "env")
-	t.Setenv("BERTH_REGISTRY_DOCKER_IO_PASSWORD", "from-env")
-	if c, err := loadCredentials(rc, nil); err != nil || c.Username != "env" || c.Password != "from-env" {
+	env := []string{"BERTH_REGISTRY_DOCKER_IO_USERNAME=env", "BERTH_REGISTRY_DOCKER_IO_PASSWORD=from-env"}
+	cfg := &config.Config{Registries: []config.Registry{rc}}
+	if err := config.ApplyCredentialEnv(cfg, env); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := loadCredentials(cfg.Registries[0], nil); err != nil || c.Username != "env" || c.Password != "from-env" {
 		t.Errorf("env: %+v, %v", c.Username, err)
 	}
+	// The variables have one reader, config.ApplyCredentialEnv: the client
+	// itself never looks at the environment.
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	if c, err := loadCredentials(rc, nil); err != nil || c.Username != "op" || c.Password != "from-file" {
+		t.Errorf("the client read the environment: %+v, %v", c.Username, err)
+	}
 	rc.PasswordFile = filepath.Join(dir, "missing")
-	os.Unsetenv("BERTH_REGISTRY_DOCKER_IO_USERNAME")
 	if _, err := loadCredentials(rc, nil); err == nil {
 		t.Error("a missing password file is no error")
 	}

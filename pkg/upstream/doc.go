@@ -18,11 +18,6 @@
 // tools rely on against Docker Hub, GHCR, GCR/AR, ECR, Quay and Harbor.
 //
 // Credentials of a registry come from, first match wins:
-//   - the environment: BERTH_REGISTRY_<NAME>_USERNAME and
-//     BERTH_REGISTRY_<NAME>_PASSWORD, where <NAME> is the registry name
-//     upper-cased with every character other than A-Z and 0-9 replaced by
-//     '_' (docker.io: BERTH_REGISTRY_DOCKER_IO_USERNAME; 127.0.0.1:5000:
-//     BERTH_REGISTRY_127_0_0_1_5000_USERNAME);
 //   - the config: username with password or passwordFile;
 //   - the config's dockerConfig, a Docker config.json whose "auths" entry
 //     for the registry name or an endpoint host (for docker.io also
@@ -32,9 +27,12 @@
 //     docker-credential-<name> (read with the Docker CLI's config package).
 //     A helper's answer is asked for again when 10 minutes old or refused.
 //
-// Reload re-reads passwordFile, dockerConfig and the environment. Secrets
-// never appear in logs, metrics or errors; an Authorization header is only
-// ever sent to the endpoint's own host and port, never to a redirect target.
+// The environment's BERTH_REGISTRY_<KEY>_* variables reach the client as
+// config fields: config.ApplyCredentialEnv is their one reader, and this
+// package reads no environment. Reload re-reads passwordFile and
+// dockerConfig. Secrets never appear in logs, metrics or errors; an
+// Authorization header is only ever sent to the endpoint's own host and
+// port, never to a redirect target.
 //
 // # Mirror of a mirror
 //
