@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/berth-registry/berth/pkg/idle"
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
 )
@@ -19,7 +20,7 @@ import (
 // Causes a peer request is cancelled with.
 var (
 	errNoAnswer = errors.New("no response in time")
-	errStalled  = errors.New("stream stalled")
+	errStalled  = idle.ErrTimeout // a body that sent nothing for IdleTimeout
 	errLost     = errors.New("another peer answered first")
 )
 
@@ -92,46 +93,37 @@ func statusError(m member, resp *http.Response, notFound error) error {
 	return fmt.Errorf("peer %s: status %d: %w", m.Name, resp.StatusCode, err)
 }
 
-// peerBody is a peer's response body. A Read blocked longer than the idle
-// timeout fails and suspects the peer. The bytes are not hashed here: the
-// store hashes every byte it writes once, and calls Blame when the blob
-// fails its digest, which suspects the peer. It is not safe for concurrent
-// use (like any body).
+// peerBody is a peer's response body, cut by the idle timeout (an
+// idle.Body): a Read blocked longer than it fails and suspects the peer.
+// The bytes are not hashed here: the store hashes every byte it writes
+// once, and calls Blame when the blob fails its digest, which suspects the
+// peer. It is not safe for concurrent use (like any body).
 type peerBody struct {
+	*idle.Body
 	c       *Cluster
 	peer    string
 	d       digest.Digest
-	body    io.ReadCloser
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	idle    time.Duration
-	timer   *time.Timer
 	n       int64
 	err     error  // sticky
 	onClose func() // run once by Close; nil for none
 }
 
 func (c *Cluster) newBody(ctx context.Context, cancel context.CancelCauseFunc, m member, d digest.Digest, body io.ReadCloser) *peerBody {
-	b := &peerBody{c: c, peer: m.Name, d: d, body: body, ctx: ctx, cancel: cancel, idle: c.cfg.IdleTimeout}
-	b.timer = time.AfterFunc(time.Hour, func() { cancel(errStalled) })
-	b.timer.Stop()
-	return b
+	return &peerBody{Body: idle.New(ctx, cancel, body, c.cfg.IdleTimeout), c: c, peer: m.Name, d: d}
 }
 
 func (b *peerBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	b.timer.Reset(b.idle)
-	n, err := b.body.Read(p)
-	b.timer.Stop()
+	n, err := b.Body.Read(p)
 	if n > 0 {
 		b.n += int64(n)
 	}
 	switch {
 	case err == io.EOF:
-	case err != nil && context.Cause(b.ctx) == errStalled:
-		err = fmt.Errorf("%s from peer %s: nothing for %s: %w", b.d, b.peer, b.idle, errStalled)
+	case errors.Is(err, errStalled):
+		err = fmt.Errorf("%s from peer %s: %w", b.d, b.peer, err)
 		b.c.suspect(b.peer, err)
 	case err != nil:
 		err = fmt.Errorf("%s from peer %s: %w", b.d, b.peer, err)
@@ -153,9 +145,7 @@ func (b *peerBody) Close() error {
 		b.onClose()
 		b.onClose = nil
 	}
-	b.timer.Stop()
-	b.cancel(context.Canceled)
-	err := b.body.Close()
+	err := b.Body.Close()
 	b.c.log.Debug("peer stream closed", "source", "peer", "peer", b.peer, "digest", b.d, "bytes", b.n, "err", b.err)
 	return err
 }

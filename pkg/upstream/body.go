@@ -8,49 +8,40 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-registry/berth/pkg/idle"
 	"github.com/berth-registry/berth/pkg/oci"
 )
 
-var errIdleTimeout = errors.New("idle-read timeout")
+// errIdleTimeout is the cause of a body cut for sending nothing.
+var errIdleTimeout = idle.ErrTimeout
 
-// idleBody is a response body that cancels its request when one Read
-// waits longer than idle for bytes: a stalled upstream is cut, a slow one
-// that keeps moving never is. Time between Reads (the caller's own pace)
-// does not count. A Read error other than the caller's cancellation wraps
-// oci.ErrUnavailable and calls onFail once (the endpoint goes into
-// back-off, so a resumed fetch picks another endpoint). Not safe for
-// concurrent Reads, like any body.
+// idleBody is a response body cut by the idle-read timeout (an idle.Body):
+// a stalled upstream is cut, a slow one that keeps moving never is. A Read
+// error other than the caller's cancellation wraps oci.ErrUnavailable and
+// calls onFail once (the endpoint goes into back-off, so a resumed fetch
+// picks another endpoint). Not safe for concurrent Reads, like any body.
 type idleBody struct {
-	rc      io.ReadCloser
-	reqCtx  context.Context // the request's context, cancelled on idle or Close
+	*idle.Body
 	parent  context.Context // the caller's context
-	cancel  context.CancelCauseFunc
-	idle    time.Duration
-	timer   *time.Timer
 	onFail  func(error)
 	once    sync.Once
 	release func() // gives back the fetch-limit slot; nil before do sets it
 }
 
-func newIdleBody(rc io.ReadCloser, reqCtx, parent context.Context, cancel context.CancelCauseFunc, idle time.Duration) *idleBody {
-	b := &idleBody{rc: rc, reqCtx: reqCtx, parent: parent, cancel: cancel, idle: idle}
-	b.timer = time.AfterFunc(idle, func() { cancel(errIdleTimeout) })
-	b.timer.Stop()
-	return b
+func newIdleBody(rc io.ReadCloser, reqCtx, parent context.Context, cancel context.CancelCauseFunc, d time.Duration) *idleBody {
+	return &idleBody{Body: idle.New(reqCtx, cancel, rc, d), parent: parent}
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	b.timer.Reset(b.idle)
-	n, err := b.rc.Read(p)
-	b.timer.Stop()
+	n, err := b.Body.Read(p)
 	if err == nil || err == io.EOF {
 		return n, err
 	}
 	if b.parent.Err() != nil {
 		return n, context.Cause(b.parent)
 	}
-	if context.Cause(b.reqCtx) == errIdleTimeout {
-		err = fmt.Errorf("upstream body: no bytes for %s: %w: %w", b.idle, errIdleTimeout, oci.ErrUnavailable)
+	if errors.Is(err, idle.ErrTimeout) {
+		err = fmt.Errorf("upstream body: %w: %w", err, oci.ErrUnavailable)
 	} else {
 		err = redact("upstream body", "", redactURLError(err), oci.ErrUnavailable)
 	}
@@ -62,12 +53,11 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close ends the request and frees its connection.
+// Close ends the request, frees its connection and gives back its slot.
 func (b *idleBody) Close() error {
-	b.timer.Stop()
-	b.cancel(context.Canceled)
+	err := b.Body.Close()
 	if b.release != nil {
 		b.release()
 	}
-	return b.rc.Close()
+	return err
 }

@@ -30,17 +30,18 @@ var allowed = map[string][]string{
 	"pkg/metrics":   nil,
 	"pkg/version":   nil,
 	"pkg/hoststoml": nil,
+	"pkg/idle":      nil,
 	"pkg/auth":      {"pkg/config", "pkg/oci"},
 	"cache":         leaves,
-	"peer":          leaves,
-	"pkg/upstream":  leaves,
+	"peer":          append([]string{"pkg/idle"}, leaves...),
+	"pkg/upstream":  append([]string{"pkg/idle"}, leaves...),
 	"pkg/airgap":    append([]string{"cache"}, leaves...),
 	"pkg/mirror":    append([]string{"cache"}, leaves...),
 	"pkg/registry":  append([]string{"cache", "pkg/mirror"}, leaves...),
-	"pkg/server": append([]string{"cache", "peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/auth", "pkg/airgap", "pkg/version"},
-		leaves...),
+	"pkg/server": append([]string{"cache", "peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/auth", "pkg/airgap", "pkg/version",
+		"pkg/idle"}, leaves...),
 	"cmd/berth": append([]string{"pkg/server", "cache", "peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/auth", "pkg/airgap",
-		"pkg/version", "pkg/hoststoml"}, leaves...),
+		"pkg/version", "pkg/hoststoml", "pkg/idle"}, leaves...),
 }
 
 // goList runs go list with args and returns its output's fields.
