@@ -25,23 +25,24 @@ var leaves = []string{"pkg/oci", "pkg/config", "pkg/metrics"}
 
 // allowed lists, per package, every berth package it may reach.
 var allowed = map[string][]string{
-	"pkg/oci":       nil,
-	"pkg/config":    nil,
-	"pkg/metrics":   nil,
-	"pkg/version":   nil,
-	"pkg/hoststoml": nil,
-	"pkg/idle":      nil,
-	"pkg/auth":      {"pkg/config", "pkg/oci"},
-	"cache":         leaves,
-	"peer":          append([]string{"pkg/idle"}, leaves...),
-	"pkg/upstream":  append([]string{"pkg/idle"}, leaves...),
-	"pkg/airgap":    append([]string{"cache"}, leaves...),
-	"pkg/mirror":    append([]string{"cache"}, leaves...),
-	"pkg/registry":  append([]string{"cache", "pkg/mirror"}, leaves...),
+	"pkg/oci":        nil,
+	"pkg/config":     nil,
+	"pkg/metrics":    nil,
+	"pkg/version":    nil,
+	"pkg/hoststoml":  nil,
+	"pkg/idle":       nil,
+	"pkg/clientconf": {"pkg/oci"},
+	"pkg/auth":       {"pkg/config", "pkg/oci"},
+	"cache":          leaves,
+	"peer":           append([]string{"pkg/idle"}, leaves...),
+	"pkg/upstream":   append([]string{"pkg/idle"}, leaves...),
+	"pkg/airgap":     append([]string{"cache"}, leaves...),
+	"pkg/mirror":     append([]string{"cache"}, leaves...),
+	"pkg/registry":   append([]string{"cache", "pkg/mirror"}, leaves...),
 	"pkg/server": append([]string{"cache", "peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/auth", "pkg/airgap", "pkg/version",
 		"pkg/idle"}, leaves...),
 	"cmd/berth": append([]string{"pkg/server", "cache", "peer", "pkg/upstream", "pkg/mirror", "pkg/registry", "pkg/auth", "pkg/airgap",
-		"pkg/version", "pkg/hoststoml", "pkg/idle"}, leaves...),
+		"pkg/version", "pkg/hoststoml", "pkg/idle", "pkg/clientconf"}, leaves...),
 }
 
 // goList runs go list with args and returns its output's fields.
