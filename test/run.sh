@@ -2,7 +2,8 @@
 # run.sh is berth's one test command, for a fresh machine (root or sudo):
 # it installs the test tools (test/tools.sh), checks gofmt and go vet, then
 # runs every Go test, the end-to-end tests with real clients included, with
-# the race detector. It exits non-zero on any failure.
+# the race detector, and the benchmark suite once in smoke mode. It exits
+# non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,15 @@ bash test/dockerfile-build-stage.sh
 
 echo "run: go test"
 go test -race -count=1 -timeout 60m ./...
+
+echo "run: bench smoke"
+# The benchmark suite once, with tiny blobs and one round: it still runs
+# every figure and writes a well-formed report. No figure is judged here
+# (timings on a CI machine are not measurements; test/bench/run.sh is).
+bench_out=$(mktemp -d)
+BENCH_TIMEOUT=10m bash test/bench/run.sh -smoke -json "$bench_out/bench.json" -svg "$bench_out/bench.svg"
+go run -tags bench ./test/bench -verify "$bench_out/bench.json" -svg "$bench_out/bench.svg"
+rm -rf "$bench_out"
 
 echo "run: fuzz"
 # go test above replayed every fuzz target's checked-in corpus

@@ -22,6 +22,11 @@ var client = &http.Client{Transport: &http.Transport{
 // get reads url to the end and returns the byte count; when want is set
 // the bytes are hashed and must match it.
 func get(ctx context.Context, url, want string) (int64, error) {
+	return getSized(ctx, url, want, 1<<20)
+}
+
+// getSized is get with reads of bufSize bytes.
+func getSized(ctx context.Context, url, want string, bufSize int) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -43,8 +48,8 @@ func get(ctx context.Context, url, want string) (int64, error) {
 		h = sha256.New()
 		w = h
 	}
-	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(struct{ io.Writer }{w}, resp.Body, buf) // no ReadFrom: 1 MiB reads
+	buf := make([]byte, bufSize)
+	n, err := io.CopyBuffer(struct{ io.Writer }{w}, resp.Body, buf) // no ReadFrom: reads of bufSize
 	if err != nil {
 		return n, fmt.Errorf("GET %s: %w", url, err)
 	}
@@ -54,6 +59,35 @@ func get(ctx context.Context, url, want string) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// getManifest GETs a manifest (OCI image manifest accepted) and returns
+// its Docker-Content-Digest and body.
+func getManifest(ctx context.Context, url string) (string, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s %s", url, resp.Status, b)
+	}
+	return resp.Header.Get("Docker-Content-Digest"), b, err
+}
+
+const manifestAccept = "application/vnd.oci.image.manifest.v1+json"
+
+// manifestURL is the manifest's URL (by tag or digest) at addr.
+func manifestURL(addr, repo, ref string) string {
+	return fmt.Sprintf("http://%s/v2/%s/manifests/%s", addr, repo, ref)
 }
 
 // blobURL is the blob's URL on a registry or mirror at addr.

@@ -108,7 +108,8 @@ type clusterResult struct {
 
 // benchCluster pulls img cold and at once through each of n nodes (one
 // client per node), for each setup, reps times.
-func benchCluster(ctx context.Context, e *env, img *image, n, par, reps int, setups []string) error {
+func benchCluster(ctx context.Context, e *env, o *opts, rep *report, img *image) error {
+	n, par, reps, setups := o.nodes, o.par, o.clusterReps, o.setups
 	res := map[string][]clusterResult{}
 	for r := range reps {
 		for si, setup := range setups {
@@ -167,5 +168,34 @@ func benchCluster(ctx context.Context, e *env, img *image, n, par, reps int, set
 		e.printf("| %s | %.2f | %s | %.2f | %.0f | %.0f | %.1f | %s |\n", setup, median(walls), fmtList(walls),
 			median(ratios), median(gets), median(hwms), median(cpus), src)
 	}
+	// The table's row: the cluster's upstream bytes per image (each blob
+	// fetched once for all nodes) against the proxies'.
+	ratios := map[string][]float64{}
+	walls := map[string][]float64{}
+	for _, setup := range setups {
+		for _, c := range res[setup] {
+			ratios[setup] = append(ratios[setup], c.ratio)
+			walls[setup] = append(walls[setup], c.wall)
+		}
+	}
+	peers := ratios["berth peers"]
+	if len(peers) == 0 {
+		return fmt.Errorf("the table's row needs the \"berth peers\" setup")
+	}
+	w := &row{
+		ID: "cluster", Label: fmt.Sprintf("%d-node cluster, cold %d MiB image", n, img.Bytes/MiB), Figure: fmt.Sprintf("%d nodes pull a cold %d MiB image at once: upstream bytes ÷ image", n, img.Bytes/MiB), Unit: "× image",
+		Berth: median(peers), BerthNote: fmt.Sprintf("wall %.1f s", median(walls["berth peers"])),
+		RatioOf: "upstream blob bytes ÷ image bytes (berth peers)", Ratio: median(peers),
+		Target: "≤ 1.00", TargetOp: "<=", TargetVal: 1.0, Samples: map[string][]float64{},
+	}
+	for k, v := range walls {
+		w.Samples[k+" wall s"] = v
+		w.Samples[k+" upstream/image"] = ratios[k]
+	}
+	if d := ratios["distribution proxy"]; len(d) > 0 {
+		w.Proxy, w.ProxyRatio = ptr(median(d)), ptr(median(d))
+		w.ProxyNote = fmt.Sprintf("wall %.1f s", median(walls["distribution proxy"]))
+	}
+	rep.add(w)
 	return nil
 }

@@ -75,6 +75,9 @@ type image struct {
 	Layers    []blob // layers in order
 	Config    blob
 	Bytes     int64 // config + layers
+	// ManifestDigest and ManifestPath: the pushed manifest, and a file
+	// holding its bytes.
+	ManifestDigest, ManifestPath string
 }
 
 type blob struct {
@@ -116,7 +119,23 @@ func makeImage(ctx context.Context, dir, addr, repo string, n int, size int64, s
 	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
 		return nil, fmt.Errorf("push %s: %w", ref, err)
 	}
-	return out, nil
+	return out, saveManifest(img, out, dir)
+}
+
+// saveManifest records img's manifest digest in out and its bytes in a
+// file under dir.
+func saveManifest(img v1.Image, out *image, dir string) error {
+	raw, err := img.RawManifest()
+	if err != nil {
+		return err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	out.ManifestDigest = d.String()
+	out.ManifestPath = filepath.Join(dir, strings.ReplaceAll(out.Repo, "/", "_")+".manifest.json")
+	return os.WriteFile(out.ManifestPath, raw, 0o644)
 }
 
 // counter is a reverse proxy in front of the upstream registry that
@@ -128,6 +147,7 @@ type counter struct {
 	allBytes  atomic.Int64 // body bytes of every response
 	blobGets  atomic.Int64 // blob GETs answered 200/206
 	reqs      atomic.Int64
+	inflight  atomic.Int64 // requests being answered
 }
 
 type countWriter struct {
@@ -190,6 +210,8 @@ func newCounter(target string, mibps float64) *counter {
 		lim = &limiter{rate: mibps * MiB}
 	}
 	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.inflight.Add(1)
+		defer c.inflight.Add(-1)
 		cw := &countWriter{ResponseWriter: w, status: 200, lim: lim}
 		rp.ServeHTTP(cw, r)
 		c.reqs.Add(1)
@@ -201,6 +223,22 @@ func newCounter(target string, mibps float64) *counter {
 	}))
 	c.Addr = strings.TrimPrefix(c.srv.URL, "http://")
 	return c
+}
+
+// quiesce waits (at most 10 s) until the upstream has been idle for
+// 200 ms (distribution's proxy goes on asking it for a while for requests
+// whose clients are gone when a load run ends), then zeroes the counts.
+func (c *counter) quiesce() {
+	n := c.reqs.Load()
+	for i := 0; i < 50; i++ {
+		time.Sleep(200 * time.Millisecond) // another process's requests draining
+		m := c.reqs.Load()
+		if m == n && c.inflight.Load() == 0 {
+			break
+		}
+		n = m
+	}
+	c.reset()
 }
 
 // reset zeroes the counts (between runs).

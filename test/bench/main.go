@@ -1,12 +1,17 @@
 //go:build bench
 
-// Command bench measures berth against nginx and distribution's registry in
-// proxy mode, all on 127.0.0.1, with a distribution registry as upstream
-// behind a byte-counting proxy. Not part of go test; run.sh builds and runs it.
+// Command bench measures berth against distribution's registry in proxy
+// mode and against the reference (a direct GET from the upstream, nginx
+// serving the same bytes), all on 127.0.0.1, with a distribution registry
+// as upstream behind a byte-counting proxy. It prints one table of every
+// figure (and writes it as JSON and as an SVG chart). Not part of go test;
+// run.sh builds and runs it; test/run.sh runs it once with -smoke.
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -17,32 +22,136 @@ import (
 	"time"
 )
 
+// opts are the suite's sizes and counts.
+type opts struct {
+	figures     map[string]bool
+	rounds      int
+	blobMiB     int // the cold and hit blob
+	clients     int // concurrent cold clients
+	rssClients  int
+	rssBlobMiB  int
+	wrkConns    int
+	wrkDur      time.Duration
+	layers      int // the containerd image
+	layerMiB    int
+	nodes       int // the cluster scenario
+	clLayers    int
+	clLayerMiB  int
+	clusterReps int
+	par         int
+	setups      []string
+	rate        float64
+	smoke       bool
+}
+
+// allFigures are the -figures names, in the table's order.
+var allFigures = []string{"cold1", "cold32", "hit", "manifest", "rss500", "containerd", "cluster"}
+
 func main() {
 	var e env
+	var o opts
 	flag.StringVar(&e.berth, "berth", "", "berth binary")
 	flag.StringVar(&e.registry, "registry", "", "distribution registry binary")
 	flag.StringVar(&e.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
+	flag.StringVar(&e.wrk, "wrk", "wrk", "wrk binary (manifest req/s)")
+	flag.StringVar(&e.containerd, "containerd", "containerd", "containerd binary (the pull figure)")
+	flag.StringVar(&e.ctr, "ctr", "ctr", "ctr binary of that containerd")
 	flag.StringVar(&e.work, "work", "", "work directory (data, caches, logs)")
-	flag.StringVar(&e.perfDir, "perf", "", "directory for perf record profiles of berth (cached GETs, cold runs)")
-	scen := flag.String("scenario", "all", "cached, cold, cluster or all (comma separated)")
-	cachedReps := flag.Int("cached-reps", 5, "timed GETs per server")
-	coldReps := flag.Int("cold-reps", 3, "cold runs per server")
-	clients := flag.Int("clients", 32, "concurrent clients of the cold blob")
-	clusterReps := flag.Int("cluster-reps", 2, "cold runs per cluster setup")
-	par := flag.Int("pull-parallel", 3, "blobs a cluster client pulls at once (containerd's default is 3)")
+	flag.StringVar(&e.perfDir, "perf", "", "directory for perf record profiles of berth (hit GETs, cold runs, cluster)")
+	flag.StringVar(&e.rev, "rev", "", "berth revision, for the report")
+	flag.StringVar(&e.command, "command", "", "the command line, for the report")
+	figs := flag.String("figures", "all", "figures to measure, comma separated: "+strings.Join(allFigures, ", ")+" or all")
+	scen := flag.String("scenario", "", "old name of -figures (cached = hit, cold = cold32)")
+	flag.BoolVar(&o.smoke, "smoke", false, "CI smoke mode: tiny blobs, one round, short load runs; checks the suite works, not the figures")
+	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per figure (berth, proxy, reference, berth, ...)")
+	flag.IntVar(&o.blobMiB, "blob-mib", 256, "size of the cold and hit blob, MiB")
+	flag.IntVar(&o.clients, "clients", 32, "concurrent clients of the cold blob")
+	flag.IntVar(&o.rssClients, "rss-clients", 500, "concurrent cold clients of the peak-RSS run")
+	flag.IntVar(&o.rssBlobMiB, "rss-blob-mib", 64, "size of the peak-RSS run's blob, MiB")
+	flag.IntVar(&o.wrkConns, "conns", 32, "connections of the manifest req/s runs")
+	flag.DurationVar(&o.wrkDur, "duration", 5*time.Second, "length of each manifest req/s run")
+	flag.IntVar(&o.layers, "layers", 10, "layers of the containerd image")
+	flag.IntVar(&o.layerMiB, "layer-mib", 32, "size of each containerd image layer, MiB")
+	flag.IntVar(&o.nodes, "nodes", 5, "nodes of the cluster scenario")
+	flag.IntVar(&o.clLayers, "cluster-layers", 8, "layers of the cluster image")
+	flag.IntVar(&o.clLayerMiB, "cluster-layer-mib", 128, "size of each cluster image layer, MiB")
+	flag.IntVar(&o.clusterReps, "cluster-reps", 1, "cold runs per cluster setup")
+	flag.IntVar(&o.par, "pull-parallel", 3, "blobs a cluster client pulls at once (containerd's default is 3)")
 	timeout := flag.Duration("timeout", 40*time.Minute, "bound on the whole run")
 	setups := flag.String("cluster-setups", "berth peers,berth alone,distribution proxy", "cluster setups to run (comma separated)")
-	rate := flag.Float64("upstream-mibps", 0, "cap the upstream link (all responses together) at this many MiB/s; 0 = no cap")
-	out := flag.String("out", "", "also write the result tables to this file")
+	flag.Float64Var(&o.rate, "upstream-mibps", 0, "cap the upstream link (all responses together) at this many MiB/s; 0 = no cap")
+	out := flag.String("out", "", "also write the tables (markdown) to this file")
+	jsonOut := flag.String("json", "", "write the result table as JSON to this file")
+	svgOut := flag.String("svg", "", "draw the result table as an SVG chart into this file")
+	verify := flag.String("verify", "", "only check that this JSON result is well formed and has every figure of -figures (and, with -svg, that the chart is well-formed SVG naming every row); no run")
 	flag.Parse()
+	if *scen != "" {
+		*figs = strings.NewReplacer("cached", "hit", "cold", "cold32").Replace(*scen)
+	}
+	o.figures = map[string]bool{}
+	for _, f := range strings.Split(*figs, ",") {
+		f = strings.TrimSpace(f)
+		if f == "all" {
+			for _, a := range allFigures {
+				o.figures[a] = true
+			}
+			continue
+		}
+		if !contains(allFigures, f) {
+			fmt.Fprintf(os.Stderr, "bench: unknown figure %q (want %s or all)\n", f, strings.Join(allFigures, ", "))
+			os.Exit(2)
+		}
+		o.figures[f] = true
+	}
+	if *verify != "" {
+		err := verifyReport(*verify, o.figures)
+		if err == nil && *svgOut != "" {
+			err = verifySVG(*svgOut, *verify)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: verify:", err)
+			os.Exit(1)
+		}
+		fmt.Println("bench: verify:", *verify, *svgOut, "well formed, every figure present")
+		return
+	}
+	if o.smoke {
+		smokeSizes(&o)
+		if !flagSet("timeout") {
+			*timeout = 8 * time.Minute
+		}
+	}
+	o.setups = strings.Split(*setups, ",")
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, &e, strings.Split(*setups, ","), *rate, *scen, *cachedReps, *coldReps, *clients, *clusterReps, *par)
+	rep, err := run(ctx, &e, &o)
 	stop()
 	cancel()
 	stopAll()
-	if *out != "" && e.out != nil {
-		os.WriteFile(*out, []byte(e.out.String()), 0o644)
+	if rep != nil {
+		md := rep.markdown()
+		fmt.Print("\n" + md)
+		if *out != "" {
+			os.WriteFile(*out, []byte(md+e.out.String()), 0o644)
+		}
+		if *jsonOut != "" {
+			var b bytes.Buffer
+			enc := json.NewEncoder(&b)
+			enc.SetEscapeHTML(false)
+			enc.SetIndent("", "  ")
+			werr := enc.Encode(rep)
+			if werr == nil {
+				werr = os.WriteFile(*jsonOut, b.Bytes(), 0o644)
+			}
+			if werr != nil && err == nil {
+				err = werr
+			}
+		}
+		if *svgOut != "" {
+			if werr := os.WriteFile(*svgOut, []byte(rep.svg()), 0o644); werr != nil && err == nil {
+				err = werr
+			}
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -50,62 +159,126 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, e *env, setups []string, rate float64, scen string, cachedReps, coldReps, clients, clusterReps, par int) error {
+// smokeSizes shrinks every size and count the user did not set, so the
+// whole suite runs in a minute or two: it shows the suite works.
+func smokeSizes(o *opts) {
+	set := func(name string, p *int, v int) {
+		if !flagSet(name) {
+			*p = v
+		}
+	}
+	set("rounds", &o.rounds, 1)
+	set("blob-mib", &o.blobMiB, 4)
+	set("clients", &o.clients, 32)
+	set("rss-clients", &o.rssClients, 500)
+	set("rss-blob-mib", &o.rssBlobMiB, 1)
+	set("layers", &o.layers, 10)
+	set("layer-mib", &o.layerMiB, 1)
+	set("nodes", &o.nodes, 3)
+	set("cluster-layers", &o.clLayers, 2)
+	set("cluster-layer-mib", &o.clLayerMiB, 1)
+	set("cluster-reps", &o.clusterReps, 1)
+	if !flagSet("duration") {
+		o.wrkDur = time.Second
+	}
+}
+
+func flagSet(name string) bool {
+	found := false
+	flag.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// run measures the chosen figures, in the table's order; the report holds
+// every row measured so far, also when a later figure fails.
+func run(ctx context.Context, e *env, o *opts) (*report, error) {
 	e.out = &strings.Builder{}
 	if e.berth == "" || e.registry == "" || e.work == "" {
-		return fmt.Errorf("-berth, -registry and -work are required")
+		return nil, fmt.Errorf("-berth, -registry and -work are required")
 	}
-	want := map[string]bool{}
-	for _, s := range strings.Split(scen, ",") {
-		want[s] = true
-	}
-	all := want["all"]
+	rep := newReport(e, o)
 	data := filepath.Join(e.work, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
-		return err
+		return rep, err
 	}
 	up, upAddr, err := startRegistry(ctx, e.registry, filepath.Join(e.work, "upstream"), "upstream", "")
 	if err != nil {
-		return err
+		return rep, err
 	}
 	defer up.stop(10 * time.Second)
-	e.up = newCounter(upAddr, rate)
-	if rate > 0 {
-		e.printf("\nupstream link capped at %.0f MiB/s (all responses together)\n", rate)
+	e.up = newCounter(upAddr, o.rate)
+	if o.rate > 0 {
+		e.printf("\nupstream link capped at %.0f MiB/s (all responses together)\n", o.rate)
 	}
 	defer e.up.srv.Close()
 	push := func(repo string, n int, size int64, seed uint64) (*image, error) {
 		t0 := time.Now()
 		img, err := makeImage(ctx, data, upAddr, repo, n, size, seed)
-		fmt.Printf("pushed %s: %d x %d MiB in %.1fs\n", repo, n, size/MiB, time.Since(t0).Seconds())
+		fmt.Printf("pushed %s: %d x %d KiB in %.1fs\n", repo, n, size>>10, time.Since(t0).Seconds())
 		return img, err
 	}
-	if all || want["cached"] {
-		img, err := push("bench/big", 1, 1024*MiB, 1)
-		if err != nil {
-			return err
-		}
-		if err := benchCached(ctx, e, img, cachedReps); err != nil {
-			return fmt.Errorf("cached: %w", err)
+	f := o.figures
+	var one *image // the cold and hit blob
+	if f["cold1"] || f["cold32"] || f["hit"] || f["manifest"] {
+		if one, err = push("bench/one", 1, int64(o.blobMiB)*MiB, 2); err != nil {
+			return rep, err
 		}
 	}
-	if all || want["cold"] {
-		img, err := push("bench/cold", 1, 256*MiB, 2)
-		if err != nil {
-			return err
+	step := func(name string, fn func() error) error {
+		t0 := time.Now()
+		fmt.Printf("\n== %s\n", name)
+		if err := fn(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		if err := benchCold(ctx, e, img, clients, coldReps); err != nil {
-			return fmt.Errorf("cold: %w", err)
+		fmt.Printf("== %s done in %.1fs (load avg %s)\n", name, time.Since(t0).Seconds(), loadavg())
+		return nil
+	}
+	if f["cold1"] {
+		if err := step("cold1", func() error { return benchCold1(ctx, e, o, rep, one) }); err != nil {
+			return rep, err
 		}
 	}
-	if all || want["cluster"] {
-		img, err := push("bench/multi", 8, 128*MiB, 3)
-		if err != nil {
-			return err
-		}
-		if err := benchCluster(ctx, e, img, 5, par, clusterReps, setups); err != nil {
-			return fmt.Errorf("cluster: %w", err)
+	if f["cold32"] {
+		if err := step("cold32", func() error { return benchCold(ctx, e, o, rep, one) }); err != nil {
+			return rep, err
 		}
 	}
-	return nil
+	if f["hit"] || f["manifest"] {
+		if err := step("hit and manifest", func() error { return benchWarm(ctx, e, o, rep, one, data) }); err != nil {
+			return rep, err
+		}
+	}
+	if f["rss500"] {
+		img, err := push("bench/rss", 1, int64(o.rssBlobMiB)*MiB, 4)
+		if err != nil {
+			return rep, err
+		}
+		if err := step("rss500", func() error { return benchRSS(ctx, e, o, rep, img) }); err != nil {
+			return rep, err
+		}
+	}
+	if f["containerd"] {
+		if err := step("containerd", func() error { return benchContainerd(ctx, e, o, rep, data, upAddr) }); err != nil {
+			return rep, err
+		}
+	}
+	if f["cluster"] {
+		img, err := push("bench/multi", o.clLayers, int64(o.clLayerMiB)*MiB, 3)
+		if err != nil {
+			return rep, err
+		}
+		if err := step("cluster", func() error { return benchCluster(ctx, e, o, rep, img) }); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
 }

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Benchmarks berth against nginx and distribution's registry in proxy mode,
-# everything on 127.0.0.1. Not run by CI.
+# Benchmarks berth against distribution's registry in proxy mode and the
+# reference (a direct GET or pull from the upstream, nginx serving the same
+# bytes), everything on 127.0.0.1, and prints one table of every figure.
 #
-#   test/bench/run.sh                         # all three scenarios
-#   test/bench/run.sh -scenario cached -cached-reps 7
-#   BERTH_REV=<commit> test/bench/run.sh      # berth built from that commit (default HEAD)
+#   test/bench/run.sh                                   # the full suite (~10 min on 2 cores)
+#   test/bench/run.sh -json bench.json -svg docs/bench.svg
+#   test/bench/run.sh -figures hit,manifest -rounds 5   # some figures only
+#   test/bench/run.sh -smoke -json out.json             # CI: tiny, one round, ~1-2 min
+#   BERTH_REV=<commit> test/bench/run.sh                # berth built from that commit (default HEAD)
 #
-# berth is built from a clean export of the commit (not the work tree); the
-# bench program (test/bench, build tag "bench") from the work tree. Flags
-# after the script name go to the bench program (-h lists them).
+# berth is built from a clean export of the commit (not the work tree; outside
+# a git checkout, from the tree); the bench program (test/bench, build tag
+# "bench") from the work tree. Flags after the script name go to the bench
+# program (-h lists them). Needs root for the containerd figure.
 set -euo pipefail
-root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 cd "$root"
-[ -x .tools/bin/registry ] || bash test/tools.sh
+tools=${BERTH_TOOLS:-$root/.tools}
+[ -x "$tools/bin/registry" ] || BERTH_TOOLS="$tools" bash test/tools.sh
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench.XXXXXX")
 pid=
 cleanup() {
@@ -21,15 +27,24 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-rev=${BERTH_REV:-HEAD}
 mkdir -p "$work/src"
-git archive "$rev" | tar -x -C "$work/src"
-echo "berth $(git rev-parse --short "$rev"), $(nproc) cores, $(go version | cut -d' ' -f3)"
-(cd "$work/src" && go build -trimpath -o "$work/berth" ./cmd/berth)
+if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+	rev=${BERTH_REV:-HEAD}
+	git archive "$rev" | tar -x -C "$work/src"
+	rev=$(git rev-parse --short "$rev")
+	src="$work/src"
+else
+	rev="work tree"
+	src="$root"
+fi
+echo "berth $rev, $(nproc) cores, $(go version | cut -d' ' -f3)"
+(cd "$src" && go build -trimpath -o "$work/berth" ./cmd/berth)
 go build -tags bench -o "$work/bench" ./test/bench
 timeout --signal=TERM --kill-after=30s "${BENCH_TIMEOUT:-45m}" \
-	"$work/bench" -berth "$work/berth" -registry "$root/.tools/bin/registry" \
-	-nginx "$(command -v nginx || echo /usr/sbin/nginx)" -work "$work" "$@" &
+	"$work/bench" -berth "$work/berth" -registry "$tools/bin/registry" \
+	-nginx "$(command -v nginx || echo /usr/sbin/nginx)" -wrk "$(command -v wrk || echo wrk)" \
+	-containerd "$(command -v containerd || echo containerd)" -ctr "$(command -v ctr || echo ctr)" \
+	-work "$work" -rev "$rev" -command "test/bench/run.sh${*:+ $*}" "$@" &
 pid=$!
 wait "$pid"
 pid=

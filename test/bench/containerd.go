@@ -1,0 +1,263 @@
+//go:build bench
+
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// containerdConfig keeps a containerd of the bench's own under one
+// directory: root, state, sockets, opt; the CRI plugin off. (containerd
+// 2.x reads this version 2 file too.)
+const containerdConfig = `version = 2
+root = "{{dir}}/root"
+state = "{{dir}}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{{dir}}/c.sock"
+[ttrpc]
+  address = "{{dir}}/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{{dir}}/opt"
+`
+
+// ctrd is a running containerd with an empty content store.
+type ctrd struct {
+	p         *proc
+	dir, sock string
+}
+
+// startContainerd starts a fresh containerd and waits until ctr reaches it.
+func startContainerd(ctx context.Context, e *env) (*ctrd, error) {
+	dir, err := os.MkdirTemp("", "bctrd") // short: a unix socket path has at most 108 bytes
+	if err != nil {
+		return nil, err
+	}
+	c := &ctrd{dir: dir, sock: filepath.Join(dir, "c.sock")}
+	file := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(containerdConfig, "{{dir}}", dir)), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	c.p, err = startProc("containerd", dir, nil, e.containerd, "--config", file)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := runCmd(ctx, 10*time.Second, e.ctr, "--address", c.sock, "version")
+		if err == nil {
+			return c, nil
+		}
+		exited := false
+		select {
+		case <-c.p.done:
+			exited = true
+			err = fmt.Errorf("containerd exited; see %s", c.p.log)
+		default:
+		}
+		if exited || time.Now().After(deadline) || ctx.Err() != nil {
+			c.stop()
+			return nil, fmt.Errorf("containerd not ready: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling another process's socket
+	}
+}
+
+func (c *ctrd) stop() {
+	c.p.stop(10 * time.Second)
+	os.RemoveAll(c.dir)
+}
+
+// hostsDir writes dir/<registry>/hosts.toml: through mirror (host:port,
+// plain HTTP) with the fallback server a dead loopback port, or straight
+// to the registry when mirror is "".
+func hostsDir(dir, registry, mirror string) error {
+	d := filepath.Join(dir, registry)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	toml := fmt.Sprintf("server = %q\n", "http://"+registry)
+	if mirror != "" {
+		toml = fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+freeAddr(), "http://"+mirror)
+	}
+	return os.WriteFile(filepath.Join(d, "hosts.toml"), []byte(toml), 0o644)
+}
+
+// benchContainerd: a fresh containerd pulls (and unpacks) a cold image
+// of o.layers layers with `ctr images pull --hosts-dir`: straight from the
+// upstream, through a fresh berth, through a fresh distribution proxy, in
+// every round. Through a mirror the fallback server is a dead port, so a
+// pull that succeeds came through the mirror.
+func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, upAddr string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("containerd needs root (run the suite as root, or leave out -figures containerd)")
+	}
+	if v, err := runCmd(ctx, time.Minute, e.containerd, "--version"); err == nil {
+		if f := strings.Fields(v); len(f) >= 3 {
+			rep.Machine.Containerd = "containerd " + f[2]
+		}
+	}
+	t0 := time.Now()
+	img, err := makeTarImage(ctx, data, upAddr, "bench/ctr", o.layers, int64(o.layerMiB)*MiB, 5)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("pushed %s: %d x %d MiB tar layers in %.1fs\n", img.Repo, o.layers, o.layerMiB, time.Since(t0).Seconds())
+	ref := e.up.Addr + "/" + img.Repo + ":" + img.Tag
+	pull := func(name, mirror string) (float64, int64, error) {
+		c, err := startContainerd(ctx, e)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer c.stop()
+		hosts := filepath.Join(c.dir, "hosts")
+		if err := hostsDir(hosts, e.up.Addr, mirror); err != nil {
+			return 0, 0, err
+		}
+		e.up.reset()
+		t0 := time.Now()
+		_, err = runCmd(ctx, 20*time.Minute, e.ctr, "--address", c.sock, "images", "pull", "--hosts-dir", hosts, ref)
+		dt := time.Since(t0).Seconds()
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		out, err := runCmd(ctx, time.Minute, e.ctr, "--address", c.sock, "images", "check")
+		if err != nil || !strings.Contains(out, "complete") {
+			return 0, 0, fmt.Errorf("%s: ctr images check: %v\n%s", name, err, out)
+		}
+		return dt, e.up.blobGets.Load(), nil
+	}
+	times := map[string][]float64{}
+	var gets []float64
+	for r := range o.rounds {
+		dt, _, err := pull("direct", "")
+		if err != nil {
+			return err
+		}
+		times["direct"] = append(times["direct"], dt)
+		for _, name := range []string{berthName, proxyName} {
+			dir := filepath.Join(e.work, fmt.Sprintf("ctr-%d-%s", r, name[:4]))
+			p, addr, err := startServer(ctx, e, name, dir)
+			if err != nil {
+				return err
+			}
+			dt, g, err := pull(name, addr)
+			p.stop(10 * time.Second)
+			os.RemoveAll(dir)
+			if err != nil {
+				return err
+			}
+			times[name] = append(times[name], dt)
+			if name == berthName {
+				gets = append(gets, float64(g))
+			}
+			fmt.Printf("containerd round %d: direct %.2fs, %s %.2fs (%d upstream blob GETs)\n", r, times["direct"][r], name, dt, g)
+		}
+	}
+	b, p, d := median(times[berthName]), median(times[proxyName]), median(times["direct"])
+	rep.add(&row{
+		ID: "containerd", Label: fmt.Sprintf("containerd pull, cold %d-layer image", o.layers),
+		Figure: fmt.Sprintf("containerd pull (ctr, unpacked) of a cold %d-layer %d MiB image: time ÷ direct pull", o.layers, img.Bytes/MiB), Unit: "s",
+		Berth: b, BerthNote: fmt.Sprintf("%.0f upstream blob GETs", maxf(gets)), Proxy: ptr(p), RefName: "direct", Reference: ptr(d),
+		RatioOf: "berth pull time ÷ direct pull time", Ratio: b / d, ProxyRatio: ptr(p / d),
+		Target: "≤ 1.00", TargetOp: "<=", TargetVal: 1.0, Samples: times,
+	})
+	return nil
+}
+
+// makeTarImage pushes repo:1, a linux image of n layers, each an
+// uncompressed tar of one file of size random bytes (containerd unpacks it).
+func makeTarImage(ctx context.Context, dir, addr, repo string, n int, size int64, seed uint64) (*image, error) {
+	base, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "linux", Architecture: runtime.GOARCH, RootFS: v1.RootFS{Type: "layers"}})
+	if err != nil {
+		return nil, err
+	}
+	img := mutate.ConfigMediaType(mutate.MediaType(base, types.OCIManifestSchema1), types.OCIConfigJSON)
+	out := &image{Repo: repo, Tag: "1"}
+	for i := range n {
+		p := filepath.Join(dir, fmt.Sprintf("%s-%d.tar", strings.ReplaceAll(repo, "/", "_"), i))
+		d, sz, err := randomTar(p, fmt.Sprintf("layer%d.bin", i), size, seed*100+uint64(i))
+		if err != nil {
+			return nil, err
+		}
+		h, _ := v1.NewHash(d)
+		if img, err = mutate.AppendLayers(img, fileLayer{path: p, d: h, size: sz}); err != nil {
+			return nil, err
+		}
+		out.Layers = append(out.Layers, blob{Digest: d, Size: sz, Path: p})
+		out.Bytes += sz
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	out.Bytes += int64(len(raw))
+	r, err := name.ParseReference(addr+"/"+repo+":"+out.Tag, name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	if err := remote.Write(r, img, remote.WithContext(ctx)); err != nil {
+		return nil, fmt.Errorf("push %s: %w", r, err)
+	}
+	return out, saveManifest(img, out, dir)
+}
+
+// randomTar writes a tar holding one file, file, of size pseudo-random
+// bytes to path; it returns the tar's digest and size.
+func randomTar(path, file string, size int64, seed uint64) (string, int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	cw := &countingWriter{w: io.MultiWriter(f, h)}
+	tw := tar.NewWriter(cw)
+	if err := tw.WriteHeader(&tar.Header{Name: file, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
+		return "", 0, err
+	}
+	var key [32]byte
+	key[0], key[1] = byte(seed), byte(seed>>8)
+	if _, err := io.CopyN(tw, rand.NewChaCha8(key), size); err != nil {
+		return "", 0, err
+	}
+	if err := tw.Close(); err != nil {
+		return "", 0, err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), cw.n, f.Close()
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

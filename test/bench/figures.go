@@ -1,0 +1,378 @@
+//go:build bench
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	berthName = "berth"
+	proxyName = "distribution proxy"
+)
+
+// startServer starts a fresh berth or distribution proxy (name) with its
+// cache under dir, in front of the counting upstream.
+func startServer(ctx context.Context, e *env, name, dir string) (*proc, string, error) {
+	if name == berthName {
+		return startBerth(ctx, e.berth, dir, "berth", e.up.Addr, nil)
+	}
+	return startRegistry(ctx, e.registry, dir, "dist-proxy", "http://"+e.up.Addr)
+}
+
+// timedGet GETs url once, timed, and checks the byte count.
+func timedGet(ctx context.Context, url string, size int64) (float64, error) {
+	t0 := time.Now()
+	n, err := get(ctx, url, "")
+	dt := time.Since(t0).Seconds()
+	if err == nil && n != size {
+		err = fmt.Errorf("GET %s: %d bytes, want %d", url, n, size)
+	}
+	return dt, err
+}
+
+// benchCold1: one client GETs the cold blob from a fresh berth and a fresh
+// distribution proxy, against the same GET straight from the upstream
+// (through the same counting proxy); direct, berth, proxy in every round.
+func benchCold1(ctx context.Context, e *env, o *opts, rep *report, img *image) error {
+	l := img.Layers[0]
+	direct := blobURL(e.up.Addr, img.Repo, l.Digest)
+	if _, err := get(ctx, direct, l.Digest); err != nil { // the upstream's files in the page cache, as for every later GET
+		return err
+	}
+	times := map[string][]float64{}
+	var gets []float64
+	for r := range o.rounds {
+		dt, err := timedGet(ctx, direct, l.Size)
+		if err != nil {
+			return err
+		}
+		times["direct"] = append(times["direct"], dt)
+		for _, name := range []string{berthName, proxyName} {
+			dir := filepath.Join(e.work, fmt.Sprintf("cold1-%d-%s", r, name[:4]))
+			p, addr, err := startServer(ctx, e, name, dir)
+			if err != nil {
+				return err
+			}
+			e.up.reset()
+			url := blobURL(addr, img.Repo, l.Digest)
+			dt, err := timedGet(ctx, url, l.Size)
+			ups := e.up.blobGets.Load()
+			if err == nil {
+				_, err = get(ctx, url, l.Digest) // what it served and kept is the blob
+			}
+			p.stop(10 * time.Second)
+			os.RemoveAll(dir)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			times[name] = append(times[name], dt)
+			if name == berthName {
+				gets = append(gets, float64(ups))
+			}
+			fmt.Printf("cold1 round %d: direct %.3fs, %s %.3fs (%d upstream blob GETs)\n", r, times["direct"][r], name, dt, ups)
+		}
+	}
+	b, p, d := median(times[berthName]), median(times[proxyName]), median(times["direct"])
+	rep.add(&row{
+		ID: "cold1", Label: fmt.Sprintf("Cold %d MiB GET, one client", l.Size/MiB), Figure: fmt.Sprintf("cold %d MiB GET, one client: time ÷ direct from upstream", l.Size/MiB), Unit: "s",
+		Berth: b, BerthNote: fmt.Sprintf("%.0f upstream GET", maxf(gets)), Proxy: ptr(p), RefName: "direct", Reference: ptr(d),
+		RatioOf: "berth time ÷ direct time", Ratio: b / d, ProxyRatio: ptr(p / d),
+		Target: "≤ 1.10", TargetOp: "<=", TargetVal: 1.10, Samples: times,
+	})
+	return nil
+}
+
+// coldRun is one cold run of one server.
+type coldRun struct {
+	wall          float64
+	upBytes, gets int64
+	hwm           int64
+	cpu           float64
+}
+
+// coldClients starts a fresh server (name) and has n clients GET the
+// cold blob at once (released together); client 0 checks the digest.
+func coldClients(ctx context.Context, e *env, name, dir string, l blob, repo string, n, bufSize int, perf string) (coldRun, error) {
+	p, addr, err := startServer(ctx, e, name, dir)
+	if err != nil {
+		return coldRun{}, err
+	}
+	defer os.RemoveAll(dir)
+	e.up.reset()
+	stopPerf := func() {}
+	if perf != "" && name == berthName {
+		stopPerf = e.perf(ctx, p, perf)
+	}
+	wall, err := concurrently(n, func(i int) error {
+		want := ""
+		if i == 0 {
+			want = l.Digest
+		}
+		got, err := getSized(ctx, blobURL(addr, repo, l.Digest), want, bufSize)
+		if err == nil && got != l.Size {
+			err = fmt.Errorf("client %d: %d bytes", i, got)
+		}
+		return err
+	})
+	stopPerf()
+	hwm, cpu := p.status()
+	p.stop(10 * time.Second)
+	if err != nil {
+		return coldRun{}, fmt.Errorf("%s: %w", name, err)
+	}
+	c := coldRun{wall, e.up.blobBytes.Load(), e.up.blobGets.Load(), hwm, cpu}
+	fmt.Printf("%d cold clients %s: %.2fs upstream %d MiB (%d GETs) RSS %.1f MiB CPU %.1fs\n", n, name, wall,
+		c.upBytes/MiB, c.gets, float64(hwm)/MiB, cpu)
+	return c, nil
+}
+
+// benchCold: o.clients concurrent clients GET the cold blob from a fresh
+// berth and a fresh distribution proxy, alternately, o.rounds times each;
+// the wall time, the upstream GETs and the server's peak RSS.
+func benchCold(ctx context.Context, e *env, o *opts, rep *report, img *image) error {
+	l := img.Layers[0]
+	walls, hwms := map[string][]float64{}, map[string][]float64{}
+	gets := map[string][]float64{}
+	for r := range o.rounds {
+		for _, name := range []string{berthName, proxyName} {
+			perf := ""
+			if r == 0 {
+				perf = "cold"
+			}
+			dir := filepath.Join(e.work, fmt.Sprintf("cold-%d-%s", r, name[:4]))
+			c, err := coldClients(ctx, e, name, dir, l, img.Repo, o.clients, 1<<20, perf)
+			if err != nil {
+				return err
+			}
+			walls[name] = append(walls[name], c.wall)
+			hwms[name] = append(hwms[name], float64(c.hwm)/MiB)
+			gets[name] = append(gets[name], float64(c.gets))
+		}
+	}
+	b, p := median(walls[berthName]), median(walls[proxyName])
+	bg := maxf(gets[berthName])
+	rep.add(&row{
+		ID: "cold32", Label: fmt.Sprintf("%d cold clients of one %d MiB blob", o.clients, l.Size/MiB), Figure: fmt.Sprintf("%d concurrent cold clients of one %d MiB blob: wall", o.clients, l.Size/MiB), Unit: "s",
+		Berth: b, BerthNote: fmt.Sprintf("%.0f upstream GET(s)", bg), Proxy: ptr(p), ProxyNote: fmt.Sprintf("%.0f upstream GETs", median(gets[proxyName])),
+		RatioOf: "berth wall ÷ proxy wall", Ratio: b / p, ProxyRatio: ptr(1),
+		Target: "≤ 0.50", TargetOp: "<=", TargetVal: 0.5, Cond: "1 upstream GET", CondOK: bg == 1,
+		Samples: map[string][]float64{berthName: walls[berthName], proxyName: walls[proxyName],
+			"berth upstream GETs": gets[berthName], "proxy upstream GETs": gets[proxyName]},
+	})
+	hb, hp := median(hwms[berthName]), median(hwms[proxyName])
+	rep.add(&row{
+		ID: "rss32", Label: fmt.Sprintf("Peak RSS, %d cold clients", o.clients), Figure: fmt.Sprintf("peak RSS, %d cold clients", o.clients), Unit: "MiB",
+		Berth: hb, Proxy: ptr(hp), RatioOf: "berth peak RSS, MiB", Ratio: hb, ProxyRatio: ptr(hp),
+		Target: "≤ 32 MiB", TargetOp: "<=", TargetVal: 32, Samples: hwms,
+	})
+	return nil
+}
+
+// benchRSS: o.rssClients concurrent clients of one cold blob through a
+// fresh berth; its peak RSS (VmHWM) afterwards.
+func benchRSS(ctx context.Context, e *env, o *opts, rep *report, img *image) error {
+	l := img.Layers[0]
+	dir := filepath.Join(e.work, "rss")
+	c, err := coldClients(ctx, e, berthName, dir, l, img.Repo, o.rssClients, 64<<10, "")
+	if err != nil {
+		return err
+	}
+	h := float64(c.hwm) / MiB
+	rep.add(&row{
+		ID: "rss500", Label: fmt.Sprintf("Peak RSS, %d cold clients", o.rssClients), Figure: fmt.Sprintf("peak RSS, %d cold clients of one %d MiB blob", o.rssClients, l.Size/MiB), Unit: "MiB",
+		Berth: h, BerthNote: fmt.Sprintf("wall %.1f s, %d upstream GET(s)", c.wall, c.gets), RatioOf: "berth peak RSS, MiB", Ratio: h,
+		Target: "≤ 32 MiB", TargetOp: "<=", TargetVal: 32, Samples: map[string][]float64{berthName: {h}},
+	})
+	return nil
+}
+
+// benchWarm: the hit (nginx serving the pushed file vs berth and the
+// proxy serving the cached blob, interleaved) and the manifest req/s by
+// tag and by digest (wrk, o.wrkConns connections) against nginx serving
+// the manifest's bytes as a static file, with one long-lived process each.
+func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, data string) error {
+	l := img.Layers[0]
+	dir := filepath.Join(e.work, "warm")
+	defer os.RemoveAll(dir)
+	man, err := os.ReadFile(img.ManifestPath)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(data, "small.json"), man, 0o644); err != nil {
+		return err
+	}
+	ng, ngAddr, err := startNginx(ctx, e.nginx, filepath.Join(dir, "nginx"), data)
+	if err != nil {
+		return err
+	}
+	defer ng.stop(5 * time.Second)
+	ts := []target{{name: "nginx", p: ng, url: fmt.Sprintf("http://%s/%s", ngAddr, filepath.Base(l.Path))}}
+	addrs := map[string]string{}
+	for _, name := range []string{berthName, proxyName} {
+		p, addr, err := startServer(ctx, e, name, filepath.Join(dir, name[:4]))
+		if err != nil {
+			return err
+		}
+		defer p.stop(10 * time.Second)
+		addrs[name] = addr
+		ts = append(ts, target{name: name, p: p, url: blobURL(addr, img.Repo, l.Digest)})
+	}
+	for _, t := range ts { // the first GET fills the cache (verified), the second checks it
+		for i := range 2 {
+			want := l.Digest
+			if i == 1 {
+				want = ""
+			}
+			if n, err := get(ctx, t.url, want); err != nil || n != l.Size {
+				return fmt.Errorf("warm %s: %d bytes, %v", t.name, n, err)
+			}
+		}
+	}
+	if o.figures["hit"] {
+		e.up.reset()
+		stopPerf := e.perf(ctx, ts[1].p, "hit")
+		times := map[string][]float64{}
+		for range o.rounds * 3 { // a hit is short: three GETs a round
+			for _, t := range ts {
+				dt, err := timedGet(ctx, t.url, l.Size)
+				if err != nil {
+					return err
+				}
+				times[t.name] = append(times[t.name], dt)
+			}
+		}
+		stopPerf()
+		ups := e.up.blobGets.Load()
+		n, b, p := median(times["nginx"]), median(times[berthName]), median(times[proxyName])
+		fmt.Printf("hit: nginx %.3fs, berth %.3fs, proxy %.3fs; upstream blob GETs %d\n", n, b, p, ups)
+		rep.add(&row{
+			ID: "hit", Label: fmt.Sprintf("%d MiB hit, one client", l.Size/MiB), Figure: fmt.Sprintf("%d MiB hit, one client: nginx time ÷ time", l.Size/MiB), Unit: "s",
+			Berth: b, Proxy: ptr(p), RefName: "nginx", Reference: ptr(n),
+			RatioOf: "nginx time ÷ berth time", Ratio: n / b, ProxyRatio: ptr(n / p),
+			Target: "≥ 0.95", TargetOp: ">=", TargetVal: 0.95, Cond: "0 upstream GETs", CondOK: ups == 0, Samples: times,
+		})
+	}
+	if !o.figures["manifest"] {
+		return nil
+	}
+	// The manifests, fetched once by tag and once by digest (berth fills
+	// them, the proxy too); then wrk runs interleaved: nginx's static copy,
+	// berth by tag, proxy by tag, berth by digest, proxy by digest.
+	tagURL := map[string]string{}
+	digURL := map[string]string{}
+	for _, name := range []string{berthName, proxyName} {
+		tagURL[name] = manifestURL(addrs[name], img.Repo, img.Tag)
+		d, body, err := getManifest(ctx, tagURL[name])
+		if err != nil {
+			return err
+		}
+		if string(body) != string(man) || d != img.ManifestDigest {
+			return fmt.Errorf("%s: manifest by tag is %s (%d bytes), want %s (%d bytes)", name, d, len(body), img.ManifestDigest, len(man))
+		}
+		digURL[name] = manifestURL(addrs[name], img.Repo, img.ManifestDigest)
+		if _, _, err := getManifest(ctx, digURL[name]); err != nil {
+			return err
+		}
+	}
+	static := fmt.Sprintf("http://%s/small.json", ngAddr)
+	rps := map[string][]float64{}
+	upReqs := map[string][]float64{}
+	for r := range o.rounds {
+		x, err := e.runWrk(ctx, static, o)
+		if err != nil {
+			return err
+		}
+		rps["nginx"] = append(rps["nginx"], x)
+		for _, by := range []string{"tag", "digest"} {
+			for _, name := range []string{berthName, proxyName} {
+				url := tagURL[name]
+				if by == "digest" {
+					url = digURL[name]
+				}
+				if _, _, err := getManifest(ctx, url); err != nil { // within tagTTL for the run
+					return err
+				}
+				e.up.quiesce()
+				x, err := e.runWrk(ctx, url, o)
+				if err != nil {
+					return fmt.Errorf("%s by %s: %w", name, by, err)
+				}
+				k := name + " by " + by
+				rps[k] = append(rps[k], x)
+				upReqs[k] = append(upReqs[k], float64(e.up.reqs.Load()))
+				fmt.Printf("manifest round %d: nginx %.0f req/s, %s %.0f req/s, %d upstream requests\n", r, rps["nginx"][r], k, x, e.up.reqs.Load())
+			}
+		}
+	}
+	n := median(rps["nginx"])
+	for _, by := range []string{"tag", "digest"} {
+		bk, pk := berthName+" by "+by, proxyName+" by "+by
+		b, p := median(rps[bk]), median(rps[pk])
+		bu := maxf(upReqs[bk])
+		rep.add(&row{
+			ID: "manifest_" + by, Label: fmt.Sprintf("Manifest by %s, %d connections", by, o.wrkConns),
+			Figure: fmt.Sprintf("manifest by %s, %d connections: req/s ÷ nginx's req/s for the same %d bytes as a static file", by, o.wrkConns, len(man)), Unit: "req/s",
+			Berth: b, BerthNote: fmt.Sprintf("%.0f upstream requests", bu), Proxy: ptr(p), ProxyNote: fmt.Sprintf("%.0f upstream requests", median(upReqs[pk])),
+			RefName: fmt.Sprintf("nginx %d B file", len(man)), Reference: ptr(n),
+			RatioOf: "berth req/s ÷ nginx req/s", Ratio: b / n, ProxyRatio: ptr(p / n),
+			Target: "≥ 0.70", TargetOp: ">=", TargetVal: 0.7, Cond: "0 upstream requests", CondOK: bu == 0,
+			Samples: map[string][]float64{"nginx": rps["nginx"], berthName: rps[bk], proxyName: rps[pk],
+				"berth upstream requests": upReqs[bk], "proxy upstream requests": upReqs[pk]},
+		})
+	}
+	return nil
+}
+
+// runWrk runs wrk (2 threads, o.wrkConns connections, o.wrkDur) on url
+// with containerd's manifest Accept header and returns its requests per
+// second; any non-2xx answer or socket error fails the run.
+func (e *env) runWrk(ctx context.Context, url string, o *opts) (float64, error) {
+	out, err := runCmd(ctx, o.wrkDur+time.Minute, e.wrk, "-t2", fmt.Sprintf("-c%d", o.wrkConns),
+		fmt.Sprintf("-d%ds", max(1, int(o.wrkDur.Seconds()))), "-H", "Accept: "+manifestAccept, url)
+	if err != nil {
+		return 0, err
+	}
+	var rps float64
+	var errs []string
+	s := bufio.NewScanner(strings.NewReader(out))
+	for s.Scan() {
+		line := strings.TrimSpace(s.Text())
+		if v, ok := strings.CutPrefix(line, "Requests/sec:"); ok {
+			rps, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+		if strings.HasPrefix(line, "Non-2xx") || strings.HasPrefix(line, "Socket errors") {
+			errs = append(errs, line)
+		}
+	}
+	if rps <= 0 || len(errs) > 0 {
+		return rps, fmt.Errorf("wrk %s: %.0f req/s, %s:\n%s", url, rps, strings.Join(errs, "; "), out)
+	}
+	return rps, nil
+}
+
+// runCmd runs a short-lived tool in its own process group (killed with
+// the group when ctx ends or after limit, and with us: Pdeathsig) and
+// returns its combined output.
+func runCmd(ctx context.Context, limit time.Duration, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(b), fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), strings.Join(args, " "), err, b)
+	}
+	return string(b), nil
+}
