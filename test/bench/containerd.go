@@ -43,6 +43,34 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   path = "{{dir}}/opt"
 `
 
+// containerd2Config is containerd 2.x's: as above, its CRI and NRI
+// plugins off too, and the transfer service fetching a layer as parallel
+// 8 MiB Range requests (concurrent_layer_fetch_buffer).
+const containerd2Config = `version = 3
+root = "{{dir}}/root"
+state = "{{dir}}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = "{{dir}}/c.sock"
+[ttrpc]
+  address = "{{dir}}/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{{dir}}/opt"
+[plugins."io.containerd.transfer.v1.local"]
+  max_concurrent_downloads = 4
+  concurrent_layer_fetch_buffer = 8388608
+`
+
+// ctrdKind is one containerd under test: the table row, its binaries and config.
+type ctrdKind struct {
+	id, label        string // label: said after the version
+	bin, ctr, config string
+}
+
 // ctrd is a running containerd with an empty content store.
 type ctrd struct {
 	p         *proc
@@ -50,25 +78,25 @@ type ctrd struct {
 }
 
 // startContainerd starts a fresh containerd and waits until ctr reaches it.
-func startContainerd(ctx context.Context, e *env) (*ctrd, error) {
+func startContainerd(ctx context.Context, k ctrdKind) (*ctrd, error) {
 	dir, err := os.MkdirTemp("", "bctrd") // short: a unix socket path has at most 108 bytes
 	if err != nil {
 		return nil, err
 	}
 	c := &ctrd{dir: dir, sock: filepath.Join(dir, "c.sock")}
 	file := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(file, []byte(strings.ReplaceAll(containerdConfig, "{{dir}}", dir)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(k.config, "{{dir}}", dir)), 0o644); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	c.p, err = startProc("containerd", dir, nil, e.containerd, "--config", file)
+	c.p, err = startProc("containerd", dir, nil, k.bin, "--config", file)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := runCmd(ctx, 10*time.Second, e.ctr, "--address", c.sock, "version")
+		_, err := runCmd(ctx, 10*time.Second, k.ctr, "--address", c.sock, "version")
 		if err == nil {
 			return c, nil
 		}
@@ -112,24 +140,30 @@ func hostsDir(dir, registry, mirror string) error {
 // upstream, through a fresh berth, through a fresh distribution proxy, in
 // every round. Through a mirror the fallback server is a dead port, so a
 // pull that succeeds came through the mirror.
-func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, upAddr string) error {
+func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, upAddr string, k ctrdKind) error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("containerd needs root (run the suite as root, or leave out -figures containerd)")
+		return fmt.Errorf("containerd needs root (run the suite as root, or leave out -figures %s)", k.id)
 	}
-	if v, err := runCmd(ctx, time.Minute, e.containerd, "--version"); err == nil {
+	version := "?"
+	if v, err := runCmd(ctx, time.Minute, k.bin, "--version"); err == nil {
 		if f := strings.Fields(v); len(f) >= 3 {
-			rep.Machine.Containerd = "containerd " + f[2]
+			version = strings.TrimSuffix(f[2], "+unknown")
 		}
 	}
-	t0 := time.Now()
-	img, err := makeTarImage(ctx, data, upAddr, "bench/ctr", o.layers, int64(o.layerMiB)*MiB, 5)
-	if err != nil {
-		return err
+	rep.Machine.Containerd = strings.TrimPrefix(rep.Machine.Containerd+", ", ", ") + "containerd " + version
+	if e.ctrImg == nil {
+		t0 := time.Now()
+		img, err := makeTarImage(ctx, data, upAddr, "bench/ctr", o.layers, int64(o.layerMiB)*MiB, 5)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("pushed %s: %d x %d MiB tar layers in %.1fs\n", img.Repo, o.layers, o.layerMiB, time.Since(t0).Seconds())
+		e.ctrImg = img
 	}
-	fmt.Printf("pushed %s: %d x %d MiB tar layers in %.1fs\n", img.Repo, o.layers, o.layerMiB, time.Since(t0).Seconds())
+	img := e.ctrImg
 	ref := e.up.Addr + "/" + img.Repo + ":" + img.Tag
 	pull := func(name, mirror string) (float64, int64, error) {
-		c, err := startContainerd(ctx, e)
+		c, err := startContainerd(ctx, k)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -140,12 +174,12 @@ func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, up
 		}
 		e.up.reset()
 		t0 := time.Now()
-		_, err = runCmd(ctx, 20*time.Minute, e.ctr, "--address", c.sock, "images", "pull", "--hosts-dir", hosts, ref)
+		_, err = runCmd(ctx, 20*time.Minute, k.ctr, "--address", c.sock, "images", "pull", "--hosts-dir", hosts, ref)
 		dt := time.Since(t0).Seconds()
 		if err != nil {
 			return 0, 0, fmt.Errorf("%s: %w", name, err)
 		}
-		out, err := runCmd(ctx, time.Minute, e.ctr, "--address", c.sock, "images", "check")
+		out, err := runCmd(ctx, time.Minute, k.ctr, "--address", c.sock, "images", "check")
 		if err != nil || !strings.Contains(out, "complete") {
 			return 0, 0, fmt.Errorf("%s: ctr images check: %v\n%s", name, err, out)
 		}
@@ -175,13 +209,13 @@ func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, up
 			if name == berthName {
 				gets = append(gets, float64(g))
 			}
-			fmt.Printf("containerd round %d: direct %.2fs, %s %.2fs (%d upstream blob GETs)\n", r, times["direct"][r], name, dt, g)
+			fmt.Printf("%s round %d: direct %.2fs, %s %.2fs (%d upstream blob GETs)\n", k.id, r, times["direct"][r], name, dt, g)
 		}
 	}
 	b, p, d := median(times[berthName]), median(times[proxyName]), median(times["direct"])
 	rep.add(&row{
-		ID: "containerd", Label: fmt.Sprintf("containerd pull, cold %d-layer image", o.layers),
-		Figure: fmt.Sprintf("containerd pull (ctr, unpacked) of a cold %d-layer %d MiB image: time ÷ direct pull", o.layers, img.Bytes/MiB), Unit: "s",
+		ID: k.id, Label: fmt.Sprintf("containerd %s pull, cold %d-layer image", version, o.layers),
+		Figure: fmt.Sprintf("containerd %s%s pull (ctr, unpacked) of a cold %d-layer %d MiB image: time ÷ direct pull", version, k.label, o.layers, img.Bytes/MiB), Unit: "s",
 		Berth: b, BerthNote: fmt.Sprintf("%.0f upstream blob GETs", maxf(gets)), Proxy: ptr(p), RefName: "direct", Reference: ptr(d),
 		RatioOf: "berth pull time ÷ direct pull time", Ratio: b / d, ProxyRatio: ptr(p / d),
 		Target: "≤ 1.00", TargetOp: "<=", TargetVal: 1.0, Samples: times,

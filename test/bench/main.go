@@ -45,7 +45,7 @@ type opts struct {
 }
 
 // allFigures are the -figures names, in the table's order.
-var allFigures = []string{"cold1", "cold32", "hit", "manifest", "rss500", "containerd", "cluster"}
+var allFigures = []string{"cold1", "cold32", "hit", "manifest", "rss500", "containerd", "containerd2", "cluster"}
 
 func main() {
 	var e env
@@ -56,6 +56,7 @@ func main() {
 	flag.StringVar(&e.wrk, "wrk", "wrk", "wrk binary (manifest req/s)")
 	flag.StringVar(&e.containerd, "containerd", "containerd", "containerd binary (the pull figure)")
 	flag.StringVar(&e.ctr, "ctr", "ctr", "ctr binary of that containerd")
+	flag.StringVar(&e.containerd2, "containerd2", "", "directory of containerd 2.x's containerd and ctr (the containerd2 figure)")
 	flag.StringVar(&e.work, "work", "", "work directory (data, caches, logs)")
 	flag.StringVar(&e.perfDir, "perf", "", "directory for perf record profiles of berth (hit GETs, cold runs, cluster)")
 	flag.StringVar(&e.rev, "rev", "", "berth revision, for the report")
@@ -267,7 +268,18 @@ func run(ctx context.Context, e *env, o *opts) (*report, error) {
 		}
 	}
 	if f["containerd"] {
-		if err := step("containerd", func() error { return benchContainerd(ctx, e, o, rep, data, upAddr) }); err != nil {
+		k := ctrdKind{id: "containerd", bin: e.containerd, ctr: e.ctr, config: containerdConfig}
+		if err := step("containerd", func() error { return benchContainerd(ctx, e, o, rep, data, upAddr, k) }); err != nil {
+			return rep, err
+		}
+	}
+	if f["containerd2"] {
+		if e.containerd2 == "" {
+			return rep, fmt.Errorf("containerd2: -containerd2 DIR not set (test/tools.sh builds it)")
+		}
+		k := ctrdKind{id: "containerd2", label: " (parallel Range fetch)", bin: filepath.Join(e.containerd2, "containerd"),
+			ctr: filepath.Join(e.containerd2, "ctr"), config: containerd2Config}
+		if err := step("containerd2", func() error { return benchContainerd(ctx, e, o, rep, data, upAddr, k) }); err != nil {
 			return rep, err
 		}
 	}

@@ -85,13 +85,14 @@ func newReport(e *env, o *opts) *report {
 
 // figureRows are the row ids each -figures name yields.
 var figureRows = map[string][]string{
-	"cold1":      {"cold1"},
-	"cold32":     {"cold32", "rss32"},
-	"hit":        {"hit"},
-	"manifest":   {"manifest_tag", "manifest_digest"},
-	"rss500":     {"rss500"},
-	"containerd": {"containerd"},
-	"cluster":    {"cluster"},
+	"cold1":       {"cold1"},
+	"cold32":      {"cold32", "rss32"},
+	"hit":         {"hit"},
+	"manifest":    {"manifest_tag", "manifest_digest"},
+	"rss500":      {"rss500"},
+	"containerd":  {"containerd"},
+	"containerd2": {"containerd2"},
+	"cluster":     {"cluster"},
 }
 
 // add records a row, judging it against its target.

@@ -44,6 +44,7 @@ timeout --signal=TERM --kill-after=30s "${BENCH_TIMEOUT:-45m}" \
 	"$work/bench" -berth "$work/berth" -registry "$tools/bin/registry" \
 	-nginx "$(command -v nginx || echo /usr/sbin/nginx)" -wrk "$(command -v wrk || echo wrk)" \
 	-containerd "$(command -v containerd || echo containerd)" -ctr "$(command -v ctr || echo ctr)" \
+	-containerd2 "$tools/containerd2/bin" \
 	-work "$work" -rev "$rev" -command "test/bench/run.sh${*:+ $*}" "$@" &
 pid=$!
 wait "$pid"

@@ -20,6 +20,8 @@ import (
 type env struct {
 	berth, registry, nginx, work string
 	wrk, containerd, ctr         string
+	containerd2                  string // directory of containerd 2.x's binaries
+	ctrImg                       *image // the containerd figures' image, pushed once
 	perfDir                      string // where perf record writes, or "" for none
 	rev, command                 string // for the report
 	up                           *counter
