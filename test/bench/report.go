@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -138,6 +139,17 @@ func (r *report) MarshalJSON() ([]byte, error) {
 	return bytes.TrimRight(b.Bytes(), "\n"), err
 }
 
+// busy reports whether the 1-minute load average at the start or end of
+// the run exceeded the number of cores.
+func (r *report) busy() bool {
+	for _, l := range []string{r.Machine.LoadStart, r.Machine.LoadEnd} {
+		if v, err := strconv.ParseFloat(l, 64); err == nil && v > float64(r.Machine.Cores) {
+			return true
+		}
+	}
+	return false
+}
+
 // machineLine describes the machine and the run in one line.
 func (r *report) machineLine() string {
 	m := r.Machine
@@ -155,6 +167,9 @@ func (r *report) markdown() string {
 	kind := "full run"
 	if r.Smoke {
 		kind = "SMOKE run (tiny blobs, one round: shows the suite works, not the figures)"
+	}
+	if r.busy() {
+		kind += "; BUSY MACHINE: the load average exceeded the core count, so times and rates are noisy (upstream counts and RSS are not)"
 	}
 	fmt.Fprintf(&b, "berth %s, %s, %d round(s), %.0f s\n\n", r.Berth, kind, r.Rounds, r.Seconds)
 	fmt.Fprintf(&b, "Machine: %s.\n\nCommand: `%s`\n\n", r.machineLine(), r.Command)

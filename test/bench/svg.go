@@ -30,11 +30,14 @@ func (r *report) svg() string {
 	height := top + rowH*len(r.Rows) + 46 + 16*len(r.Missing)
 	var b strings.Builder
 	esc := html.EscapeString
+	const halo = `stroke="#ffffff" stroke-width="3" paint-order="stroke"` // text stays readable over the target line
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Verdana, sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
 	title := "berth vs distribution's proxy: each figure's ratio against its target"
 	if r.Smoke {
-		title = "SMOKE RUN (tiny blobs, one round, busy machine): not a measurement"
+		title = "SMOKE RUN (tiny blobs, one round): shows the suite works, not a measurement"
+	} else if r.busy() {
+		title += " (BUSY MACHINE: noisy)"
 	}
 	fmt.Fprintf(&b, `<text x="12" y="22" font-size="16" font-weight="bold">%s</text>`+"\n", esc(title))
 	fmt.Fprintf(&b, `<text x="12" y="42" fill="#444">berth %s, %d round(s): %s</text>`+"\n", esc(r.Berth), r.Rounds, esc(r.machineLine()))
@@ -65,19 +68,19 @@ func (r *report) svg() string {
 			scale = 1
 		}
 		px := func(v float64) float64 { return float64(barX) + v/scale*barW }
+		tx := px(w.TargetVal)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#1a237e" stroke-width="2" stroke-dasharray="4 3"/>`+"\n", tx, y, tx, y+44)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#1a237e" font-size="10" text-anchor="middle">%s</text>`+"\n", tx, y+53, esc(w.Target))
 		color, mark := "#2e7d32", "pass"
 		if !w.Pass {
 			color, mark = "#c62828", "FAIL"
 		}
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="16" fill="%s"/>`+"\n", barX, y+4, px(w.Ratio)-barX, color)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d">berth %s  %s</text>`+"\n", px(w.Ratio)+6, y+17, fmtRatio(w.Ratio, w.Unit), mark)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" %s>berth %s  %s</text>`+"\n", px(w.Ratio)+6, y+17, halo, fmtRatio(w.Ratio, w.Unit), mark)
 		if w.ProxyRatio != nil {
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="16" fill="#9e9e9e"/>`+"\n", barX, y+24, px(*w.ProxyRatio)-barX)
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#555">proxy %s</text>`+"\n", px(*w.ProxyRatio)+6, y+37, fmtRatio(*w.ProxyRatio, w.Unit))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#555" %s>proxy %s</text>`+"\n", px(*w.ProxyRatio)+6, y+37, halo, fmtRatio(*w.ProxyRatio, w.Unit))
 		}
-		tx := px(w.TargetVal)
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#1a237e" stroke-width="2" stroke-dasharray="4 3"/>`+"\n", tx, y, tx, y+44)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#1a237e" font-size="10" text-anchor="middle">%s</text>`+"\n", tx, y+53, esc(w.Target))
 	}
 	y := top + rowH*len(r.Rows) + 14
 	fmt.Fprintf(&b, `<rect x="12" y="%d" width="14" height="10" fill="#2e7d32"/><text x="30" y="%d">berth meets the target</text>`+"\n", y, y+9)
