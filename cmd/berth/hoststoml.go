@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -25,6 +26,10 @@ func hostsTomlCmd() *cobra.Command {
 		prune       bool
 		ctrdConfig  string
 		fixConfig   bool
+		prepend     bool
+		remove      bool
+		authFile    string
+		authEnv     string
 	)
 	cmd := &cobra.Command{
 		Use:   "hosts-toml",
@@ -36,8 +41,17 @@ first and falls back to the registry itself when berth cannot be reached within
 
 Each file starts with the line "` + hoststoml.Marker + `". A hosts.toml without that
 line, or a registry directory holding other files (Docker-style certificates),
-is never touched: it is reported as skipped. --prune removes berth's files for
-registries no longer listed.
+is never replaced: it is reported as skipped, with a warning on stderr. With --prepend, berth's [host] table goes first into such a
+hosts.toml, between "` + hoststoml.BlockBegin + `" and "` + hoststoml.BlockEnd + `" lines, and the
+operator's server, hosts and settings stay as they are (a later run rewrites
+only those lines). --prune removes berth's files, and the lines it prepended,
+for registries no longer listed; --remove removes all of them (no --registry
+needed), as when berth is uninstalled.
+
+--authorization-file FILE (or --authorization-env VAR) gives the
+Authorization header containerd sends berth with every request, for a berth
+with client auth: the whole value, "Bearer <token>" or "Basic <base64 of
+user:password>". Files holding it are written 0600; it is never printed.
 
 --registry takes what berth serve --registry takes: NAME=URL[,URL...]
 (docker.io=https://registry-1.docker.io; the first URL is containerd's
@@ -58,6 +72,21 @@ restarted.`,
     --registry docker.io=https://registry-1.docker.io --registry registry.k8s.io --registry _default`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if remove {
+				if len(registries) > 0 {
+					return errors.New("--remove takes no --registry: it removes everything berth wrote in --dir")
+				}
+				results, err := hoststoml.Remove(dir)
+				printResults(cmd.OutOrStdout(), results)
+				return err
+			}
+			if mirror == "" {
+				return errors.New(`required flag "mirror" not set`)
+			}
+			auth, err := readAuthorization(authFile, authEnv)
+			if err != nil {
+				return err
+			}
 			hosts, err := parseRegistryFlags(registries)
 			if err != nil {
 				return err
@@ -67,9 +96,19 @@ restarted.`,
 					return err
 				}
 			}
-			opt := hoststoml.Options{Mirror: hoststoml.UnbracketIPv4(mirror), DialTimeout: dial, SkipVerify: skipVerify}
+			opt := hoststoml.Options{Mirror: hoststoml.UnbracketIPv4(mirror), DialTimeout: dial, SkipVerify: skipVerify,
+				Authorization: auth, Prepend: prepend}
 			results, err := hoststoml.Write(dir, hosts, opt, prune)
 			printResults(cmd.OutOrStdout(), results)
+			var skipped []string
+			for _, r := range results {
+				if r.Action == hoststoml.Skipped {
+					skipped = append(skipped, r.Path)
+				}
+			}
+			if len(skipped) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: berth is NOT the mirror of %d registries, whose hosts.toml files are not berth's: %s (--prepend puts berth first in them)\n", len(skipped), strings.Join(skipped, ", "))
+			}
 			return err
 		},
 	}
@@ -82,8 +121,38 @@ restarted.`,
 	f.BoolVar(&prune, "prune", false, "remove berth's hosts.toml of registries not listed")
 	f.StringVar(&ctrdConfig, "containerd-config", "", "containerd's config.toml to check: it must make containerd read --dir (e.g. /etc/containerd/config.toml)")
 	f.BoolVar(&fixConfig, "fix-containerd-config", false, "set config_path in --containerd-config to --dir when it would bypass berth (restart containerd afterwards)")
-	_ = cmd.MarkFlagRequired("mirror")
+	f.BoolVar(&prepend, "prepend", false, "put berth first into a hosts.toml that is not berth's, keeping the rest of it, instead of skipping it")
+	f.BoolVar(&remove, "remove", false, "remove every hosts.toml berth wrote in --dir, and the lines it prepended to others, then exit")
+	f.StringVar(&authFile, "authorization-file", "", "file holding the Authorization header value containerd sends berth (\"Bearer <token>\" or \"Basic <base64>\")")
+	f.StringVar(&authEnv, "authorization-env", "", "environment variable holding the Authorization header value containerd sends berth")
 	return cmd
+}
+
+// readAuthorization reads the Authorization header value from a file
+// (trailing newline dropped) or an environment variable; "" when neither
+// is given. Errors never carry the value.
+func readAuthorization(file, env string) (string, error) {
+	switch {
+	case file != "" && env != "":
+		return "", errors.New("give --authorization-file or --authorization-env, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--authorization-file: %w", err)
+		}
+		v := strings.TrimRight(string(b), "\r\n")
+		if v == "" {
+			return "", fmt.Errorf("--authorization-file %s is empty", file)
+		}
+		return v, nil
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok || v == "" {
+			return "", fmt.Errorf("--authorization-env: $%s is not set", env)
+		}
+		return v, nil
+	}
+	return "", nil
 }
 
 // parseRegistryFlags turns --registry values into hosts. They take the

@@ -136,3 +136,61 @@ func TestMirrorNodeAddress(t *testing.T) {
 		}
 	}
 }
+
+// --prepend with --authorization-file: the operator's file gets berth
+// first with the header, the secret is in no output, the file is 0600;
+// without --prepend the skip is warned about; --remove restores the file.
+func TestHostsTomlPrependAuthorization(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	own := "server = \"https://quay.io\"\n\n[host.\"https://mirror.corp\"]\n  capabilities = [\"pull\"]\n"
+	foreign := filepath.Join(dir, "quay.io", "hosts.toml")
+	if err := os.MkdirAll(filepath.Dir(foreign), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(foreign, []byte(own), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const secret = "Bearer berth-cli-test-token"
+	authFile := filepath.Join(t.TempDir(), "auth")
+	if err := os.WriteFile(authFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"hosts-toml", "--dir", dir, "--mirror", "http://127.0.0.1:5000", "--registry", "quay.io", "--authorization-file", authFile}
+	stdout, stderr, err := run(t, args...)
+	if err != nil || !strings.Contains(stderr, "WARNING") || !strings.Contains(stdout, "skipped") {
+		t.Fatalf("without --prepend: %v\n%s\n%s", err, stdout, stderr)
+	}
+	stdout, stderr, err = run(t, append(args, "--prepend")...)
+	if err != nil || !strings.Contains(stdout, "prepended") {
+		t.Fatalf("--prepend: %v\n%s\n%s", err, stdout, stderr)
+	}
+	if strings.Contains(stdout+stderr, "berth-cli-test-token") {
+		t.Errorf("the secret is in the output:\n%s\n%s", stdout, stderr)
+	}
+	f, err := hoststoml.Parse(mustRead(t, foreign))
+	if err != nil || len(f.Hosts) != 2 || f.Hosts[0] != "http://127.0.0.1:5000" || !strings.Contains(string(mustRead(t, foreign)), secret) {
+		t.Errorf("prepended file: %+v %v\n%s", f, err, mustRead(t, foreign))
+	}
+	if fi, _ := os.Stat(foreign); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600 with a secret", fi.Mode().Perm())
+	}
+	if stdout, stderr, err := run(t, "hosts-toml", "--dir", dir, "--remove"); err != nil || !strings.Contains(stdout, "removed") {
+		t.Fatalf("--remove: %v\n%s\n%s", err, stdout, stderr)
+	}
+	if got := string(mustRead(t, foreign)); got != own {
+		t.Errorf("after --remove:\n%s", got)
+	}
+	if _, _, err := run(t, "hosts-toml", "--dir", dir, "--mirror", "http://127.0.0.1:5000", "--registry", "quay.io", "--authorization-env", "BERTH_TEST_AUTH_NEVER_SET_7f3a"); err == nil {
+		t.Error("an empty --authorization-env accepted")
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -4,7 +4,10 @@
 //
 // A file berth writes carries the Marker line. Write never replaces or
 // removes a file without it: an operator's own hosts.toml always wins and is
-// reported as skipped.
+// reported as skipped, unless Options.Prepend asks for berth's [host] to go
+// first into it (Prepend), between BlockBegin and BlockEnd lines, the rest
+// of the file kept byte for byte. Parse reads a hosts.toml with go-toml,
+// hosts in containerd's order.
 package hoststoml
 
 import (
@@ -46,6 +49,15 @@ type Options struct {
 	Mirror      string        // berth's URL as containerd reaches it: http://127.0.0.1:5000
 	DialTimeout time.Duration // connect timeout to the mirror
 	SkipVerify  bool          // skip TLS verification of an https mirror
+	// Authorization, when set, is the Authorization header containerd
+	// sends berth with every request ("Basic <base64 user:password>" or
+	// "Bearer <token>", for a berth with client auth). A file holding it
+	// is written 0600, and no error or result ever repeats it.
+	Authorization string
+	// Prepend puts berth, as the first [host], into a hosts.toml that is
+	// not berth's, between BlockBegin and BlockEnd, keeping the rest of
+	// the file, instead of skipping that file.
+	Prepend bool
 }
 
 // ErrInvalid is wrapped by errors about a host name, URL or option.
@@ -85,12 +97,9 @@ func Render(h Host, opt Options) ([]byte, error) {
 			return nil, fmt.Errorf("registry %s server: %w", h.Name, err)
 		}
 	}
-	dial := opt.DialTimeout
-	if dial == 0 {
-		dial = DefaultDialTimeout
-	}
-	if dial < 0 {
-		return nil, fmt.Errorf("dial timeout %s: %w", dial, ErrInvalid)
+	table, err := hostTable(opt)
+	if err != nil {
+		return nil, err
 	}
 	var b bytes.Buffer
 	b.WriteString(Marker + "\n")
@@ -101,13 +110,52 @@ func Render(h Host, opt Options) ([]byte, error) {
 	} else {
 		b.WriteString("# no server: containerd falls back to the requested registry itself\n")
 	}
-	fmt.Fprintf(&b, "\n[host.%s]\n", quote(opt.Mirror))
+	b.WriteString("\n" + table)
+	return b.Bytes(), nil
+}
+
+// hostTable renders berth's [host] table (and its header table).
+func hostTable(opt Options) (string, error) {
+	if err := checkURL(opt.Mirror); err != nil {
+		return "", fmt.Errorf("mirror: %w", err)
+	}
+	dial := opt.DialTimeout
+	if dial == 0 {
+		dial = DefaultDialTimeout
+	}
+	if dial < 0 {
+		return "", fmt.Errorf("dial timeout %s: %w", dial, ErrInvalid)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[host.%s]\n", quote(opt.Mirror))
 	b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
 	fmt.Fprintf(&b, "  dial_timeout = %s\n", quote(dial.String()))
 	if opt.SkipVerify {
 		b.WriteString("  skip_verify = true\n")
 	}
-	return b.Bytes(), nil
+	if opt.Authorization != "" {
+		if err := checkHeaderValue(opt.Authorization); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "  [host.%s.header]\n", quote(opt.Mirror))
+		fmt.Fprintf(&b, "    Authorization = %s\n", quote(opt.Authorization))
+	}
+	return b.String(), nil
+}
+
+// checkHeaderValue accepts a header value that needs no escaping in a
+// TOML basic string and is a valid HTTP field value. The error never
+// repeats the value: it is a secret.
+func checkHeaderValue(v string) error {
+	if strings.TrimSpace(v) != v {
+		return fmt.Errorf("authorization: leading or trailing white space: %w", ErrInvalid)
+	}
+	for _, c := range v {
+		if c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c > 0x7e {
+			return fmt.Errorf("authorization: a control, non-ASCII, '\"' or '\\' character: %w", ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // checkURL accepts an absolute http or https URL with a host, and nothing

@@ -23,7 +23,8 @@ const (
 	Written   Action = "written"   // created or replaced with new content
 	Unchanged Action = "unchanged" // berth's file already had this content
 	Skipped   Action = "skipped"   // a file or directory berth did not write is in the way
-	Removed   Action = "removed"   // berth's file for a registry no longer mirrored (prune)
+	Removed   Action = "removed"   // berth's file, or the block it prepended, for a registry no longer mirrored (prune, remove)
+	Prepended Action = "prepended" // berth's block put first in, or rewritten in, a hosts.toml that is not berth's
 )
 
 // Result is the outcome for one registry directory.
@@ -38,8 +39,11 @@ type Result struct {
 // (temp file, fsync, rename, directory fsync). It never replaces a file
 // without Marker, nor writes into a registry directory holding other files
 // (Docker-style certificates that a new hosts.toml would hide): those are
-// reported as Skipped. With prune, berth's own files for registries not in
-// hosts are removed.
+// reported as Skipped, unless opt.Prepend is set and the directory has a
+// hosts.toml: berth's block then goes first in that file (Prepend), the
+// rest of it kept. With prune, berth's own files and blocks for
+// registries not in hosts are removed. A file with opt.Authorization is
+// written 0600.
 //
 // Write is safe against a concurrent writer creating a file in its way:
 // a new file is linked into place, which fails if the name exists. Replacing
@@ -60,7 +64,7 @@ func Write(dir string, hosts []Host, opt Options, prune bool) ([]Result, error) 
 			errs = append(errs, err)
 			continue
 		}
-		r, err := writeOne(dir, h.Name, content)
+		r, err := writeOne(dir, h.Name, content, opt)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("registry %s: %w", h.Name, err))
 			continue
@@ -77,27 +81,49 @@ func Write(dir string, hosts []Host, opt Options, prune bool) ([]Result, error) 
 	return results, errors.Join(errs...)
 }
 
-func writeOne(dir, name string, content []byte) (Result, error) {
+func writeOne(dir, name string, content []byte, opt Options) (Result, error) {
 	hostDir := filepath.Join(dir, name)
 	r := Result{Name: name, Path: filepath.Join(hostDir, FileName), Action: Skipped}
 	if err := os.MkdirAll(hostDir, 0o755); err != nil {
 		return r, fmt.Errorf("create %s: %w", hostDir, err)
 	}
-	old, exists, reason, err := inspect(hostDir)
-	if err != nil || reason != "" {
-		r.Reason = reason
+	st, err := inspect(hostDir)
+	if err != nil {
 		return r, err
 	}
-	if exists && bytes.Equal(old, content) {
+	mode := os.FileMode(0o644)
+	if opt.Authorization != "" {
+		mode = 0o600
+	}
+	action := Written
+	switch {
+	case st.foreign && opt.Prepend:
+		prepended, err := Prepend(st.content, opt)
+		if err != nil {
+			r.Reason = "cannot prepend berth: " + err.Error()
+			return r, fmt.Errorf("%s: %w", r.Path, err)
+		}
+		content, action = prepended, Prepended
+		if opt.Authorization == "" {
+			mode = st.mode
+		}
+	case st.reason != "":
+		r.Reason = st.reason
+		if st.foreign {
+			r.Reason += " (--prepend puts berth first in it)"
+		}
+		return r, nil
+	}
+	if st.exists && bytes.Equal(st.content, content) && st.mode == mode {
 		r.Action = Unchanged
 		return r, nil
 	}
-	tmp, err := writeTemp(hostDir, content)
+	tmp, err := writeTemp(hostDir, content, mode)
 	if err != nil {
 		return r, err
 	}
 	defer os.Remove(tmp) // no-op after a rename; after a link, drops the extra name
-	if exists {
+	if st.exists {
 		err = os.Rename(tmp, r.Path)
 	} else if err = os.Link(tmp, r.Path); errors.Is(err, fs.ErrExist) {
 		r.Reason = "a hosts.toml appeared while berth was writing; left alone"
@@ -109,51 +135,65 @@ func writeOne(dir, name string, content []byte) (Result, error) {
 	if err := syncDir(hostDir); err != nil {
 		return r, err
 	}
-	r.Action = Written
+	r.Action = action
 	return r, nil
 }
 
+// hostDirState is what inspect found in a registry directory.
+type hostDirState struct {
+	content []byte
+	mode    os.FileMode
+	exists  bool   // a hosts.toml is there
+	foreign bool   // it is a regular file without Marker
+	reason  string // why berth must not write its own file there
+}
+
 // inspect reads hostDir's hosts.toml. A non-empty reason means berth must
-// not write there.
-func inspect(hostDir string) (content []byte, exists bool, reason string, err error) {
+// not write its own file there.
+func inspect(hostDir string) (hostDirState, error) {
+	var st hostDirState
 	entries, err := os.ReadDir(hostDir)
 	if err != nil {
-		return nil, false, "", fmt.Errorf("read %s: %w", hostDir, err)
+		return st, fmt.Errorf("read %s: %w", hostDir, err)
 	}
 	for _, e := range entries {
-		if n := e.Name(); n != FileName && !strings.HasPrefix(n, tmpPrefix) {
-			return nil, false, fmt.Sprintf("directory holds %s, which berth did not write", n), nil
+		if n := e.Name(); n != FileName && !strings.HasPrefix(n, tmpPrefix) && st.reason == "" {
+			st.reason = fmt.Sprintf("directory holds %s, which berth did not write", n)
 		}
 	}
 	path := filepath.Join(hostDir, FileName)
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, "", nil
+		return st, nil
 	}
 	if err != nil {
-		return nil, false, "", fmt.Errorf("stat %s: %w", path, err)
+		return st, fmt.Errorf("stat %s: %w", path, err)
 	}
+	st.exists = true
 	if !fi.Mode().IsRegular() {
-		return nil, true, "hosts.toml is not a regular file", nil
+		st.reason = "hosts.toml is not a regular file"
+		return st, nil
 	}
-	content, err = os.ReadFile(path)
+	st.mode = fi.Mode().Perm()
+	st.content, err = os.ReadFile(path)
 	if err != nil {
-		return nil, true, "", fmt.Errorf("read %s: %w", path, err)
+		return st, fmt.Errorf("read %s: %w", path, err)
 	}
-	if !IsManaged(content) {
-		return content, true, "hosts.toml has no \"" + Marker + "\" line: not berth's", nil
+	if !IsManaged(st.content) {
+		st.foreign = true
+		st.reason = "hosts.toml has no \"" + Marker + "\" line: not berth's"
 	}
-	return content, true, "", nil
+	return st, nil
 }
 
-func writeTemp(hostDir string, content []byte) (string, error) {
+func writeTemp(hostDir string, content []byte, mode os.FileMode) (string, error) {
 	f, err := os.CreateTemp(hostDir, tmpPrefix+"*")
 	if err != nil {
 		return "", fmt.Errorf("create temp in %s: %w", hostDir, err)
 	}
 	_, err = f.Write(content)
 	if err == nil {
-		err = f.Chmod(0o644)
+		err = f.Chmod(mode)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -168,8 +208,16 @@ func writeTemp(hostDir string, content []byte) (string, error) {
 	return f.Name(), nil
 }
 
-// pruneStale removes berth's hosts.toml from registry directories not in
-// want, and the directory too when that leaves it empty.
+// Remove takes out everything berth wrote in dir: its own hosts.toml
+// files (and their directories when that leaves them empty) and the blocks
+// it prepended to other files, leaving the rest of those byte for byte.
+func Remove(dir string) ([]Result, error) {
+	return pruneStale(dir, nil)
+}
+
+// pruneStale removes berth's hosts.toml, or the block berth prepended to
+// another's, from registry directories not in want; a directory left
+// empty goes too.
 func pruneStale(dir string, want map[string]bool) ([]Result, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -192,6 +240,24 @@ func pruneStale(dir string, want map[string]bool) ([]Result, error) {
 			continue
 		}
 		if !IsManaged(content) {
+			rest, found, err := Unprepend(content)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path, err))
+				continue
+			}
+			if !found {
+				continue
+			}
+			tmp, err := writeTemp(filepath.Dir(path), rest, fi.Mode().Perm())
+			if err == nil {
+				err = os.Rename(tmp, path)
+				os.Remove(tmp)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("rewrite %s: %w", path, err))
+				continue
+			}
+			results = append(results, Result{Name: e.Name(), Path: path, Action: Removed, Reason: "berth's block taken out; the rest of the file kept"})
 			continue
 		}
 		if err := os.Remove(path); err != nil {

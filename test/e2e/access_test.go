@@ -202,18 +202,33 @@ func (e *accessEnv) containerd(t *testing.T) {
 	c.ctr(t, "images", "pull", "--hosts-dir", c.hosts, "--user", e.user+":"+e.pass, ref)
 	c.pull(t, "docker.io/library/pub:v1", e.public) // anonymously
 
-	// The node-wide setup: a token in hosts.toml's header table, which
-	// containerd sends with every request to berth, and no --user.
+	// The node-wide setup: the operator's own hosts.toml (its own mirror
+	// first, here a live proxy to the registry that counts what it is
+	// asked), into which `berth hosts-toml --prepend` puts berth first
+	// with a token header read from a file, which containerd sends with
+	// every request to berth, and no --user.
+	theirs := newCountingProxy(t, e.priv.Addr)
 	file := filepath.Join(c.hosts, e.privName, "hosts.toml")
-	b, err := os.ReadFile(file)
-	if err != nil {
+	own := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", deadAddr(t), theirs.Addr)
+	if err := os.WriteFile(file, []byte(own), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	header := fmt.Sprintf("\n[host.\"http://%s\".header]\n  Authorization = \"Bearer %s\"\n", e.b.Addr, e.tok)
-	if err := os.WriteFile(file, append(b, header...), 0o644); err != nil {
+	authFile := filepath.Join(t.TempDir(), "authorization")
+	if err := os.WriteFile(authFile, []byte("Bearer "+e.tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	out = mustRun(t, time.Minute, nil, needBerth(t), "hosts-toml", "--dir", c.hosts, "--mirror", "http://"+e.b.Addr,
+		"--registry", e.privName+"=http://"+deadAddr(t), "--prepend", "--authorization-file", authFile)
+	if strings.Contains(out, e.tok) {
+		t.Errorf("berth hosts-toml printed the token:\n%s", out)
+	}
+	if b, _ := os.ReadFile(file); !strings.Contains(string(b), "[host.\"http://"+theirs.Addr+"\"]") || !strings.Contains(string(b), "# berth: begin") {
+		t.Fatalf("berth hosts-toml --prepend did not keep the operator's file:\n%s\n%s", out, b)
 	}
 	c.pull(t, e.privName+"/team/other:v1", e.other)
+	if log := theirs.Log(); log != "" {
+		t.Errorf("containerd asked the operator's mirror, listed after berth:\n%s", log)
+	}
 	if ls := c.ctr(t, "images", "ls"); !hasLine(ls, ref, e.app.Digest) {
 		t.Errorf("ctr images ls: no %s:\n%s", ref, ls)
 	}
