@@ -256,7 +256,7 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 		n, b, p := median(times["nginx"]), median(times[berthName]), median(times[proxyName])
 		fmt.Printf("hit: nginx %.3fs, berth %.3fs, proxy %.3fs; upstream blob GETs %d\n", n, b, p, ups)
 		rep.add(&row{
-			ID: "hit", Label: fmt.Sprintf("%d MiB hit, one client", l.Size/MiB), Figure: fmt.Sprintf("%d MiB hit, one client: nginx time ÷ time", l.Size/MiB), Unit: "s",
+			ID: "hit", Label: fmt.Sprintf("%d MiB hit, one client", l.Size/MiB), Figure: fmt.Sprintf("%d MiB hit, one client: nginx time ÷ server time", l.Size/MiB), Unit: "s",
 			Berth: b, Proxy: ptr(p), RefName: "nginx", Reference: ptr(n),
 			RatioOf: "nginx time ÷ berth time", Ratio: n / b, ProxyRatio: ptr(n / p),
 			Target: "≥ 0.95", TargetOp: ">=", TargetVal: 0.95, Cond: "0 upstream GETs", CondOK: ups == 0, Samples: times,
