@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/cache"
+	"github.com/berth-registry/berth/pkg/upstream"
 	"github.com/berth-registry/berth/pkg/version"
 )
 
@@ -32,25 +33,35 @@ var uiTemplate = template.Must(template.New("status.html").Funcs(template.FuncMa
 	},
 	"short": func(s fmt.Stringer) string { v := s.String(); return v[:min(len(v), 19)] },
 	"pct":   func(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) },
+	"until": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		if d := time.Until(t); d > 0 {
+			return "in " + d.Round(time.Second).String()
+		}
+		return "due"
+	},
 }).ParseFS(uiFiles, "ui/status.html"))
 
 // Status is what the status page shows; GET /ui/api/status returns it.
 type Status struct {
-	Version    version.Info       `json:"version"`
-	Node       string             `json:"node"`             // this node's cluster name; "" alone
-	Peers      map[string]string  `json:"peers"`            // live members besides this node: name -> HTTP address
-	Store      StoreStatus        `json:"store"`            // what the store holds
-	LastMirror time.Time          `json:"lastMirror"`       // when a client last got a manifest or blob; zero: never
-	Hits       map[string]float64 `json:"hits"`             // answered from the store, by kind
-	Misses     map[string]float64 `json:"misses"`           // not in the store, by kind
-	HitRatio   float64            `json:"hitRatio"`         // hits / (hits + misses), 0 before any request
-	Served     map[string]float64 `json:"servedBytes"`      // bytes sent to clients, by source
-	Fills      []cache.FillInfo   `json:"fills"`            // fills under way
-	Images     []cache.AuditRepo  `json:"images"`           // every repository served: tags, digests, pulls
-	Config     ConfigSummary      `json:"config"`           // no secrets
-	History    []Sample           `json:"history"`          // one sample a minute, the last hour
-	Generated  time.Time          `json:"generated"`        // when this status was made
-	Errors     []string           `json:"errors,omitempty"` // parts that could not be read
+	Version    version.Info              `json:"version"`
+	Node       string                    `json:"node"`             // this node's cluster name; "" alone
+	Peers      map[string]string         `json:"peers"`            // live members besides this node: name -> HTTP address
+	Store      StoreStatus               `json:"store"`            // what the store holds
+	LastMirror time.Time                 `json:"lastMirror"`       // when a client last got a manifest or blob; zero: never
+	Hits       map[string]float64        `json:"hits"`             // answered from the store, by kind
+	Misses     map[string]float64        `json:"misses"`           // not in the store, by kind
+	HitRatio   float64                   `json:"hitRatio"`         // hits / (hits + misses), 0 before any request
+	Served     map[string]float64        `json:"servedBytes"`      // bytes sent to clients, by source
+	Fills      []cache.FillInfo          `json:"fills"`            // fills under way
+	Upstreams  []upstream.RegistryHealth `json:"upstreams"`        // each registry's endpoints: state, last error, back-off, last success
+	Images     []cache.AuditRepo         `json:"images"`           // every repository served: tags, digests, pulls
+	Config     ConfigSummary             `json:"config"`           // no secrets
+	History    []Sample                  `json:"history"`          // one sample a minute, the last hour
+	Generated  time.Time                 `json:"generated"`        // when this status was made
+	Errors     []string                  `json:"errors,omitempty"` // parts that could not be read
 }
 
 // StoreStatus is the store's size.
@@ -103,7 +114,7 @@ func (h *history) add(s Sample) []Sample {
 func (s *Server) status() Status {
 	now := time.Now()
 	st := Status{Version: version.Get(), Node: s.NodeName(), Peers: s.cluster.Members(), LastMirror: s.metrics.LastMirrored(),
-		Hits: map[string]float64{}, Misses: map[string]float64{}, Served: map[string]float64{}, Fills: s.store.Fills(), Generated: now}
+		Hits: map[string]float64{}, Misses: map[string]float64{}, Served: map[string]float64{}, Fills: s.store.Fills(), Upstreams: s.up.Health(), Generated: now}
 	st.Store.Bytes, st.Store.Blobs = s.store.Usage()
 	st.Store.Quota, _ = storeQuota(s.cfg.Cache)
 	if mfs, err := s.reg.Gather(); err == nil {
@@ -167,6 +178,25 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 
 // uiPage is the template's data: the status and the chart drawn from it.
 type uiPage struct{ Status }
+
+// UpstreamSummary counts the registries by state, worst first: "1 down,
+// 1 degraded, 2 ok".
+func (p uiPage) UpstreamSummary() string {
+	n := map[string]int{}
+	for _, r := range p.Upstreams {
+		n[r.State]++
+	}
+	var parts []string
+	for _, st := range []string{upstream.StateDown, upstream.StateDegraded, upstream.StateLimited, upstream.StateOK, upstream.StateUnused, upstream.StateOffline} {
+		if n[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n[st], st))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
 
 // Chart is the hit ratio of each interval of the history as an SVG
 // polyline's points, 600x120.

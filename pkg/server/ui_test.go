@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +20,15 @@ import (
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/server"
+	"github.com/berth-registry/berth/pkg/upstream"
 	"github.com/berth-registry/berth/test/upstreamtest"
 )
 
 // statusNode is a node that pulled an image twice through a real upstream
-// (misses, then hits) and has a fill held open half way.
-func statusNode(t *testing.T) (n *node, fill digest.Digest) {
+// (misses, then hits) and has a fill held open half way. The upstream's
+// registry has a first endpoint that answers 503 (down for maintenance), so
+// it is failing and the registry degraded; a second registry is never asked.
+func statusNode(t *testing.T) (n *node, fill digest.Digest, failing string) {
 	t.Helper()
 	up := upstreamtest.New(t)
 	img, err := random.Image(32<<10, 2)
@@ -31,8 +36,17 @@ func statusNode(t *testing.T) (n *node, fill digest.Digest) {
 		t.Fatal(err)
 	}
 	up.Push(t, "team/webapp", "v1.2", img)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"down for maintenance"}]}`)
+	}))
+	t.Cleanup(down.Close)
 	n = startNode(t, up, func(c *config.Config) {
 		c.Prefetch.Enabled = false // the client's own misses and hits, exactly: a prefetch would race them (prefetch_test.go counts it)
+		c.Registries[0].Endpoints = append([]string{down.URL}, c.Registries[0].Endpoints...)
+		c.Registries[0].FailBackoff = config.Duration(time.Hour) // failing for the whole test
+		c.Registries = append(c.Registries, config.Registry{Name: "never-asked.test", Endpoints: []string{"https://never-asked.test"}})
 	})
 	blobs, _ := imageBlobs(t, img)
 	for range 2 {
@@ -67,11 +81,11 @@ func statusNode(t *testing.T) (n *node, fill digest.Digest) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
-	return n, fill
+	return n, fill, down.URL
 }
 
 func TestStatusAPIAndPage(t *testing.T) {
-	n, fill := statusNode(t)
+	n, fill, failing := statusNode(t)
 	resp, body := get(t, http.MethodGet, n.AdminURL+"/ui/api/status")
 	if resp.StatusCode != 200 {
 		t.Fatalf("/ui/api/status: %d %s", resp.StatusCode, body)
@@ -92,6 +106,7 @@ func TestStatusAPIAndPage(t *testing.T) {
 	if st.LastMirror.IsZero() || st.Version.GoVersion == "" {
 		t.Errorf("lastMirror %v version %+v", st.LastMirror, st.Version)
 	}
+	checkUpstreams(t, st.Upstreams, failing)
 	if strings.Contains(string(body), "password") {
 		t.Errorf("status shows a password field: %s", body)
 	}
@@ -99,7 +114,8 @@ func TestStatusAPIAndPage(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("/ui/: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	for _, want := range []string{"team/webapp", "v1.2", "team/held", fill.String()[:19], `<progress max="1048576" value="524288">`, "blob 3", `src="/ui/app.js"`} {
+	for _, want := range []string{"team/webapp", "v1.2", "team/held", fill.String()[:19], `<progress max="1048576" value="524288">`, "blob 3", `src="/ui/app.js"`,
+		`data-endpoint="` + failing + `" data-state="failing"`, "down for maintenance", `data-registry-state="degraded"`, "1 degraded, 1 unused"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("page lacks %q", want)
 		}
@@ -115,6 +131,48 @@ func TestStatusAPIAndPage(t *testing.T) {
 	if resp, _ := get(t, http.MethodGet, n.URL+"/ui/"); resp.StatusCode == 200 {
 		t.Error("the status page is on the registry listener; it belongs to the admin listener")
 	}
+}
+
+// checkUpstreams checks the status API's upstream health: the node's
+// registry degraded, its 503 endpoint failing with the error and a probe
+// an hour away, its good endpoint ok; the other registry unused.
+func checkUpstreams(t *testing.T, ups []upstream.RegistryHealth, failing string) {
+	t.Helper()
+	if len(ups) != 2 {
+		t.Fatalf("upstreams %+v", ups)
+	}
+	var reg, never upstream.RegistryHealth
+	for _, u := range ups {
+		if u.Name == "never-asked.test" {
+			never = u
+		} else {
+			reg = u
+		}
+	}
+	if never.State != upstream.StateUnused || reg.State != upstream.StateDegraded || reg.Backoff != "1h0m0s" || len(reg.Endpoints) != 2 {
+		t.Fatalf("upstreams %+v", ups)
+	}
+	bad, good := reg.Endpoints[0], reg.Endpoints[1]
+	if bad.URL != failing || bad.State != upstream.StateFailing || !strings.Contains(bad.LastError, "down for maintenance") ||
+		bad.Failures != 1 || time.Until(bad.RetryAt) < 50*time.Minute || !bad.LastSuccess.IsZero() {
+		t.Errorf("failing endpoint %+v", bad)
+	}
+	if good.State != upstream.StateOK || good.LastSuccess.IsZero() || good.LastError != "" || !good.RetryAt.IsZero() {
+		t.Errorf("good endpoint %+v", good)
+	}
+}
+
+// upstreamRows returns the rows of the upstream health table by endpoint URL.
+func upstreamRows(t *testing.T, dom string) map[string]string {
+	t.Helper()
+	rows := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?s)<tr data-registry="[^"]*" data-endpoint="([^"]*)".*?</tr>`).FindAllStringSubmatch(dom, -1) {
+		rows[m[1]] = m[0]
+	}
+	if len(rows) != 3 {
+		t.Fatalf("upstream table has %d endpoint rows, want 3:\n%s", len(rows), dom)
+	}
+	return rows
 }
 
 // chromiumBin finds Debian's chromium, or skips (fails in CI).
@@ -152,12 +210,28 @@ func chromium(t *testing.T, bin string, args ...string) string {
 // (BERTH_STATUS_SCREENSHOT=path writes it there too: docs/status-page.png).
 func TestStatusPageInChromium(t *testing.T) {
 	bin := chromiumBin(t)
-	n, fill := statusNode(t)
+	n, fill, failing := statusNode(t)
 	dom := chromium(t, bin, "--virtual-time-budget=3000", "--dump-dom", n.AdminURL+"/ui/")
 	for _, want := range []string{`data-ready="1"`, "team/webapp", "v1.2", "team/held", fill.String()[:19], "blob 3", "<progress"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered DOM lacks %q", want)
 		}
+	}
+	// Upstream health: the 503 endpoint failing with its error and the
+	// time of its next probe, the working one ok with a last success, the
+	// registry degraded, the other registry unused.
+	rows := upstreamRows(t, dom)
+	if r := rows[failing]; !strings.Contains(r, `data-state="failing"`) || !strings.Contains(r, "down for maintenance") || !strings.Contains(r, "open: probe in ") || !strings.Contains(r, "back-off 1h0m0s") {
+		t.Errorf("failing endpoint's row: %s", r)
+	}
+	var okRows int
+	for url, r := range rows {
+		if url != failing && strings.Contains(r, `data-state="ok"`) && strings.Contains(r, " ago</td>") && strings.Contains(r, "closed") {
+			okRows++
+		}
+	}
+	if okRows != 1 || !strings.Contains(dom, `data-registry-state="degraded"`) || !strings.Contains(dom, `data-registry-state="unused"`) {
+		t.Errorf("upstream rows %q", rows)
 	}
 	shot := filepath.Join(t.TempDir(), "status.png")
 	if p := os.Getenv("BERTH_STATUS_SCREENSHOT"); p != "" {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,11 @@ type endpoint struct {
 	mu          sync.Mutex // guards the fields below
 	failedUntil time.Time  // open until then (zero: closed, healthy); a probe is due after it
 	probing     bool       // a probe is under way
+	// For the status page (Client.Health).
+	lastOK    time.Time // the endpoint last answered (below 500, not 429), or a probe found it answering
+	lastErrAt time.Time // the endpoint last failed
+	lastErr   string    // why, as a client may read it (no credentials, no URL query)
+	failures  int       // failures since it last answered
 }
 
 // ask reports whether ep may be sent a request now, and whether the
@@ -43,22 +49,38 @@ func (ep *endpoint) ask(now time.Time) (ok, probe bool) {
 	return false, true
 }
 
-// fail opens ep for d; it reports whether ep was closed until now.
-func (ep *endpoint) fail(d time.Duration) bool {
+// fail opens ep for d after err; it reports whether ep was closed until now.
+func (ep *endpoint) fail(d time.Duration, err error) bool {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	was := ep.failedUntil.IsZero()
-	ep.failedUntil, ep.probing = time.Now().Add(d), false
+	now := time.Now()
+	ep.failedUntil, ep.probing = now.Add(d), false
+	ep.lastErrAt, ep.failures = now, ep.failures+1
+	if err != nil {
+		ep.lastErr = healthError(err)
+	}
 	return was
 }
 
-// recovered closes ep; it reports whether ep was open until now.
+// recovered closes ep after it answered; it reports whether ep was open
+// until now.
 func (ep *endpoint) recovered() bool {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	was := !ep.failedUntil.IsZero()
 	ep.failedUntil, ep.probing = time.Time{}, false
+	ep.lastOK, ep.failures = time.Now(), 0
 	return was
+}
+
+// healthError is err as the status page shows it: one line, bounded.
+func healthError(err error) string {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	return msg
 }
 
 // order returns the endpoints that may be asked, in configured order, and
@@ -95,7 +117,7 @@ func (r *registry) probe(ep *endpoint) {
 		}
 	}
 	if err != nil {
-		ep.fail(r.failBackoff)
+		ep.fail(r.failBackoff, redactURLError(err))
 		r.c.log.Info("upstream endpoint still failing", "registry", r.name, "endpoint", ep.url.Host, "backoff", r.failBackoff, "err", redactURLError(err))
 		return
 	}
@@ -106,7 +128,7 @@ func (r *registry) probe(ep *endpoint) {
 
 // markFailed opens ep after err and counts it.
 func (r *registry) markFailed(ep *endpoint, kind string, err error) {
-	opened := ep.fail(r.failBackoff)
+	opened := ep.fail(r.failBackoff, err)
 	r.c.metrics.UpstreamError(r.name, kind)
 	if opened {
 		r.c.log.Warn("upstream endpoint failing, not asked until a probe finds it answering", "registry", r.name, "endpoint", ep.url.Host, "kind", kind, "backoff", r.failBackoff, "err", err)
@@ -202,6 +224,7 @@ func (r *registry) try(ctx context.Context, cl call) (*http.Response, *endpoint,
 			r.markFailed(ep, "5xx", err)
 			lastErr, i = err, i+1
 		default:
+			ep.recovered() // it answered: a 404 or 401 is the registry's word, not a failure of the endpoint
 			err := responseError(r.name, resp, cl.notFound)
 			r.c.metrics.UpstreamError(r.name, errorKind(err))
 			return nil, nil, err
