@@ -47,6 +47,18 @@ type opts struct {
 // allFigures are the -figures names, in the table's order.
 var allFigures = []string{"cold1", "cold32", "hit", "manifest", "rss500", "containerd", "containerd2", "cluster"}
 
+// init asks for SIGTERM when the process that started the bench (run.sh's
+// timeout) dies, even by SIGKILL: the bench then stops every process it
+// started, as on Ctrl-C. init runs on the main thread, which lives as long
+// as the process (the setting is the calling thread's).
+func init() {
+	ppid := os.Getppid()
+	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0)
+	if os.Getppid() != ppid { // the parent died before the call
+		os.Exit(1)
+	}
+}
+
 func main() {
 	var e env
 	var o opts

@@ -232,7 +232,8 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 	return p, addr, nil
 }
 
-// startNginx serves root at http://addr/ with sendfile, one worker.
+// startNginx serves root at http://addr/ with sendfile: one process, no
+// master, so that it dies with the bench (Pdeathsig) whatever happens.
 func startNginx(ctx context.Context, bin, dir, root string) (*proc, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", err
@@ -241,6 +242,7 @@ func startNginx(ctx context.Context, bin, dir, root string) (*proc, string, erro
 	conf := fmt.Sprintf(`daemon off;
 user root;
 worker_processes 1;
+master_process off;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 events { worker_connections 256; }
