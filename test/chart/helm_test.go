@@ -17,8 +17,10 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -76,6 +78,11 @@ type rendered struct {
 	ServiceMonitors []*serviceMonitor
 	PrometheusRules []*prometheusRule
 	NetworkPolicies []*networkingv1.NetworkPolicy
+	// Helm hooks: the post-delete cleanup.
+	HookDaemonSets []*appsv1.DaemonSet
+	Jobs           []*batchv1.Job
+	Roles          []*rbacv1.Role
+	RoleBindings   []*rbacv1.RoleBinding
 }
 
 func renderChart(t *testing.T, args ...string) *rendered {
@@ -102,10 +109,21 @@ func decodeAll(t *testing.T, out string) *rendered {
 		}
 		switch tm.APIVersion + " " + tm.Kind {
 		case "apps/v1 DaemonSet":
+			ds := strict[appsv1.DaemonSet](t, doc)
+			if ds.Annotations["helm.sh/hook"] != "" {
+				r.HookDaemonSets = append(r.HookDaemonSets, ds)
+				continue
+			}
 			if r.DaemonSet != nil {
 				t.Fatal("two DaemonSets rendered")
 			}
-			r.DaemonSet = strict[appsv1.DaemonSet](t, doc)
+			r.DaemonSet = ds
+		case "batch/v1 Job":
+			r.Jobs = append(r.Jobs, strict[batchv1.Job](t, doc))
+		case "rbac.authorization.k8s.io/v1 Role":
+			r.Roles = append(r.Roles, strict[rbacv1.Role](t, doc))
+		case "rbac.authorization.k8s.io/v1 RoleBinding":
+			r.RoleBindings = append(r.RoleBindings, strict[rbacv1.RoleBinding](t, doc))
 		case "v1 Service":
 			r.Services = append(r.Services, strict[corev1.Service](t, doc))
 		case "v1 ConfigMap":
