@@ -96,6 +96,7 @@ func main() {
 	out := flag.String("out", "", "also write the tables (markdown) to this file")
 	jsonOut := flag.String("json", "", "write the result table as JSON to this file")
 	svgOut := flag.String("svg", "", "draw the result table as an SVG chart into this file")
+	readme := flag.String("readme", "", "put the table (and links to the -svg chart and -json file) into this markdown file, between its <!-- bench:begin --> and <!-- bench:end --> lines")
 	verify := flag.String("verify", "", "only check that this JSON result is well formed and has every figure of -figures (and, with -svg, that the chart is well-formed SVG naming every row); no run")
 	flag.Parse()
 	if *scen != "" {
@@ -164,6 +165,9 @@ func main() {
 			if werr := os.WriteFile(*svgOut, []byte(rep.svg()), 0o644); werr != nil && err == nil {
 				err = werr
 			}
+		}
+		if *readme != "" && err == nil {
+			err = rep.intoMarkdown(*readme, *svgOut, *jsonOut)
 		}
 	}
 	if err != nil {

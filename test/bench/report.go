@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -164,14 +165,16 @@ func (r *report) machineLine() string {
 func (r *report) markdown() string {
 	r.seal()
 	var b strings.Builder
-	kind := "full run"
 	if r.Smoke {
-		kind = "SMOKE run (tiny blobs, one round: shows the suite works, not the figures)"
+		b.WriteString("> **Smoke run, not a measurement**: tiny blobs, one round; it shows that the suite works.\n")
 	}
 	if r.busy() {
-		kind += "; BUSY MACHINE: the load average exceeded the core count, so times and rates are noisy (upstream counts and RSS are not)"
+		b.WriteString("> **Busy machine**: the load average exceeded the core count, so times and rates are noisy (upstream counts and peak RSS are not).\n")
 	}
-	fmt.Fprintf(&b, "berth %s, %s, %d round(s), %.0f s\n\n", r.Berth, kind, r.Rounds, r.Seconds)
+	if r.Smoke || r.busy() {
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "berth %s, %d round(s), %.0f s, started %s.\n\n", r.Berth, r.Rounds, r.Seconds, r.Start)
 	fmt.Fprintf(&b, "Machine: %s.\n\nCommand: `%s`\n\n", r.machineLine(), r.Command)
 	b.WriteString("| figure | berth | distribution proxy | reference | ratio | target | |\n|---|---|---|---|---|---|---|\n")
 	for _, w := range r.Rows {
@@ -297,3 +300,39 @@ func kernel() string {
 }
 
 func ptr(v float64) *float64 { return &v }
+
+// intoMarkdown replaces the lines between "<!-- bench:begin -->" and
+// "<!-- bench:end -->" in file with the table, the chart (svg) and a link
+// to the JSON, both paths made relative to file's directory.
+func (r *report) intoMarkdown(file, svg, js string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	const begin, end = "<!-- bench:begin -->\n", "<!-- bench:end -->"
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q line before a %q line", file, strings.TrimSpace(begin), end)
+	}
+	rel := func(p string) string {
+		abs, err1 := filepath.Abs(p)
+		dir, err2 := filepath.Abs(filepath.Dir(file))
+		if err1 != nil || err2 != nil {
+			return p
+		}
+		if r, err := filepath.Rel(dir, abs); err == nil {
+			return filepath.ToSlash(r)
+		}
+		return p
+	}
+	block := r.markdown()
+	if svg != "" {
+		block += "\n![each figure's ratio against its target, berth and distribution's proxy](" + rel(svg) + ")\n"
+	}
+	if js != "" {
+		block += "\nThe same run as JSON: [" + rel(js) + "](" + rel(js) + ").\n"
+	}
+	s = s[:i+len(begin)] + "\n" + block + "\n" + s[j:]
+	return os.WriteFile(file, []byte(s), 0o644)
+}
