@@ -168,6 +168,9 @@ func (r *report) markdown() string {
 	if r.Smoke {
 		b.WriteString("> **Smoke run, not a measurement**: tiny blobs, one round; it shows that the suite works.\n")
 	}
+	if r.Smoke && r.busy() {
+		b.WriteString(">\n")
+	}
 	if r.busy() {
 		b.WriteString("> **Busy machine**: the load average exceeded the core count, so times and rates are noisy (upstream counts and peak RSS are not).\n")
 	}
