@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-registry/berth/pkg/clientconf"
 	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/hoststoml"
 )
 
 // clientConfigCmd is `berth client-config`: the mirror settings of the
@@ -23,6 +24,8 @@ func clientConfigCmd() *cobra.Command {
 		Long: `Write or check a client's own mirror file so its pulls go through berth first:
 
   registries-conf   CRI-O, Podman, skopeo, buildah: registries.conf (v2)
+  k3s               k3s and RKE2: registries.yaml
+  docker            Docker: daemon.json (registry-mirrors: Docker Hub only)
 
 Each subcommand prints the file to stdout; with --file it merges berth into
 that file instead (berth's entries first, every other entry and setting
@@ -35,7 +38,7 @@ first URL is the registry itself, the client's fallback when berth fails)
 or NAME alone (docker.io means https://registry-1.docker.io, any other NAME
 https://NAME).`,
 	}
-	cmd.AddCommand(registriesConfCmd())
+	cmd.AddCommand(registriesConfCmd(), k3sCmd(), dockerCmd())
 	return cmd
 }
 
@@ -67,6 +70,10 @@ func (f *clientFlags) parse() ([]clientconf.Registry, error) {
 	var regs []clientconf.Registry
 	var errs []error
 	for _, v := range f.registries {
+		if v == hoststoml.Default {
+			regs = append(regs, clientconf.Registry{Name: v})
+			continue
+		}
 		r, err := config.ParseRegistryFlag(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--registry %s: %w", v, err))
@@ -153,5 +160,58 @@ CRI-O reads the file at start (or on SIGHUP); Podman on every command.`,
 		},
 	}
 	f.add(cmd, "/etc/containers/registries.conf")
+	return cmd
+}
+
+func k3sCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "k3s",
+		Short: "registries.yaml for k3s and RKE2",
+		Long: `Print (or merge into --file) a k3s/RKE2 registries.yaml whose mirrors list
+berth first for each --registry ("_default" is k3s's "*", every registry
+without a mirror of its own). k3s writes containerd hosts.toml files from
+it, so requests reach berth with ns as from containerd; after berth, k3s
+falls back to the registry's default endpoint (https://NAME), and a
+registry whose --registry URL is something else (a plain HTTP one) gets
+that URL listed after berth. The --file merge edits the YAML in place:
+other mirrors' endpoints, rewrites, configs (credentials, TLS) and comments
+stay. k3s reads the file at start: restart k3s (or rke2-server/agent).`,
+		Example: `  berth client-config k3s --mirror http://127.0.0.1:5000 \
+    --registry docker.io --registry registry.k8s.io --file /etc/rancher/k3s/registries.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(cmd, "# Mirrors written by `berth client-config k3s`.\n", clientconf.K3sRegistries, clientconf.CheckK3sRegistries)
+		},
+	}
+	f.add(cmd, "/etc/rancher/k3s/registries.yaml")
+	return cmd
+}
+
+func dockerCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "docker",
+		Short: "daemon.json for Docker (Docker Hub only)",
+		Long: `Print (or merge into --file) Docker's daemon.json with berth first in
+registry-mirrors and, for a plain HTTP berth, in insecure-registries.
+
+Docker's registry-mirrors only ever mirrors Docker Hub: pulls from any other
+registry (registry.k8s.io/..., quay.io/...) go to that registry directly,
+whatever daemon.json says, so --registry may only be docker.io (the
+default). Docker sends no ns; berth serves such requests from its default
+registry (defaultRegistry, docker.io out of the box). The --file merge keeps
+every other key. Docker reads the file at start: restart dockerd.`,
+		Example: `  berth client-config docker --mirror http://127.0.0.1:5000 --file /etc/docker/daemon.json`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(f.registries) == 0 {
+				f.registries = []string{"docker.io"}
+			}
+			return f.run(cmd, "", clientconf.DockerDaemon, clientconf.CheckDockerDaemon)
+		},
+	}
+	f.add(cmd, "/etc/docker/daemon.json")
+	cmd.Flags().Lookup("registry").Usage = "only docker.io: Docker's registry-mirrors mirrors Docker Hub alone (the default)"
 	return cmd
 }

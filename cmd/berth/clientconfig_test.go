@@ -55,3 +55,37 @@ func TestClientConfigFileCheckMerge(t *testing.T) {
 		t.Error("--check without --file accepted")
 	}
 }
+
+// k3s and docker through the CLI: a fresh --file is written with its
+// header, checks pass, and docker refuses any registry but Docker Hub.
+func TestClientConfigK3sDocker(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, c := range []struct {
+		kind, file string
+		regs       []string
+		want       string
+	}{
+		{"k3s", "registries.yaml", []string{"--registry", "docker.io", "--registry", "_default"}, `'*':`},
+		{"docker", "daemon.json", nil, `"registry-mirrors"`},
+	} {
+		file := filepath.Join(dir, c.file)
+		args := append([]string{"client-config", c.kind, "--mirror", "http://127.0.0.1:5000", "--file", file}, c.regs...)
+		if out, err := runBerth(t, args...); err != nil || !strings.Contains(out, "written") {
+			t.Fatalf("%s: %v\n%s", c.kind, err, out)
+		}
+		if b, _ := os.ReadFile(file); !strings.Contains(string(b), c.want) || !strings.Contains(string(b), "http://127.0.0.1:5000") {
+			t.Errorf("%s wrote:\n%s", c.kind, b)
+		}
+		if out, err := runBerth(t, append(args, "--check")...); err != nil {
+			t.Errorf("%s check: %v\n%s", c.kind, err, out)
+		}
+		if out, err := runBerth(t, append(args, "--check", "--mirror", "http://127.0.0.1:6000")...); err == nil {
+			t.Errorf("%s check against another berth passed:\n%s", c.kind, out)
+		}
+	}
+	_, err := runBerth(t, "client-config", "docker", "--mirror", "http://127.0.0.1:5000", "--registry", "quay.io")
+	if err == nil || !strings.Contains(err.Error(), "only mirrors Docker Hub") {
+		t.Errorf("docker --registry quay.io: %v", err)
+	}
+}

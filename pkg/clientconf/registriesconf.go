@@ -23,6 +23,9 @@ func MirrorLocation(mirror, registry string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if registry == "_default" {
+		return "", fmt.Errorf("registries.conf has no catch-all mirror: list each registry: %w", ErrInvalid)
+	}
 	seg := oci.PathSegment(registry)
 	if strings.ContainsAny(seg, ":[]") {
 		return "", fmt.Errorf("registry %s: an IPv6 literal has no registries.conf mirror path; name it by a host name: %w", registry, ErrInvalid)
