@@ -142,7 +142,7 @@ func coldClients(ctx context.Context, e *env, name, dir string, l blob, repo str
 func benchCold(ctx context.Context, e *env, o *opts, rep *report, img *image) error {
 	l := img.Layers[0]
 	walls, hwms := map[string][]float64{}, map[string][]float64{}
-	gets := map[string][]float64{}
+	gets, cpus := map[string][]float64{}, map[string][]float64{}
 	for r := range o.rounds {
 		for _, name := range []string{berthName, proxyName} {
 			perf := ""
@@ -157,6 +157,7 @@ func benchCold(ctx context.Context, e *env, o *opts, rep *report, img *image) er
 			walls[name] = append(walls[name], c.wall)
 			hwms[name] = append(hwms[name], float64(c.hwm)/MiB)
 			gets[name] = append(gets[name], float64(c.gets))
+			cpus[name] = append(cpus[name], c.cpu)
 		}
 	}
 	b, p := median(walls[berthName]), median(walls[proxyName])
@@ -167,7 +168,8 @@ func benchCold(ctx context.Context, e *env, o *opts, rep *report, img *image) er
 		RatioOf: "berth wall ÷ proxy wall", Ratio: b / p, ProxyRatio: ptr(1),
 		Target: "≤ 0.50", TargetOp: "<=", TargetVal: 0.5, Cond: "1 upstream GET", CondOK: bg == 1,
 		Samples: map[string][]float64{berthName: walls[berthName], proxyName: walls[proxyName],
-			"berth upstream GETs": gets[berthName], "proxy upstream GETs": gets[proxyName]},
+			"berth upstream GETs": gets[berthName], "proxy upstream GETs": gets[proxyName],
+			"berth CPU s": cpus[berthName], "proxy CPU s": cpus[proxyName]},
 	})
 	hb, hp := median(hwms[berthName]), median(hwms[proxyName])
 	rep.add(&row{
@@ -240,6 +242,10 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 	}
 	if o.figures["hit"] {
 		e.up.reset()
+		cpu0 := map[string]float64{}
+		for _, t := range ts {
+			_, cpu0[t.name] = servingStatus(t)
+		}
 		stopPerf := e.perf(ctx, ts[1].p, "hit")
 		times := map[string][]float64{}
 		for range o.rounds * 3 { // a hit is short: three GETs a round
@@ -253,11 +259,18 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 		}
 		stopPerf()
 		ups := e.up.blobGets.Load()
+		cpu := map[string]string{}
+		for _, t := range ts { // the serving process's CPU per GET: where a gap in time comes from
+			_, c := servingStatus(t)
+			per := (c - cpu0[t.name]) / float64(len(times[t.name]))
+			cpu[t.name] = fmt.Sprintf("CPU %.3f s/GET", per)
+			times[t.name+" CPU s per GET"] = []float64{per}
+		}
 		n, b, p := median(times["nginx"]), median(times[berthName]), median(times[proxyName])
 		fmt.Printf("hit: nginx %.3fs, berth %.3fs, proxy %.3fs; upstream blob GETs %d\n", n, b, p, ups)
 		rep.add(&row{
 			ID: "hit", Label: fmt.Sprintf("%d MiB hit, one client", l.Size/MiB), Figure: fmt.Sprintf("%d MiB hit, one client: nginx time ÷ server time", l.Size/MiB), Unit: "s",
-			Berth: b, Proxy: ptr(p), RefName: "nginx", Reference: ptr(n),
+			Berth: b, BerthNote: cpu[berthName], Proxy: ptr(p), ProxyNote: cpu[proxyName], RefName: "nginx", RefNote: cpu["nginx"], Reference: ptr(n),
 			RatioOf: "nginx time ÷ berth time", Ratio: n / b, ProxyRatio: ptr(n / p),
 			Target: "≥ 0.95", TargetOp: ">=", TargetVal: 0.95, Cond: "0 upstream GETs", CondOK: ups == 0, Samples: times,
 		})

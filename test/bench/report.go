@@ -56,6 +56,7 @@ type row struct {
 	ProxyNote  string               `json:"proxy_note,omitempty"`
 	RefName    string               `json:"reference_name,omitempty"`
 	Reference  *float64             `json:"reference"`
+	RefNote    string               `json:"reference_note,omitempty"`
 	RatioOf    string               `json:"ratio_of"` // what Ratio divides
 	Ratio      float64              `json:"ratio"`
 	ProxyRatio *float64             `json:"proxy_ratio"` // the same ratio for the proxy
@@ -187,7 +188,7 @@ func (r *report) markdown() string {
 		}
 		ref := "–"
 		if w.Reference != nil {
-			ref = w.RefName + " " + fmtVal(*w.Reference, w.Unit)
+			ref = w.RefName + " " + cell(w.Reference, w.Unit, w.RefNote)
 		}
 		ratio := fmt.Sprintf("%.2f", w.Ratio)
 		if w.ProxyRatio != nil {

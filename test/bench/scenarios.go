@@ -128,14 +128,6 @@ func metric(ctx context.Context, addr, prefix string) (float64, error) {
 	return sum, s.Err()
 }
 
-func minf(xs []float64) float64 {
-	m := xs[0]
-	for _, x := range xs {
-		m = min(m, x)
-	}
-	return m
-}
-
 func maxf(xs []float64) float64 {
 	m := xs[0]
 	for _, x := range xs {
