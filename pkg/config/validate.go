@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/distribution/reference"
 )
 
 // FieldError is one invalid setting: its field path as written in the file
@@ -201,34 +203,51 @@ func checkDuration(p *problems, path string, d Duration) {
 	}
 }
 
-var (
-	dnsLabel = `[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?`
-	dnsRE    = regexp.MustCompile(`^` + dnsLabel + `(?:\.` + dnsLabel + `)*$`)
-	anyDNSRE = regexp.MustCompile(`(?i)^` + dnsLabel + `(?:\.` + dnsLabel + `)*\.?$`)
-)
+// registryHost is distribution/reference's grammar of the registry part of
+// an image reference (a host name, an IPv4 address or a bracketed IPv6
+// address, with an optional port), anchored: the one host grammar of the
+// config, for registry names, listen addresses and peers alike.
+var registryHost = regexp.MustCompile(`^` + reference.DomainRegexp.String() + `$`)
+
+// validHost reports whether host, without a port, is an IP address or a
+// host name (labels of letters, digits and inner hyphens, at most 253
+// characters). Case is the caller's rule: DNS ignores it, berth's routing
+// by registry name does not.
+func validHost(host string) bool {
+	if net.ParseIP(host) != nil {
+		return true
+	}
+	return len(host) <= 253 && !strings.ContainsAny(host, ":[]") && registryHost.MatchString(host)
+}
 
 // CheckRegistryName reports whether name is a registry name as clients
 // write it: a lowercase host name or IP address, with an optional port
-// (docker.io, 127.0.0.1:5000, [::1]:5000).
+// (docker.io, 127.0.0.1:5000, [::1]:5000), in distribution/reference's
+// grammar. The name is matched as written (ns=, hosts.toml directories,
+// credential keys), so upper case is refused rather than folded.
 func CheckRegistryName(name string) error {
 	if name == "" {
 		return errors.New("required")
 	}
+	if !registryHost.MatchString(name) {
+		return fmt.Errorf("%q is not a lowercase host name or IP address with an optional port", name)
+	}
+	if lower := strings.ToLower(name); lower != name {
+		return fmt.Errorf("%q is not a lowercase host name or IP address with an optional port (clients write %q)", name, lower)
+	}
 	host, port := name, ""
 	if h, pt, err := net.SplitHostPort(name); err == nil {
 		host, port = h, pt
-	} else if strings.Contains(name, ":") && !strings.HasPrefix(name, "[") {
-		return fmt.Errorf("%q is not host[:port]", name)
 	}
 	if port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("%q: invalid port %q", name, port)
 		}
 	}
-	if strings.Contains(name, "[") && port == "" {
+	if strings.HasPrefix(name, "[") && port == "" {
 		return fmt.Errorf("%q: an IPv6 address takes a port: [::1]:5000", name)
 	}
-	if net.ParseIP(host) == nil && (!dnsRE.MatchString(host) || len(host) > 253) {
+	if !validHost(host) {
 		return fmt.Errorf("%q is not a lowercase host name or IP address with an optional port", name)
 	}
 	return nil
@@ -288,7 +307,7 @@ func checkHostPort(addr string, needHost bool) error {
 		}
 		return nil
 	}
-	if net.ParseIP(host) == nil && !anyDNSRE.MatchString(host) {
+	if !validHost(strings.TrimSuffix(host, ".")) {
 		return fmt.Errorf("%q: invalid host %q", addr, host)
 	}
 	return nil
@@ -317,7 +336,7 @@ func checkJoin(s string) error {
 	if _, _, err := net.SplitHostPort(s); err == nil {
 		return checkHostPort(s, true)
 	}
-	if net.ParseIP(s) == nil && !anyDNSRE.MatchString(s) {
+	if !validHost(strings.TrimSuffix(s, ".")) {
 		return fmt.Errorf("%q is not a host or host:port", s)
 	}
 	return nil

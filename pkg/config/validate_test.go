@@ -193,3 +193,44 @@ func TestValidateKeepsSecretsOut(t *testing.T) {
 		}
 	}
 }
+
+func TestOneHostGrammar(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("a", 251) + ".io" // 254 characters
+	tests := []struct {
+		name       string
+		registry   bool // CheckRegistryName takes it
+		listenHost bool // checkHostPort takes it as the host of host:1
+	}{
+		{"docker.io", true, true},
+		{"registry-1.docker.io", true, true},
+		{"127.0.0.1", true, true},
+		{"localhost", true, true},
+		{"Docker.IO", false, true}, // DNS ignores case, routing by name does not
+		{"node-1.Cluster.local.", false, true},
+		{"-x.io", false, false},
+		{"x-.io", false, false},
+		{"a..b", false, false},
+		{"a_b.io", false, false},
+		{long, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if err := CheckRegistryName(tt.name); (err == nil) != tt.registry {
+				t.Errorf("CheckRegistryName(%q) = %v, want ok=%v", tt.name, err, tt.registry)
+			}
+			if err := checkHostPort(tt.name+":1", true); (err == nil) != tt.listenHost {
+				t.Errorf("checkHostPort(%q) = %v, want ok=%v", tt.name+":1", err, tt.listenHost)
+			}
+		})
+	}
+	for name, ok := range map[string]bool{
+		"127.0.0.1:5000": true, "[::1]:5000": true, "[::1]": false, "x:": false, "x:0": false,
+		"x:65536": false, "docker.io/library": false, "a/b": false, "..": false, "": false,
+	} {
+		if err := CheckRegistryName(name); (err == nil) != ok {
+			t.Errorf("CheckRegistryName(%q) = %v, want ok=%v", name, err, ok)
+		}
+	}
+}

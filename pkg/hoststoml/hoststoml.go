@@ -15,9 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/berth-registry/berth/pkg/config"
 )
 
 // Marker is the comment line that marks a hosts.toml as berth's to rewrite.
@@ -63,12 +64,12 @@ type Options struct {
 // ErrInvalid is wrapped by errors about a host name, URL or option.
 var ErrInvalid = errors.New("invalid hosts.toml input")
 
-var hostRE = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$`)
-
-// ValidName reports whether name can be a registry directory: a host with an
-// optional port, or Default. It never contains a path separator or "..".
+// ValidName reports whether name can be a registry directory: Default, or
+// a registry name berth's config takes (config.CheckRegistryName, the one
+// host validator: lowercase, distribution/reference's grammar). Such a name
+// never contains a path separator or "..".
 func ValidName(name string) bool {
-	return name == Default || (hostRE.MatchString(name) && !strings.Contains(name, ".."))
+	return name == Default || config.CheckRegistryName(name) == nil
 }
 
 // KnownServer returns the real URL of a registry name: docker.io's API lives

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/berth-registry/berth/pkg/config"
 )
 
 func TestRender(t *testing.T) {
@@ -163,5 +165,16 @@ func noTemps(t *testing.T, dir string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestValidNameIsTheConfigsRegistryName: a hosts.toml directory is made
+// only for a name berth's config takes, upper case included.
+func TestValidNameIsTheConfigsRegistryName(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"docker.io", "Docker.IO", "REGISTRY.k8s.io", "[::1]:5000", "[::1]", "x:", "a..b", "a_b"} {
+		if got, want := ValidName(name), config.CheckRegistryName(name) == nil; got != want {
+			t.Errorf("ValidName(%q) = %v, but the config's check says %v", name, got, want)
+		}
 	}
 }

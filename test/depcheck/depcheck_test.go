@@ -29,7 +29,7 @@ var allowed = map[string][]string{
 	"pkg/config":     nil,
 	"pkg/metrics":    nil,
 	"pkg/version":    nil,
-	"pkg/hoststoml":  nil,
+	"pkg/hoststoml":  {"pkg/config"}, // its one host validator
 	"pkg/idle":       nil,
 	"pkg/clientconf": {"pkg/oci"},
 	"pkg/auth":       {"pkg/config", "pkg/oci"},
