@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -80,72 +79,50 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	return rep, nil
 }
 
-// manifestRefs is what the store reads of a manifest or an index.
-type manifestRefs struct {
-	MediaType string    `json:"mediaType"`
-	Manifests []descRef `json:"manifests"`
-	Config    *descRef  `json:"config"`
-	Layers    []descRef `json:"layers"`
-	Blobs     []descRef `json:"blobs"` // artifact manifests
-	Subject   *descRef  `json:"subject"`
-}
-
-type descRef struct {
-	Digest digest.Digest `json:"digest"`
-}
-
 // leaves are the config and layers (blobs) a manifest names.
-func (m *manifestRefs) leaves() []digest.Digest {
-	var out []digest.Digest
-	if m.Config != nil {
-		out = append(out, m.Config.Digest)
-	}
-	for _, l := range append(m.Layers, m.Blobs...) {
-		out = append(out, l.Digest)
+func leaves(m *oci.Manifest) []digest.Digest {
+	descs := m.BlobDescriptors()
+	out := make([]digest.Digest, len(descs))
+	for i, d := range descs {
+		out[i] = d.Digest
 	}
 	return out
 }
 
 // readRefs reads stored content d as a manifest. ok is false for content
 // that is no manifest (a layer, a config) or cannot be read.
-func (s *Store) readRefs(d digest.Digest, info Info) (manifestRefs, bool) {
+func (s *Store) readRefs(d digest.Digest, info Info) (oci.Manifest, bool) {
 	if info.Size > oci.MaxManifestSize || info.Size < 2 {
-		return manifestRefs{}, false
+		return oci.Manifest{}, false
 	}
 	f, err := os.Open(s.BlobPath(d))
 	if err != nil {
-		return manifestRefs{}, false
+		return oci.Manifest{}, false
 	}
 	defer f.Close()
 	var first [1]byte // a layer is no JSON: one byte tells, before reading it all
 	if _, err := f.ReadAt(first[:], 0); err != nil || !bytes.ContainsAny(first[:], "{ \t\r\n") {
-		return manifestRefs{}, false
+		return oci.Manifest{}, false
 	}
 	data, err := io.ReadAll(io.LimitReader(f, oci.MaxManifestSize))
 	if err != nil {
-		return manifestRefs{}, false
+		return oci.Manifest{}, false
 	}
 	return parseRefs(data)
 }
 
 // parseRefs reads data as a manifest or an index: a JSON object with a
 // schemaVersion of 2 that names content.
-func parseRefs(data []byte) (manifestRefs, bool) {
+func parseRefs(data []byte) (oci.Manifest, bool) {
 	data = bytes.TrimLeft(data, " \t\r\n")
 	if len(data) == 0 || data[0] != '{' {
-		return manifestRefs{}, false
+		return oci.Manifest{}, false
 	}
-	var m struct {
-		SchemaVersion int `json:"schemaVersion"`
-		manifestRefs
+	m, err := oci.DecodeManifest(data)
+	if err != nil || m.SchemaVersion != 2 || !m.NamesContent() {
+		return oci.Manifest{}, false
 	}
-	if json.Unmarshal(data, &m) != nil || m.SchemaVersion != 2 {
-		return manifestRefs{}, false
-	}
-	if m.Manifests == nil && m.Config == nil && m.Layers == nil && m.Blobs == nil {
-		return manifestRefs{}, false
-	}
-	return m.manifestRefs, true
+	return m, true
 }
 
 // gcOnce is the periodic gc's run.

@@ -113,7 +113,7 @@ func (s *Store) MarkManifestKnown(repo oci.Repo, d digest.Digest, data []byte) e
 		for _, m := range refs.Manifests {
 			ds = append(ds, m.Digest)
 		}
-		ds = append(ds, refs.leaves()...)
+		ds = append(ds, leaves(&refs)...)
 	}
 	return s.MarkKnown(repo, ds...)
 }
@@ -175,7 +175,7 @@ func (s *Store) seedManifest(repo oci.Repo, d digest.Digest, depth int) error {
 	refs, ok := s.readRefs(d, info)
 	ds := []digest.Digest{d}
 	if ok {
-		ds = append(ds, refs.leaves()...)
+		ds = append(ds, leaves(&refs)...)
 	}
 	if err := s.MarkKnown(repo, ds...); err != nil {
 		return err

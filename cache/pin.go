@@ -340,7 +340,7 @@ func (sc *indexScan) topFlagged(s *Store) []Pin {
 			for _, c := range m.Manifests {
 				sc.mark(s, c.Digest, sub, nil, 1)
 			}
-			for _, c := range m.leaves() {
+			for _, c := range leaves(&m) {
 				sub[c] = true
 			}
 			for r := range sub {
@@ -406,7 +406,7 @@ func (sc *indexScan) mark(s *Store, d digest.Digest, set map[digest.Digest]bool,
 	for _, c := range m.Manifests {
 		sc.mark(s, c.Digest, set, missing, depth+1)
 	}
-	for _, c := range m.leaves() {
+	for _, c := range leaves(&m) {
 		if set[c] || c.Validate() != nil {
 			continue
 		}

@@ -148,13 +148,8 @@ func (p *preloader) manifest(ctx context.Context, plan *imagePlan, ref string, w
 	}
 	plan.seen[d] = true
 	plan.manifests++
-	var m struct {
-		Manifests []v1.Descriptor `json:"manifests"`
-		Config    *v1.Descriptor  `json:"config"`
-		Layers    []v1.Descriptor `json:"layers"`
-		Blobs     []v1.Descriptor `json:"blobs"`
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
+	m, err := oci.DecodeManifest(data)
+	if err != nil {
 		return "", fmt.Errorf("manifest %s: %w", ref, err)
 	}
 	for _, child := range p.selected(m.Manifests, filter) {
@@ -162,11 +157,7 @@ func (p *preloader) manifest(ctx context.Context, plan *imagePlan, ref string, w
 			return "", err
 		}
 	}
-	var blobs []v1.Descriptor
-	if m.Config != nil {
-		blobs = append(blobs, *m.Config)
-	}
-	for _, b := range append(append(blobs, m.Layers...), m.Blobs...) {
+	for _, b := range m.BlobDescriptors() {
 		if !plan.seen[b.Digest] {
 			plan.seen[b.Digest] = true
 			plan.blobs = append(plan.blobs, b)

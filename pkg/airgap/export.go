@@ -2,7 +2,6 @@ package airgap
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,26 +21,6 @@ import (
 // ErrIncomplete means an image's content is not all in the store or the
 // archive (a layer or config is missing).
 var ErrIncomplete = errors.New("content missing")
-
-// manifestDoc holds the fields of an index or a manifest that name content.
-type manifestDoc struct {
-	MediaType string          `json:"mediaType"`
-	Manifests []v1.Descriptor `json:"manifests"`
-	Config    *v1.Descriptor  `json:"config"`
-	Layers    []v1.Descriptor `json:"layers"`
-	Blobs     []v1.Descriptor `json:"blobs"` // artifact manifests
-	Subject   *v1.Descriptor  `json:"subject"`
-}
-
-// blobs returns the non-manifest content a manifest names.
-func (m *manifestDoc) blobs() []v1.Descriptor {
-	var out []v1.Descriptor
-	if m.Config != nil {
-		out = append(out, *m.Config)
-	}
-	out = append(out, m.Layers...)
-	return append(out, m.Blobs...)
-}
 
 // isManifest reports whether a media type is one of a manifest or index.
 func isManifest(mediaType string) bool {
@@ -182,8 +161,8 @@ func (e *exporter) findSubjects() error {
 			if err != nil {
 				continue
 			}
-			var m manifestDoc
-			if json.Unmarshal(data, &m) != nil || m.Subject == nil {
+			m, err := oci.DecodeManifest(data)
+			if err != nil || m.Subject == nil {
 				continue
 			}
 			subject = m.Subject.Digest
@@ -215,8 +194,8 @@ func (e *exporter) manifest(ctx context.Context, repo oci.Repo, d digest.Digest)
 	if e.written[d] {
 		return desc, nil
 	}
-	var m manifestDoc
-	if err := json.Unmarshal(data, &m); err != nil {
+	m, err := oci.DecodeManifest(data)
+	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("manifest %s: %w", d, err)
 	}
 	for _, child := range m.Manifests {
@@ -229,7 +208,7 @@ func (e *exporter) manifest(ctx context.Context, repo oci.Repo, d digest.Digest)
 			return v1.Descriptor{}, err
 		}
 	}
-	for _, b := range m.blobs() {
+	for _, b := range m.BlobDescriptors() {
 		if err := e.blob(b.Digest); err != nil {
 			return v1.Descriptor{}, err
 		}

@@ -269,8 +269,8 @@ func (im *importer) planManifest(desc v1.Descriptor, optional bool) error {
 	if err != nil {
 		return err
 	}
-	var m manifestDoc
-	if err := json.Unmarshal(data, &m); err != nil {
+	m, err := oci.DecodeManifest(data)
+	if err != nil {
 		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	mt := desc.MediaType
@@ -282,7 +282,7 @@ func (im *importer) planManifest(desc v1.Descriptor, optional bool) error {
 			return err
 		}
 	}
-	for _, b := range m.blobs() {
+	for _, b := range m.BlobDescriptors() {
 		bst, err := im.need(b)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", desc.Digest, err)
@@ -369,14 +369,14 @@ func (im *importer) reach(d digest.Digest, set map[digest.Digest]bool, depth int
 	if err != nil {
 		return
 	}
-	var m manifestDoc
-	if json.Unmarshal(data, &m) != nil {
+	m, err := oci.DecodeManifest(data)
+	if err != nil {
 		return
 	}
 	for _, c := range m.Manifests {
 		im.reach(c.Digest, set, depth+1)
 	}
-	for _, b := range m.blobs() {
+	for _, b := range m.BlobDescriptors() {
 		im.reach(b.Digest, set, depth+1)
 	}
 }

@@ -1,12 +1,12 @@
 package mirror
 
 import (
-	"encoding/json"
 	"errors"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Prefetch results, the values of the metric's "result" label.
@@ -29,16 +29,13 @@ func (m *Mirror) prefetch(req oci.Request, mediaType string, data []byte) {
 	if m.sem == nil || req.Via != oci.ViaClient || oci.IsIndex(mediaType) {
 		return
 	}
-	var man struct {
-		Config *oci.Descriptor  `json:"config"`
-		Layers []oci.Descriptor `json:"layers"`
-	}
-	if json.Unmarshal(data, &man) != nil {
+	man, err := oci.DecodeManifest(data)
+	if err != nil {
 		return
 	}
 	descs := man.Layers
 	if man.Config != nil {
-		descs = append([]oci.Descriptor{*man.Config}, descs...)
+		descs = append([]v1.Descriptor{*man.Config}, descs...)
 	}
 	seen := map[digest.Digest]bool{}
 	for _, desc := range descs {
@@ -54,7 +51,7 @@ func (m *Mirror) prefetch(req oci.Request, mediaType string, data []byte) {
 		breq := req.Repo.Blob(d)
 		breq.Via, breq.Hops, breq.Client = req.Via, req.Hops, req.Client // the same asker
 		m.wg.Add(1)
-		go m.prefetchBlob(breq, desc)
+		go m.prefetchBlob(breq, oci.Descriptor{MediaType: desc.MediaType, Digest: d, Size: desc.Size})
 	}
 }
 

@@ -42,6 +42,9 @@ func CheckManifest(contentType string, data []byte) (string, error) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		return "", fmt.Errorf("body is not JSON: %w", ErrManifestInvalid)
 	}
+	if _, err := DecodeManifest(data); err != nil { // what is stored, gc and export can read
+		return "", fmt.Errorf("a field of the wrong type: %v: %w", err, ErrManifestInvalid)
+	}
 	if slices.Contains(genericTypes, mt) {
 		mt = m.MediaType
 		if mt == "" {

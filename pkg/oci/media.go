@@ -1,8 +1,6 @@
 package oci
 
 import (
-	"encoding/json"
-
 	"github.com/distribution/distribution/v3/manifest/manifestlist"
 	"github.com/distribution/distribution/v3/manifest/schema2"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -31,11 +29,8 @@ func IsIndex(mediaType string) bool {
 // that sent no Content-Type. An OCI manifest without one is an image
 // manifest, or an index when it has manifests.
 func SniffMediaType(data []byte) string {
-	var m struct {
-		MediaType string            `json:"mediaType"`
-		Manifests []json.RawMessage `json:"manifests"`
-	}
-	if json.Unmarshal(data, &m) == nil && m.MediaType != "" {
+	m, err := DecodeManifest(data)
+	if err == nil && m.MediaType != "" {
 		return m.MediaType
 	}
 	if m.Manifests != nil {

@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"mime"
 	"net/http"
@@ -119,8 +118,8 @@ func (h *Handler) platformManifest(ctx context.Context, rq oci.Request, index mi
 		}
 		index = full
 	}
-	var idx v1.Index
-	if err := json.Unmarshal(index.Data, &idx); err != nil {
+	idx, err := oci.DecodeManifest(index.Data)
+	if err != nil {
 		return mirror.Manifest{}, fmt.Errorf("index %s: %v: %w", index.Digest, err, oci.ErrManifestUnknown)
 	}
 	for _, m := range idx.Manifests {

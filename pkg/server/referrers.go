@@ -66,13 +66,8 @@ func (s storeReferrers) fromStore(req oci.Request, artifactType string) (v1.Inde
 		if err != nil || info.Digest.Algorithm().FromBytes(data) != info.Digest {
 			continue
 		}
-		var m struct {
-			MediaType    string            `json:"mediaType"`
-			ArtifactType string            `json:"artifactType"`
-			Config       *v1.Descriptor    `json:"config"`
-			Annotations  map[string]string `json:"annotations"`
-		}
-		if json.Unmarshal(data, &m) != nil {
+		m, err := oci.DecodeManifest(data)
+		if err != nil {
 			continue
 		}
 		at := m.ArtifactType
