@@ -75,7 +75,10 @@ app.kubernetes.io/component: registry-mirror
 
 {{/*
 The gossip key, base64: the value given, else the one already in the
-release's Secret (so upgrades keep it), else a new random one.
+release's Secret (so upgrades keep it), else a new random one, unless
+peers.generateKey is false: then the render fails, as it must under
+helm template (GitOps), where there is no Secret to look up and every render
+would make a new key.
 */}}
 {{- define "berth.gossipKeyB64" -}}
 {{- if .Values.peers.gossipKey -}}
@@ -84,8 +87,10 @@ release's Secret (so upgrades keep it), else a new random one.
 {{- $old := lookup "v1" "Secret" .Release.Namespace (include "berth.fullname" .) -}}
 {{- if and $old $old.data (hasKey $old.data "gossip-key") -}}
 {{- index $old.data "gossip-key" -}}
-{{- else -}}
+{{- else if .Values.peers.generateKey -}}
 {{- randAlphaNum 48 | b64enc -}}
+{{- else -}}
+{{- fail (printf "peers: no gossip key: set peers.existingSecret to a Secret you manage (e.g. kubectl -n %s create secret generic berth-gossip --from-literal=gossip-key=$(head -c 32 /dev/urandom | base64)), or peers.gossipKey; peers.generateKey=false refuses to make a random key, which helm template would make anew on every render" .Release.Namespace) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
