@@ -148,6 +148,7 @@ type counter struct {
 	blobGets  atomic.Int64 // blob GETs answered 200/206
 	reqs      atomic.Int64
 	inflight  atomic.Int64 // requests being answered
+	live      atomic.Int64 // body bytes written so far, counted as they go
 }
 
 type countWriter struct {
@@ -155,6 +156,7 @@ type countWriter struct {
 	n      int64
 	status int
 	lim    *limiter
+	live   *atomic.Int64
 }
 
 // limiter paces all responses together to a byte rate: the site's shared
@@ -188,6 +190,7 @@ func (w *countWriter) Write(p []byte) (int, error) {
 	w.lim.wait(len(p))
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
+	w.live.Add(int64(n))
 	return n, err
 }
 func (w *countWriter) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
@@ -212,7 +215,7 @@ func newCounter(target string, mibps float64) *counter {
 	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.inflight.Add(1)
 		defer c.inflight.Add(-1)
-		cw := &countWriter{ResponseWriter: w, status: 200, lim: lim}
+		cw := &countWriter{ResponseWriter: w, status: 200, lim: lim, live: &c.live}
 		rp.ServeHTTP(cw, r)
 		c.reqs.Add(1)
 		c.allBytes.Add(cw.n)
@@ -247,5 +250,6 @@ func (c *counter) reset() {
 	c.allBytes.Store(0)
 	c.blobGets.Store(0)
 	c.reqs.Store(0)
+	c.live.Store(0)
 	c.srv.CloseClientConnections()
 }

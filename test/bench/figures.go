@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,6 +114,11 @@ func coldClients(ctx context.Context, e *env, name, dir string, l blob, repo str
 	stopPerf := func() {}
 	if perf != "" && name == berthName {
 		stopPerf = e.perf(ctx, p, perf)
+	}
+	if e.pprofDir != "" && name == berthName {
+		done := make(chan struct{})
+		defer close(done)
+		go e.profileHalfway(ctx, p, l.Size, fmt.Sprintf("%s-%d-clients", name, n), done)
 	}
 	wall, err := concurrently(n, func(i int) error {
 		want := ""
@@ -392,4 +399,41 @@ func runCmd(ctx context.Context, limit time.Duration, bin string, args ...string
 		return string(b), fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), strings.Join(args, " "), err, b)
 	}
 	return string(b), nil
+}
+
+// profileHalfway saves berth's heap and goroutine profiles (its admin
+// listener's /debug/pprof) once the upstream has sent half of a blob of
+// size bytes: the clients are then all reading the blob in flight.
+func (e *env) profileHalfway(ctx context.Context, p *proc, size int64, name string, done <-chan struct{}) {
+	for e.up.live.Load() < size/2 {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	for _, prof := range []string{"heap", "goroutine"} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/debug/pprof/"+prof, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Println("pprof:", err)
+			return
+		}
+		file := filepath.Join(e.pprofDir, name+"."+prof+".pb.gz")
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			err = os.WriteFile(file, b, 0o644)
+		} else if err == nil {
+			err = fmt.Errorf("%s: %s", req.URL, resp.Status)
+		}
+		if err != nil {
+			fmt.Println("pprof:", err)
+			return
+		}
+		hwm, _ := p.status()
+		fmt.Printf("pprof: %s (berth VmHWM so far %.1f MiB)\n", file, float64(hwm)/MiB)
+	}
 }

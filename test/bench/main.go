@@ -71,6 +71,7 @@ func main() {
 	flag.StringVar(&e.containerd2, "containerd2", "", "directory of containerd 2.x's containerd and ctr (the containerd2 figure)")
 	flag.StringVar(&e.work, "work", "", "work directory (data, caches, logs)")
 	flag.StringVar(&e.perfDir, "perf", "", "directory for perf record profiles of berth (hit GETs, cold runs, cluster)")
+	flag.StringVar(&e.pprofDir, "pprof", "", "directory for berth's heap and goroutine profiles (/debug/pprof) taken halfway through its cold runs (cold32, rss500)")
 	flag.StringVar(&e.rev, "rev", "", "berth revision, for the report")
 	flag.StringVar(&e.command, "command", "", "the command line, for the report")
 	figs := flag.String("figures", "all", "figures to measure, comma separated: "+strings.Join(allFigures, ", ")+" or all")

@@ -23,6 +23,7 @@ type env struct {
 	containerd2                  string // directory of containerd 2.x's binaries
 	ctrImg                       *image // the containerd figures' image, pushed once
 	perfDir                      string // where perf record writes, or "" for none
+	pprofDir                     string // where heap profiles go, or "" for none
 	rev, command                 string // for the report
 	up                           *counter
 	out                          *strings.Builder
