@@ -475,6 +475,13 @@ func hostsTomlArgs(t *testing.T, c *corev1.Container) ([]hoststoml.Host, hoststo
 				t.Errorf("--dir %s is not the mounted host directory", val)
 			}
 		case "--prune":
+		case "--prepend":
+			opt.Prepend = true
+		case "--authorization-file":
+			if m := mountedAt(t, c, val); !m.ReadOnly {
+				t.Errorf("authorization file %s mounted read-write", val)
+			}
+			opt.Authorization = "Bearer from-the-secret"
 		default:
 			t.Errorf("hosts-toml: unexpected argument %q", a)
 		}
