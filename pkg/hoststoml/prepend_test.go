@@ -239,3 +239,40 @@ func TestWritePrependAndRemove(t *testing.T) {
 	}
 	noTemps(t, dir)
 }
+
+// FuzzPrepend: whatever the operator's file, Prepend either refuses it
+// (ErrInvalid) or returns a file containerd reads with berth first, from
+// which Unprepend gives back the operator's bytes (plus at most a final
+// newline), and which a second Prepend leaves as it is.
+func FuzzPrepend(f *testing.F) {
+	for _, s := range []string{"", operatorFile, "server = \"https://quay.io\"", "[header]\n  X = \"y\"\n",
+		"[host.\"http://127.0.0.1:5000\"]\n", "a = \"\"\"\n[host.\"x\"]\n\"\"\"\n[host.\"https://m\"]\n", BlockBegin + "\n" + BlockEnd + "\n"} {
+		f.Add(s)
+	}
+	opt := Options{Mirror: "http://127.0.0.1:5000", Authorization: "Bearer t"}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, err := Prepend([]byte(in), opt)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error not ErrInvalid: %v", err)
+			}
+			return
+		}
+		file, err := Parse(out)
+		if err != nil || len(file.Hosts) == 0 || file.Hosts[0] != opt.Mirror {
+			t.Fatalf("result: %+v %v\n%s", file, err, out)
+		}
+		again, err := Prepend(out, opt)
+		if err != nil || string(again) != string(out) {
+			t.Fatalf("second prepend: %v\n%q\n%q", err, out, again)
+		}
+		rest, found, err := Unprepend(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig, _, _ := Unprepend([]byte(in))
+		if found && string(rest) != string(orig) && string(rest) != string(orig)+"\n" {
+			t.Fatalf("unprepend: %q, want %q", rest, orig)
+		}
+	})
+}
