@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 
 	"go.yaml.in/yaml/v3"
@@ -131,19 +129,17 @@ func decode(data []byte, cfg *Config) (map[string]bool, error) {
 		}
 		return nil, err
 	}
-	s := newSchemaCheck()
+	// The walk decodes each value alone, so every problem is known by its
+	// node (line and field path), and all are reported at once; after it
+	// nothing is left for the whole decode to find.
+	var s schemaCheck
 	s.check(&doc, reflectType(cfg), "")
-	strict := yaml.NewDecoder(bytes.NewReader(data))
-	strict.KnownFields(true)
-	err := strict.Decode(cfg)
-	var te *yaml.TypeError
-	switch {
-	case errors.As(err, &te):
-		s.addTypeErrors(te.Errors)
-	case err != nil:
+	if err := s.err(); err != nil {
 		return nil, err
 	}
-	if err := s.err(); err != nil {
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true)
+	if err := strict.Decode(cfg); err != nil {
 		return nil, err
 	}
 	return topKeys(&doc), nil
@@ -172,27 +168,6 @@ func (e lineError) Error() string {
 	}
 	return fmt.Sprintf("line %d: %s: %s", e.line, e.path, e.msg)
 }
-
-var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
-
-// addTypeErrors adds the decoder's messages, naming the field path at each
-// line. Unknown fields are left out: check reported them with their path.
-func (s *schemaCheck) addTypeErrors(msgs []string) {
-	for _, m := range msgs {
-		sub := yamlLineRE.FindStringSubmatch(m)
-		if sub == nil {
-			s.errs = append(s.errs, lineError{msg: m})
-			continue
-		}
-		line, _ := strconv.Atoi(sub[1])
-		if s.unknownAt[line] && unknownFieldRE.MatchString(sub[2]) {
-			continue
-		}
-		s.errs = append(s.errs, lineError{line: line, path: s.paths[line], msg: sub[2]})
-	}
-}
-
-var unknownFieldRE = regexp.MustCompile(`^field .* not found in type `)
 
 func (s *schemaCheck) err() error {
 	sort.SliceStable(s.errs, func(i, j int) bool { return s.errs[i].line < s.errs[j].line })

@@ -286,6 +286,34 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseErrorsNameTheirOwnField: each value is decoded alone, so an
+// error names its own field even where several share a line (a flow
+// mapping) or a value comes through an alias; nothing is read back out of
+// the YAML library's message text.
+func TestParseErrorsNameTheirOwnField(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"two fields on one line", "peers: {askNext: two, bind: ':7946'}\n", []string{"line 1: peers.askNext: cannot unmarshal !!str `two` into int"}},
+		{"a list and a scalar on one line", "cache: {dir: [a, b], maxSize: 1GiB}\n", []string{"line 1: cache.dir: cannot unmarshal !!seq into string"}},
+		{"through an alias", "x: &soon soon\ntagTTL: *soon\n", []string{"line 1: x: unknown field", `line 1: tagTTL: invalid duration "soon" (want a number with a unit: 500ms, 60s, 1h)`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			if got := strings.Split(err.Error(), "\n"); !cmp.Equal(got, tt.want) {
+				t.Errorf("errors %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestLoad(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -9,17 +10,13 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// schemaCheck walks a YAML tree beside the Go type it decodes into, to name
-// unknown fields by their path (the decoder names only a Go type) and to
-// know the field path at each line for the decoder's own errors.
+// schemaCheck walks a YAML tree beside the Go type it decodes into. It
+// names unknown fields by their path (the decoder names only a Go type) and
+// decodes each value alone, so that an error is known by its node: its line
+// and field path, with no need to read them back out of the YAML library's
+// message text.
 type schemaCheck struct {
-	errs      []lineError
-	paths     map[int]string // line -> the most specific field path on it
-	unknownAt map[int]bool   // lines with an unknown field
-}
-
-func newSchemaCheck() *schemaCheck {
-	return &schemaCheck{paths: map[int]string{}, unknownAt: map[int]bool{}}
+	errs []lineError
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
@@ -46,21 +43,63 @@ func resolve(n *yaml.Node) *yaml.Node {
 
 func (s *schemaCheck) check(n *yaml.Node, t reflect.Type, path string) {
 	n = resolve(n)
-	if n == nil || reflect.PointerTo(t).Implements(unmarshalerType) {
+	if n == nil {
 		return
 	}
-	if n.Kind == yaml.ScalarNode && path != "" {
-		s.paths[n.Line] = path
-	}
 	switch {
+	case reflect.PointerTo(t).Implements(unmarshalerType):
+		s.decode(n, t, path)
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
 		s.checkStruct(n, t, path)
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, e := range n.Content {
 			s.check(e, t.Elem(), path+"["+strconv.Itoa(i)+"]")
 		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			s.decode(k, t.Key(), join(path, k.Value))
+			s.check(v, t.Elem(), join(path, k.Value))
+		}
+	default:
+		s.decode(n, t, path)
 	}
 }
+
+// decode decodes the value n alone into a new t and records the problem,
+// if any, at n's line.
+func (s *schemaCheck) decode(n *yaml.Node, t reflect.Type, path string) {
+	err := n.Decode(reflect.New(t).Interface())
+	if err == nil {
+		return
+	}
+	msg := err.Error()
+	var ve *valueError
+	var te *yaml.TypeError
+	switch {
+	case errors.As(err, &ve):
+		msg = ve.msg
+	case errors.As(err, &te):
+		msg = mismatch(n, t)
+	}
+	s.errs = append(s.errs, lineError{line: n.Line, path: path, msg: msg})
+}
+
+// mismatch says that n cannot be a t.
+func mismatch(n *yaml.Node, t reflect.Type) string {
+	if n.Kind == yaml.ScalarNode {
+		return fmt.Sprintf("cannot unmarshal %s `%s` into %s", n.ShortTag(), n.Value, t)
+	}
+	return fmt.Sprintf("cannot unmarshal %s into %s", n.ShortTag(), t)
+}
+
+// valueError is a value a type's UnmarshalYAML refuses, at its node.
+type valueError struct {
+	line int
+	msg  string
+}
+
+func (e *valueError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
 
 func (s *schemaCheck) checkStruct(n *yaml.Node, t reflect.Type, path string) {
 	fields := yamlFields(t)
@@ -71,10 +110,8 @@ func (s *schemaCheck) checkStruct(n *yaml.Node, t reflect.Type, path string) {
 			continue
 		}
 		p := join(path, k.Value)
-		s.paths[k.Line] = p
 		f, ok := fields[k.Value]
 		if !ok {
-			s.unknownAt[k.Line] = true
 			s.errs = append(s.errs, lineError{line: k.Line, path: p, msg: unknownMsg(k.Value, fields)})
 			continue
 		}

@@ -27,15 +27,15 @@ func (d Duration) String() string {
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // UnmarshalYAML reads a Go duration string ("60s", "500ms", "1h30m"; a bare
-// "0" is zero). Errors name the line; the decoder reports them with the
-// others in the file.
+// "0" is zero). An error is a *valueError naming the line; the config's
+// walk reports it with the others in the file.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: a duration must be a string like \"60s\"", n.Line)}}
+		return &valueError{line: n.Line, msg: `a duration must be a string like "60s"`}
 	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+		return &valueError{line: n.Line, msg: err.Error()}
 	}
 	*d = v
 	return nil
