@@ -83,8 +83,14 @@ type Registry struct {
 	KeyFile      string   `yaml:"keyFile,omitempty"`
 	Insecure     bool     `yaml:"insecure,omitempty"` // skip TLS verification (lab registries)
 	Timeouts     Timeouts `yaml:"timeouts,omitempty"` // zero fields mean pkg/upstream's defaults
-	// FailBackoff is how long a failing endpoint is skipped; 0 means pkg/upstream's default.
+	// FailBackoff is how long a failing endpoint is first skipped; each
+	// failed probe doubles it (with jitter) up to FailBackoffMax. 0 means
+	// pkg/upstream's default.
 	FailBackoff Duration `yaml:"failBackoff,omitempty"`
+	// FailBackoffMax caps the back-off of an endpoint that keeps failing;
+	// 0 means pkg/upstream's default, a value at or below FailBackoff a flat
+	// back-off.
+	FailBackoffMax Duration `yaml:"failBackoffMax,omitempty"`
 	// MaxRetryAfter bounds how long a 429's Retry-After is waited out; 0 means pkg/upstream's default.
 	MaxRetryAfter Duration `yaml:"maxRetryAfter,omitempty"`
 	// Access is who may read this registry through berth: anonymous,

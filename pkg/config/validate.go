@@ -157,6 +157,7 @@ func (r *Registry) validate(p *problems, path string) {
 	checkDuration(p, path+".timeouts.responseHeader", t.ResponseHeader)
 	checkDuration(p, path+".timeouts.idleRead", t.IdleRead)
 	checkDuration(p, path+".failBackoff", r.FailBackoff)
+	checkDuration(p, path+".failBackoffMax", r.FailBackoffMax)
 	checkDuration(p, path+".maxRetryAfter", r.MaxRetryAfter)
 }
 

@@ -23,40 +23,41 @@ const (
 // Metrics is the set of berth's collectors. Its methods are safe for
 // concurrent use and do nothing on a nil receiver.
 type Metrics struct {
-	Requests        *prometheus.CounterVec   // route, method, code; each of a fixed set
-	CacheHits       *prometheus.CounterVec   // kind (blob, manifest, tag), registry
-	CacheMisses     *prometheus.CounterVec   // kind, registry
-	RequestDuration *prometheus.HistogramVec // route: client request durations
-	FillDuration    *prometheus.HistogramVec // source, result: time a blob fetch took
-	FillSize        *prometheus.HistogramVec // source: bytes a stored fetch brought
-	GCRuns          *prometheus.CounterVec   // result: background gc runs
-	GCBytes         prometheus.Counter       // bytes the gc removed
-	LastMirror      prometheus.Gauge         // when a client last got a manifest or blob
-	lastMirror      atomic.Int64             // the same, in Unix nanoseconds; 0 means never
-	BytesServed     *prometheus.CounterVec   // source: bytes written to clients
-	BytesFetched    *prometheus.CounterVec   // source: bytes read from peers and upstreams into the store
-	FillsInFlight   prometheus.Gauge         // fetches under way
-	FillsDeduped    prometheus.Counter       // callers that joined a fetch under way
-	FillsFailed     *prometheus.CounterVec   // reason: digest, source, disk, timeout
-	UpstreamErrors  *prometheus.CounterVec   // registry, kind
-	UpstreamLatency *prometheus.HistogramVec // registry, op: time to response headers
-	Evictions       prometheus.Counter       // blobs evicted
-	EvictedBytes    prometheus.Counter       // bytes evicted
-	EvictionRuns    *prometheus.CounterVec   // stopped: why each eviction run stopped
-	StoreBytes      prometheus.Gauge         // bytes in the store
-	StoreBlobs      prometheus.Gauge         // blobs in the store
-	StoreQuota      prometheus.Gauge         // quota in bytes; 0 means none
-	Peers           prometheus.Gauge         // live members besides this node
-	Pulls           *prometheus.CounterVec   // registry, repository: manifest pulls, top-N bounded
-	StaleServed     *prometheus.CounterVec   // kind: answers from cache because upstream failed
-	RelayCopies     prometheus.Gauge         // copies of blobs being served to peers in relay mode now
-	RelayServed     prometheus.Counter       // copies served to peers in relay mode
-	RelayBusy       prometheus.Counter       // relay requests refused: the blob's copy limit was reached
-	RelayPerBlob    prometheus.Histogram     // the most concurrent copies of one blob served, per blob
-	RelayFetches    *prometheus.CounterVec   // from (parent, failover, upstream): where this node's blob fetches went
-	RelayDepth      prometheus.Histogram     // this node's depth in the relay tree of each blob it fetched
-	PolicyMoves     *prometheus.CounterVec   // registry: upstream tags found elsewhere than their policy pin
-	Prefetches      *prometheus.CounterVec   // result: blobs of cold manifests prefetched for clients
+	Requests         *prometheus.CounterVec   // route, method, code; each of a fixed set
+	CacheHits        *prometheus.CounterVec   // kind (blob, manifest, tag), registry
+	CacheMisses      *prometheus.CounterVec   // kind, registry
+	RequestDuration  *prometheus.HistogramVec // route: client request durations
+	FillDuration     *prometheus.HistogramVec // source, result: time a blob fetch took
+	FillSize         *prometheus.HistogramVec // source: bytes a stored fetch brought
+	GCRuns           *prometheus.CounterVec   // result: background gc runs
+	GCBytes          prometheus.Counter       // bytes the gc removed
+	LastMirror       prometheus.Gauge         // when a client last got a manifest or blob
+	lastMirror       atomic.Int64             // the same, in Unix nanoseconds; 0 means never
+	BytesServed      *prometheus.CounterVec   // source: bytes written to clients
+	BytesFetched     *prometheus.CounterVec   // source: bytes read from peers and upstreams into the store
+	FillsInFlight    prometheus.Gauge         // fetches under way
+	FillsDeduped     prometheus.Counter       // callers that joined a fetch under way
+	FillsFailed      *prometheus.CounterVec   // reason: digest, source, disk, timeout
+	UpstreamErrors   *prometheus.CounterVec   // registry, kind
+	UpstreamLatency  *prometheus.HistogramVec // registry, op: time to response headers
+	UpstreamBackoffs *prometheus.GaugeVec     // registry, endpoint: the back-off under way
+	Evictions        prometheus.Counter       // blobs evicted
+	EvictedBytes     prometheus.Counter       // bytes evicted
+	EvictionRuns     *prometheus.CounterVec   // stopped: why each eviction run stopped
+	StoreBytes       prometheus.Gauge         // bytes in the store
+	StoreBlobs       prometheus.Gauge         // blobs in the store
+	StoreQuota       prometheus.Gauge         // quota in bytes; 0 means none
+	Peers            prometheus.Gauge         // live members besides this node
+	Pulls            *prometheus.CounterVec   // registry, repository: manifest pulls, top-N bounded
+	StaleServed      *prometheus.CounterVec   // kind: answers from cache because upstream failed
+	RelayCopies      prometheus.Gauge         // copies of blobs being served to peers in relay mode now
+	RelayServed      prometheus.Counter       // copies served to peers in relay mode
+	RelayBusy        prometheus.Counter       // relay requests refused: the blob's copy limit was reached
+	RelayPerBlob     prometheus.Histogram     // the most concurrent copies of one blob served, per blob
+	RelayFetches     *prometheus.CounterVec   // from (parent, failover, upstream): where this node's blob fetches went
+	RelayDepth       prometheus.Histogram     // this node's depth in the relay tree of each blob it fetched
+	PolicyMoves      *prometheus.CounterVec   // registry: upstream tags found elsewhere than their policy pin
+	Prefetches       *prometheus.CounterVec   // result: blobs of cold manifests prefetched for clients
 
 	top *topRepos // which repositories have their own Pulls series
 }
@@ -66,45 +67,46 @@ type Metrics struct {
 // have one, the others count under repository="other".
 func New(reg prometheus.Registerer, topRepos int) *Metrics {
 	m := &Metrics{
-		Requests:        counterVec("berth_http_requests_total", "HTTP requests by route, method and status code.", "route", "method", "code"),
-		CacheHits:       counterVec("berth_cache_hits_total", "Requests answered from the local store, by kind and registry.", "kind", "registry"),
-		CacheMisses:     counterVec("berth_cache_misses_total", "Requests the local store could not answer, by kind and registry.", "kind", "registry"),
-		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_http_request_duration_seconds", Help: "Client request durations, to the last byte, by route.", Buckets: []float64{.001, .005, .025, .1, .5, 2.5, 10, 60, 300}}, []string{"route"}),
-		FillDuration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_fill_duration_seconds", Help: "How long blob fetches into the store took, by source and result (ok, failed).", Buckets: []float64{.01, .05, .25, 1, 5, 15, 60, 300, 1800}}, []string{"source", "result"}),
-		FillSize:        prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_fill_size_bytes", Help: "Sizes of the blobs fetched into the store, by source.", Buckets: prometheus.ExponentialBuckets(1024, 8, 9)}, []string{"source"}),
-		GCRuns:          counterVec("berth_gc_runs_total", "Background gc runs, by result (ok, failed).", "result"),
-		GCBytes:         prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_gc_reclaimed_bytes_total", Help: "Bytes the background gc removed."}),
-		LastMirror:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_last_mirror_timestamp_seconds", Help: "When a client last got a manifest or blob through this node (Unix time); 0 means never. A node whose container runtime bypasses berth stays at 0."}),
-		BytesServed:     counterVec("berth_served_bytes_total", "Bytes sent to clients, by where they came from.", "source"),
-		BytesFetched:    counterVec("berth_fetched_bytes_total", "Bytes fetched into the store, by source.", "source"),
-		FillsInFlight:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_fills_in_flight", Help: "Blob fetches under way."}),
-		FillsDeduped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_fills_deduplicated_total", Help: "Requests that joined a fetch already under way."}),
-		FillsFailed:     counterVec("berth_fills_failed_total", "Blob fetches that stored nothing, by reason.", "reason"),
-		UpstreamErrors:  counterVec("berth_upstream_errors_total", "Upstream request errors by registry and kind.", "registry", "kind"),
-		UpstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_upstream_request_seconds", Help: "Time to upstream response headers.", Buckets: prometheus.DefBuckets}, []string{"registry", "op"}),
-		Evictions:       prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evictions_total", Help: "Blobs evicted by the quota."}),
-		EvictedBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evicted_bytes_total", Help: "Bytes evicted by the quota."}),
-		EvictionRuns:    counterVec("berth_eviction_runs_total", "Eviction runs by why they stopped: low_watermark, in_progress (only fills under way are above it), pinned, newest (only the most recently used blob is left).", "stopped"),
-		StoreBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_bytes", Help: "Bytes of content in the store."}),
-		StoreBlobs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_blobs", Help: "Blobs and manifests in the store."}),
-		StoreQuota:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_quota_bytes", Help: "Store quota in bytes; 0 means none."}),
-		Peers:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peers", Help: "Live cluster members besides this node."}),
-		Pulls:           counterVec("berth_pulls_total", "Manifest pulls by registry and repository (top repositories; the rest are \"other\").", "registry", "repository"),
-		PolicyMoves:     counterVec("berth_policy_tag_moved_total", "Times the upstream's tag pointed elsewhere than its policy pin (config pins); the pinned digest was served.", "registry"),
-		StaleServed:     counterVec("berth_stale_served_total", "Answers from the cache because the upstream failed.", "kind"),
-		RelayCopies:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peer_relay_copies", Help: "Copies of blobs this node is serving to peers now (relay mode)."}),
-		RelayServed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_copies_total", Help: "Copies of blobs served to peers (relay mode)."}),
-		RelayBusy:       prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_busy_total", Help: "Relay requests answered busy: the blob's copy limit (2 x fan-out) was reached."}),
-		RelayPerBlob:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_copies_per_blob", Help: "The most copies of one blob served to peers at once, observed when the last ends.", Buckets: []float64{1, 2, 4, 8, 16, 32}}),
-		RelayFetches:    counterVec("berth_peer_relay_fetches_total", "Blob fetches down the relay plan, by source: the parent, a failover node, or upstream (the plan's root, or every source failed).", "from"),
-		RelayDepth:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_depth", Help: "This node's depth in the relay tree of each blob it fetched (0: the root, fetching from upstream).", Buckets: []float64{0, 1, 2, 3, 4, 5, 6, 8}}),
-		Prefetches:      counterVec("berth_prefetch_blobs_total", "Blobs (config and layers) of image manifests fetched cold for clients, prefetched before the client asks, by result: fetched, cached (already stored), failed, dropped (node shutting down).", "result"),
-		top:             newTopRepos(topRepos),
+		Requests:         counterVec("berth_http_requests_total", "HTTP requests by route, method and status code.", "route", "method", "code"),
+		CacheHits:        counterVec("berth_cache_hits_total", "Requests answered from the local store, by kind and registry.", "kind", "registry"),
+		CacheMisses:      counterVec("berth_cache_misses_total", "Requests the local store could not answer, by kind and registry.", "kind", "registry"),
+		RequestDuration:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_http_request_duration_seconds", Help: "Client request durations, to the last byte, by route.", Buckets: []float64{.001, .005, .025, .1, .5, 2.5, 10, 60, 300}}, []string{"route"}),
+		FillDuration:     prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_fill_duration_seconds", Help: "How long blob fetches into the store took, by source and result (ok, failed).", Buckets: []float64{.01, .05, .25, 1, 5, 15, 60, 300, 1800}}, []string{"source", "result"}),
+		FillSize:         prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_fill_size_bytes", Help: "Sizes of the blobs fetched into the store, by source.", Buckets: prometheus.ExponentialBuckets(1024, 8, 9)}, []string{"source"}),
+		GCRuns:           counterVec("berth_gc_runs_total", "Background gc runs, by result (ok, failed).", "result"),
+		GCBytes:          prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_gc_reclaimed_bytes_total", Help: "Bytes the background gc removed."}),
+		LastMirror:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_last_mirror_timestamp_seconds", Help: "When a client last got a manifest or blob through this node (Unix time); 0 means never. A node whose container runtime bypasses berth stays at 0."}),
+		BytesServed:      counterVec("berth_served_bytes_total", "Bytes sent to clients, by where they came from.", "source"),
+		BytesFetched:     counterVec("berth_fetched_bytes_total", "Bytes fetched into the store, by source.", "source"),
+		FillsInFlight:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_fills_in_flight", Help: "Blob fetches under way."}),
+		FillsDeduped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_fills_deduplicated_total", Help: "Requests that joined a fetch already under way."}),
+		FillsFailed:      counterVec("berth_fills_failed_total", "Blob fetches that stored nothing, by reason.", "reason"),
+		UpstreamErrors:   counterVec("berth_upstream_errors_total", "Upstream request errors by registry and kind.", "registry", "kind"),
+		UpstreamBackoffs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "berth_upstream_endpoint_backoff_seconds", Help: "The back-off under way of each upstream endpoint whose circuit opened: failBackoff at first, doubled by each failed probe up to failBackoffMax; 0 once it answers again."}, []string{"registry", "endpoint"}),
+		UpstreamLatency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_upstream_request_seconds", Help: "Time to upstream response headers.", Buckets: prometheus.DefBuckets}, []string{"registry", "op"}),
+		Evictions:        prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evictions_total", Help: "Blobs evicted by the quota."}),
+		EvictedBytes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_evicted_bytes_total", Help: "Bytes evicted by the quota."}),
+		EvictionRuns:     counterVec("berth_eviction_runs_total", "Eviction runs by why they stopped: low_watermark, in_progress (only fills under way are above it), pinned, newest (only the most recently used blob is left).", "stopped"),
+		StoreBytes:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_bytes", Help: "Bytes of content in the store."}),
+		StoreBlobs:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_blobs", Help: "Blobs and manifests in the store."}),
+		StoreQuota:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_store_quota_bytes", Help: "Store quota in bytes; 0 means none."}),
+		Peers:            prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peers", Help: "Live cluster members besides this node."}),
+		Pulls:            counterVec("berth_pulls_total", "Manifest pulls by registry and repository (top repositories; the rest are \"other\").", "registry", "repository"),
+		PolicyMoves:      counterVec("berth_policy_tag_moved_total", "Times the upstream's tag pointed elsewhere than its policy pin (config pins); the pinned digest was served.", "registry"),
+		StaleServed:      counterVec("berth_stale_served_total", "Answers from the cache because the upstream failed.", "kind"),
+		RelayCopies:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_peer_relay_copies", Help: "Copies of blobs this node is serving to peers now (relay mode)."}),
+		RelayServed:      prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_copies_total", Help: "Copies of blobs served to peers (relay mode)."}),
+		RelayBusy:        prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_busy_total", Help: "Relay requests answered busy: the blob's copy limit (2 x fan-out) was reached."}),
+		RelayPerBlob:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_copies_per_blob", Help: "The most copies of one blob served to peers at once, observed when the last ends.", Buckets: []float64{1, 2, 4, 8, 16, 32}}),
+		RelayFetches:     counterVec("berth_peer_relay_fetches_total", "Blob fetches down the relay plan, by source: the parent, a failover node, or upstream (the plan's root, or every source failed).", "from"),
+		RelayDepth:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_depth", Help: "This node's depth in the relay tree of each blob it fetched (0: the root, fetching from upstream).", Buckets: []float64{0, 1, 2, 3, 4, 5, 6, 8}}),
+		Prefetches:       counterVec("berth_prefetch_blobs_total", "Blobs (config and layers) of image manifests fetched cold for clients, prefetched before the client asks, by result: fetched, cached (already stored), failed, dropped (node shutting down).", "result"),
+		top:              newTopRepos(topRepos),
 	}
 	if reg != nil {
 		reg.MustRegister(m.RequestDuration, m.FillDuration, m.FillSize, m.GCRuns, m.GCBytes, m.LastMirror)
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
-			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency,
+			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency, m.UpstreamBackoffs,
 			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed,
 			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth, m.PolicyMoves, m.Prefetches)
 	}
@@ -243,6 +245,14 @@ func (m *Metrics) Deduped() {
 func (m *Metrics) UpstreamError(registry, kind string) {
 	if m != nil {
 		m.UpstreamErrors.WithLabelValues(registry, kind).Inc()
+	}
+}
+
+// UpstreamBackoff sets the back-off under way of a registry's endpoint
+// (host[:port]); 0 when it answers again.
+func (m *Metrics) UpstreamBackoff(registry, endpoint string, d time.Duration) {
+	if m != nil {
+		m.UpstreamBackoffs.WithLabelValues(registry, endpoint).Set(d.Seconds())
 	}
 }
 

@@ -21,6 +21,7 @@ const (
 	DefaultResponseHeaderTimeout = 30 * time.Second
 	DefaultIdleReadTimeout       = 60 * time.Second
 	DefaultFailBackoff           = 30 * time.Second
+	DefaultFailBackoffMax        = 5 * time.Minute
 	DefaultMaxRetryAfter         = 10 * time.Second
 )
 
@@ -127,7 +128,8 @@ type registry struct {
 	auth          *authenticator
 	limit         rateLimit
 	idleRead      time.Duration
-	failBackoff   time.Duration
+	failBackoff   time.Duration // an endpoint's first back-off
+	backoffMax    time.Duration // the cap of its back-off
 	maxRetryAfter time.Duration
 	// allowPrivateRedirects lets redirects lead to loopback, private and
 	// link-local addresses (see checkRedirect).
@@ -143,6 +145,7 @@ func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*regist
 		name:          rc.Name,
 		idleRead:      orDefault(rc.Timeouts.IdleRead.D(), DefaultIdleReadTimeout),
 		failBackoff:   orDefault(rc.FailBackoff.D(), DefaultFailBackoff),
+		backoffMax:    orDefault(rc.FailBackoffMax.D(), DefaultFailBackoffMax),
 		maxRetryAfter: orDefault(rc.MaxRetryAfter.D(), DefaultMaxRetryAfter),
 
 		allowPrivateRedirects: rc.AllowPrivateRedirects,
@@ -156,7 +159,7 @@ func newRegistry(c *Client, rc config.Registry, base http.RoundTripper) (*regist
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("endpoint %q: not an http or https URL", raw)
 		}
-		r.endpoints = append(r.endpoints, &endpoint{url: u})
+		r.endpoints = append(r.endpoints, &endpoint{url: u, backoff: newBackOff(r.failBackoff, r.backoffMax)})
 	}
 	rt, err := registryTransport(rc, base, r.guardedDial)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/berth-registry/berth/pkg/oci"
 )
 
@@ -20,13 +22,19 @@ import (
 // it answering again. The first request after the back-off starts that
 // probe and goes elsewhere meanwhile, so a silent upstream costs one
 // timeout, not one per request; with every endpoint open a call fails at
-// once (and the mirror answers tags from the cache).
+// once (and the mirror answers tags from the cache). Each failed probe
+// doubles the back-off, with jitter, up to a cap (see newBackOff): a
+// registry down for an hour is probed a dozen times, not 120, and the nodes
+// of a cluster opened by one outage do not probe in step. An answer resets
+// it.
 type endpoint struct {
 	url *url.URL
 
-	mu          sync.Mutex // guards the fields below
-	failedUntil time.Time  // open until then (zero: closed, healthy); a probe is due after it
-	probing     bool       // a probe is under way
+	mu          sync.Mutex                  // guards the fields below
+	failedUntil time.Time                   // open until then (zero: closed, healthy); a probe is due after it
+	probing     bool                        // a probe is under way
+	backoff     *backoff.ExponentialBackOff // the lengths of one outage's back-offs
+	current     time.Duration               // the back-off under way; 0 while closed
 	// For the status page (Client.Health).
 	lastOK    time.Time // the endpoint last answered (below 500, not 429), or a probe found it answering
 	lastErrAt time.Time // the endpoint last failed
@@ -49,18 +57,50 @@ func (ep *endpoint) ask(now time.Time) (ok, probe bool) {
 	return false, true
 }
 
-// fail opens ep for d after err; it reports whether ep was closed until now.
-func (ep *endpoint) fail(d time.Duration, err error) bool {
+// fail records a failure after err. A closed endpoint opens for the first
+// back-off; a failed probe (probe true) opens it for the next, longer one;
+// a request that fails while it is open already (one sent before it
+// opened) keeps the back-off under way. It reports whether ep was closed
+// until now, and the back-off under way.
+func (ep *endpoint) fail(probe bool, err error) (opened bool, d time.Duration) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
-	was := ep.failedUntil.IsZero()
+	opened = ep.failedUntil.IsZero()
 	now := time.Now()
-	ep.failedUntil, ep.probing = now.Add(d), false
+	if opened || probe {
+		ep.current = ep.nextBackOff()
+	}
+	ep.failedUntil, ep.probing = later(ep.failedUntil, now.Add(ep.current)), false
 	ep.lastErrAt, ep.failures = now, ep.failures+1
 	if err != nil {
 		ep.lastErr = healthError(err)
 	}
-	return was
+	return opened, ep.current
+}
+
+// nextBackOff is the library's next length held within [first, cap]: its
+// jitter goes either way, but a back-off is never shorter than failBackoff
+// nor longer than failBackoffMax.
+func (ep *endpoint) nextBackOff() time.Duration {
+	b := ep.backoff
+	return min(max(b.NextBackOff(), b.InitialInterval), b.MaxInterval)
+}
+
+// newBackOff returns an endpoint's back-off: first, then doubled after each
+// failed probe up to limit, each length randomised by ±25% (cenkalti/backoff's
+// ExponentialBackOff, held within [first, limit] by nextBackOff). A limit
+// below first means a flat back-off of first.
+func newBackOff(first, limit time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{InitialInterval: first, RandomizationFactor: 0.25, Multiplier: 2, MaxInterval: max(first, limit)}
+	b.Reset()
+	return b
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // recovered closes ep after it answered; it reports whether ep was open
@@ -69,7 +109,10 @@ func (ep *endpoint) recovered() bool {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	was := !ep.failedUntil.IsZero()
-	ep.failedUntil, ep.probing = time.Time{}, false
+	if was {
+		ep.backoff.Reset()
+	}
+	ep.failedUntil, ep.probing, ep.current = time.Time{}, false, 0
 	ep.lastOK, ep.failures = time.Now(), 0
 	return was
 }
@@ -117,21 +160,30 @@ func (r *registry) probe(ep *endpoint) {
 		}
 	}
 	if err != nil {
-		ep.fail(r.failBackoff, redactURLError(err))
-		r.c.log.Info("upstream endpoint still failing", "registry", r.name, "endpoint", ep.url.Host, "backoff", r.failBackoff, "err", redactURLError(err))
+		err = redactURLError(err)
+		_, d := ep.fail(true, err)
+		r.c.metrics.UpstreamBackoff(r.name, ep.url.Host, d)
+		r.c.log.Info("upstream endpoint still failing", "registry", r.name, "endpoint", ep.url.Host, "backoff", d, "err", err)
 		return
 	}
+	r.closed(ep)
+}
+
+// closed closes ep after it answered, and says so when it was open.
+func (r *registry) closed(ep *endpoint) {
 	if ep.recovered() {
+		r.c.metrics.UpstreamBackoff(r.name, ep.url.Host, 0)
 		r.c.log.Info("upstream endpoint recovered", "registry", r.name, "endpoint", ep.url.Host)
 	}
 }
 
 // markFailed opens ep after err and counts it.
 func (r *registry) markFailed(ep *endpoint, kind string, err error) {
-	opened := ep.fail(r.failBackoff, err)
+	opened, d := ep.fail(false, err)
 	r.c.metrics.UpstreamError(r.name, kind)
 	if opened {
-		r.c.log.Warn("upstream endpoint failing, not asked until a probe finds it answering", "registry", r.name, "endpoint", ep.url.Host, "kind", kind, "backoff", r.failBackoff, "err", err)
+		r.c.metrics.UpstreamBackoff(r.name, ep.url.Host, d)
+		r.c.log.Warn("upstream endpoint failing, not asked until a probe finds it answering", "registry", r.name, "endpoint", ep.url.Host, "kind", kind, "backoff", d, "err", err)
 	}
 }
 
@@ -208,7 +260,7 @@ func (r *registry) try(ctx context.Context, cl call) (*http.Response, *endpoint,
 		}
 		switch code := resp.StatusCode; {
 		case code == http.StatusOK || code == http.StatusPartialContent:
-			ep.recovered() // a concurrent failure opened it while this one was answered
+			r.closed(ep) // a concurrent failure opened it while this one was answered
 			return resp, ep, nil
 		case code == http.StatusTooManyRequests:
 			wait := retryAfter(resp.Header)
@@ -224,7 +276,7 @@ func (r *registry) try(ctx context.Context, cl call) (*http.Response, *endpoint,
 			r.markFailed(ep, "5xx", err)
 			lastErr, i = err, i+1
 		default:
-			ep.recovered() // it answered: a 404 or 401 is the registry's word, not a failure of the endpoint
+			r.closed(ep) // it answered: a 404 or 401 is the registry's word, not a failure of the endpoint
 			err := responseError(r.name, resp, cl.notFound)
 			r.c.metrics.UpstreamError(r.name, errorKind(err))
 			return nil, nil, err

@@ -32,15 +32,21 @@ type EndpointHealth struct {
 	// RetryAt is when its back-off ends and the next request probes it
 	// (GET /v2/ in the background); zero while closed.
 	RetryAt time.Time `json:"retryAt"`
+	// Backoff is the length of the back-off under way ("" while closed):
+	// failBackoff at first, doubled by each failed probe up to
+	// failBackoffMax.
+	Backoff string `json:"currentBackoff,omitempty"`
 }
 
 // RegistryHealth is a registry's endpoints and rate limit.
 type RegistryHealth struct {
 	Name  string `json:"name"`
 	State string `json:"state"` // StateUnused, StateOK, StateDegraded, StateDown, StateLimited or StateOffline
-	// Backoff is how long a failing endpoint is left alone before a probe
-	// (the registry's failBackoff).
-	Backoff string `json:"backoff"`
+	// Backoff is how long a failing endpoint is first left alone before a
+	// probe (the registry's failBackoff); BackoffMax is how long at most,
+	// after failed probes (failBackoffMax).
+	Backoff    string `json:"backoff"`
+	BackoffMax string `json:"backoffMax"`
 	// RateLimitedUntil is when a 429's Retry-After ends; zero: not limited.
 	RateLimitedUntil time.Time        `json:"rateLimitedUntil"`
 	Endpoints        []EndpointHealth `json:"endpoints"`
@@ -51,7 +57,7 @@ func (c *Client) Health() []RegistryHealth {
 	now := time.Now()
 	out := make([]RegistryHealth, 0, len(c.regs))
 	for _, r := range c.regs {
-		h := RegistryHealth{Name: r.name, Backoff: r.failBackoff.String()}
+		h := RegistryHealth{Name: r.name, Backoff: r.failBackoff.String(), BackoffMax: max(r.failBackoff, r.backoffMax).String()}
 		r.limit.mu.Lock()
 		if r.limit.until.After(now) {
 			h.RateLimitedUntil = r.limit.until
@@ -96,6 +102,9 @@ func (ep *endpoint) health() EndpointHealth {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	h := EndpointHealth{URL: u.String(), LastSuccess: ep.lastOK, LastError: ep.lastErr, LastErrorAt: ep.lastErrAt, Failures: ep.failures, RetryAt: ep.failedUntil}
+	if ep.current > 0 {
+		h.Backoff = ep.current.String()
+	}
 	switch {
 	case ep.probing:
 		h.State = StateProbing
