@@ -9,7 +9,8 @@ import (
 )
 
 // podman runs Debian's podman 4.3 as root with everything of its own in
-// temp dirs (--root, --runroot, vfs, cgroupfs, file events) and the
+// temp dirs (--root, --runroot, --tmpdir: its events file and locks, vfs,
+// cgroupfs, file events) and the
 // registries.conf `berth client-config registries-conf` wrote, given by
 // CONTAINERS_REGISTRIES_CONF. It runs under `unshare -m` with tmpfs on
 // /var/lib/containers/cache (its blob-info cache, which would let it skip
@@ -50,7 +51,7 @@ func (p *podman) try(t testing.TB, args ...string) (string, error) {
 	script := `mount -t tmpfs tmpfs /var/lib/containers/cache &&
 		mount -t tmpfs tmpfs /etc/containers/registries.conf.d && exec "$@"`
 	full := append([]string{"-m", "sh", "-c", script, "sh", p.bin,
-		"--root", filepath.Join(p.dir, "root"), "--runroot", filepath.Join(p.dir, "run"),
+		"--root", filepath.Join(p.dir, "root"), "--runroot", filepath.Join(p.dir, "run"), "--tmpdir", filepath.Join(p.dir, "libpod"),
 		"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"}, args...)
 	return run(t, 3*time.Minute, p.env, p.unshare, full...)
 }
