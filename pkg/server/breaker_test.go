@@ -25,6 +25,7 @@ func TestSilentUpstreamCostsOneTimeoutThenStaleTagsAnswerAtOnce(t *testing.T) {
 		c.TagTTL = config.Duration(time.Millisecond)
 		c.Registries[0].Timeouts.ResponseHeader = config.Duration(timeout)
 		c.Registries[0].FailBackoff = config.Duration(time.Hour) // no probe during the test
+		c.Prefetch.Enabled = false                               // a prefetch still running when the upstream goes silent would be a second held request
 	})
 	url := n.URL + "/v2/team/app/manifests/v1"
 	if resp, _ := get(t, http.MethodGet, url, "Accept", manifestAccept); resp.StatusCode != 200 {
