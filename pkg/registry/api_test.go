@@ -202,3 +202,21 @@ func digestOf(b []byte) string {
 	h, _, _ := ggcrv1.SHA256(strings.NewReader(string(b)))
 	return h.String()
 }
+
+// TestOldClientAndAnIndexWithoutItsPlatform: a client that reads no index
+// asks a tag whose manifest list has no linux/amd64 image: MANIFEST_UNKNOWN,
+// not another platform's image and not the list.
+func TestOldClientAndAnIndexWithoutItsPlatform(t *testing.T) {
+	a := newAPI(t)
+	arm64, _ := random.Image(256, 1)
+	list := mutate.IndexMediaType(mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: arm64, Descriptor: ggcrv1.Descriptor{Platform: &ggcrv1.Platform{OS: "linux", Architecture: "arm64"}}},
+	), types.DockerManifestList)
+	a.up.PushIndex(t, "team/app", "arm-only", list)
+	for _, method := range []string{"GET", "HEAD"} {
+		resp, body := a.do(t, method, "/v2/team/app/manifests/arm-only", "Accept", schema2.MediaTypeManifest)
+		if resp.StatusCode != 404 || method == "GET" && !strings.Contains(string(body), errcode.ErrorCodeManifestUnknown.String()) {
+			t.Fatalf("%s: %d %q, want 404 MANIFEST_UNKNOWN", method, resp.StatusCode, body)
+		}
+	}
+}
