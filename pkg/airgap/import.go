@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -20,9 +19,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-// tagRe is a valid tag (the distribution spec's grammar).
-var tagRe = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 
 // ErrNotLayout means an archive is neither an OCI layout nor a docker save.
 var ErrNotLayout = errors.New("neither an OCI image layout (index.json) nor a docker save archive (manifest.json)")
@@ -234,7 +230,7 @@ func (im *importer) tag(desc v1.Descriptor) {
 			named = repo
 			return
 		}
-	} else if repo.Name == "" || !tagRe.MatchString(name) {
+	} else if repo.Name == "" || !oci.ValidTag(name) {
 		tag = ""
 	}
 	if tag == "" {

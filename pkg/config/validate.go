@@ -379,7 +379,7 @@ func (c *Config) ParsePin(ref, d string) (registry, name, tag string, err error)
 }
 
 var (
-	pinTag    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	pinTag    = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`) // distribution/reference's tag grammar, as pkg/oci's
 	pinDigest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 )
 

@@ -196,13 +196,17 @@ func allDigits(s string) bool {
 	return true
 }
 
+// ValidTag reports whether tag is a tag in distribution/reference's
+// grammar: what a request path, an archive's image name or a pin may name.
+func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
+
 func (req *Request) checkReference() error {
 	switch req.Kind {
 	case KindManifest:
 		if strings.Contains(req.Reference, ":") {
 			return req.parseDigest()
 		}
-		if !tagRE.MatchString(req.Reference) {
+		if !ValidTag(req.Reference) {
 			return fmt.Errorf("tag %q: %w", req.Reference, ErrTagInvalid)
 		}
 	case KindBlob, KindReferrers:
