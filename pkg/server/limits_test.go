@@ -142,6 +142,9 @@ func TestAuditRecordsOnlyContentServed(t *testing.T) {
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
 	missing := "sha256:" + strings.Repeat("0", 64)
+	// The handler audits a response once it has sent it, so the client can
+	// have the last byte first: each request here ends only when the
+	// server closes its connection, after the handler returned.
 	for _, rq := range []struct{ method, path string }{
 		{http.MethodGet, "/v2/real/app/blobs/" + missing},          // 404
 		{http.MethodGet, "/v2/junk/name/manifests/nosuchtag"},      // 404
@@ -149,13 +152,15 @@ func TestAuditRecordsOnlyContentServed(t *testing.T) {
 		{http.MethodHead, "/v2/real/app/blobs/" + ld.String()},     // a HEAD sends no content
 		{http.MethodHead, "/v2/real/app/manifests/" + md.String()}, // nor a HEAD by digest
 	} {
-		get(t, rq.method, n.URL+rq.path, "Accept", manifestAccept)
+		getHandled(t, rq.method, n.URL+rq.path)
 	}
 	if got, err := n.Store().Audit(); err != nil || len(got) != 0 {
 		t.Fatalf("audit after 404s and HEADs: %v %s", err, fmt.Sprint(got))
 	}
-	get(t, http.MethodHead, n.URL+"/v2/real/app/manifests/v1", "Accept", manifestAccept)
-	get(t, http.MethodGet, n.URL+"/v2/real/app/blobs/"+ld.String())
+	getHandled(t, http.MethodHead, n.URL+"/v2/real/app/manifests/v1")
+	if code := getHandled(t, http.MethodGet, n.URL+"/v2/real/app/blobs/"+ld.String()); code != http.StatusOK {
+		t.Fatalf("GET blob: %d", code)
+	}
 	got, err := n.Store().Audit()
 	if err != nil || len(got) != 1 {
 		t.Fatalf("audit: %v %s", err, fmt.Sprint(got))
@@ -164,4 +169,39 @@ func TestAuditRecordsOnlyContentServed(t *testing.T) {
 	if a.Name != "real/app" || len(a.Tags) != 1 || a.Tags[0].Tag != "v1" || len(a.Blobs) != 1 || a.Blobs[0].Digest.String() != ld.String() || len(a.Manifests) != 0 {
 		t.Fatalf("audit of real/app: %+v", a)
 	}
+}
+
+// getHandled sends one request (with the manifest Accept header) on its
+// own connection with "Connection: close" and reads until the server
+// closes it, which net/http does only after the handler has returned. It
+// returns the status.
+func getHandled(t *testing.T, method, url string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", manifestAccept)
+	req.Close = true
+	conn, err := net.DialTimeout("tcp", req.URL.Host, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	if err := req.Write(conn); err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("%s %s: body: %v", method, url, err)
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil { // to the server's close
+		t.Fatalf("%s %s: waiting for the close: %v", method, url, err)
+	}
+	return resp.StatusCode
 }
