@@ -72,6 +72,7 @@ func cluster(t *testing.T, n int, tune func(*Config)) []*node {
 		// Generous for a loaded 2-core race run; the tests that are about a
 		// timeout outlast it by far.
 		cfg.Timeout, cfg.OwnerTimeout, cfg.IdleTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+		cfg.Gossip = steadyGossip() // the tests rank the members once: they must stay members
 		if tune != nil {
 			tune(&cfg)
 		}

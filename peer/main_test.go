@@ -51,6 +51,18 @@ func fastGossip() Gossip {
 	}
 }
 
+// steadyGossip never marks a live node failed while a test runs, even on
+// a loaded 2-core race run where fastGossip's 150ms probes go unanswered
+// and memberlist drops a live peer for a moment (the peer leaves the
+// relay plan, and rejoins with its suspicion cleared). For tests about
+// fetching, not about failure detection: a node whose HTTP side is gone
+// stays listed, as these tests want.
+func steadyGossip() Gossip {
+	g := fastGossip()
+	g.ProbeInterval, g.ProbeTimeout, g.SuspicionMult = time.Second, 500*time.Millisecond, 10 // suspect 10s before failed
+	return g
+}
+
 func testConfig(name, httpAddr string, secret string, join ...string) Config {
 	return Config{
 		NodeName:       name,
