@@ -74,6 +74,15 @@ func (g *Gate) Check(r *http.Request, repo oci.Repo, base bool) (string, error) 
 	return "", &Refusal{err: fmt.Errorf("%s may not read %s: %w", id.Name, repo, oci.ErrDenied)}
 }
 
+// Challenge is the WWW-Authenticate challenge of berth's client auth, ""
+// when it has no credential files (no client can log in).
+func (g *Gate) Challenge() string {
+	if !g.authn.Enabled() {
+		return ""
+	}
+	return Challenge(g.realm)
+}
+
 func (g *Gate) unauthorized(err error) *Refusal {
 	return &Refusal{challenge: Challenge(g.realm), err: fmt.Errorf("%w: %w", err, oci.ErrUnauthorized)}
 }

@@ -47,6 +47,11 @@ type Access interface {
 	// WWWAuthenticate() string method giving the challenge) or
 	// oci.ErrDenied (403). base is true for the API base, /v2/.
 	Check(r *http.Request, repo oci.Repo, base bool) (client string, err error)
+	// Challenge is the WWW-Authenticate challenge of a 401 berth answers
+	// for another reason than Check (an upstream that refused berth's own
+	// credentials), so the client hears berth's scheme and realm, never
+	// the upstream's; "" when berth asks clients for no credentials.
+	Challenge() string
 }
 
 // Options configures a Handler. Router is required.
@@ -94,6 +99,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return h.route(req)(sw, r, req)
 	}()
 	if err != nil {
+		if client && h.opts.Access != nil && errors.Is(err, oci.ErrUnauthorized) {
+			// An upstream's 401 (a Refusal from Check brings its own).
+			if ch := h.opts.Access.Challenge(); ch != "" {
+				sw.Header().Set("WWW-Authenticate", ch)
+			}
+		}
 		sw.status = writeError(sw, err)
 		if sw.status >= 500 && !errors.Is(err, context.Canceled) {
 			h.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", sw.status, "err", err)

@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/berth-registry/berth/pkg/config"
@@ -157,4 +159,40 @@ func errcodeOf(body []byte) string {
 		return ""
 	}
 	return e.Errors[0].Code
+}
+
+// TestUpstream401AnswersBerthsChallenge: when the upstream refuses berth's
+// own credentials, the client gets 401 UNAUTHORIZED as errcode JSON with
+// berth's challenge where berth has client auth, none where it has not,
+// and never the upstream's realm.
+func TestUpstream401AnswersBerthsChallenge(t *testing.T) {
+	t.Parallel()
+	pub, priv := upstreamtest.New(t), upstreamtest.New(t)
+	n := accessNode(t, pub, priv)
+	plain := startNode(t, pub)
+	pub.SetStatus(http.StatusUnauthorized)
+	priv.SetStatus(http.StatusUnauthorized)
+	r, _ := http.NewRequest(http.MethodGet, "http://x", nil)
+	r.SetBasicAuth("alice", "alice-pw")
+	alice := r.Header.Get("Authorization")
+	for _, tt := range []struct {
+		name, url, auth, challenge string
+	}{
+		{"alice, private registry", n.URL + "/v2/" + priv.Host + "/team/app/manifests/v1", alice, `Basic realm="berth", charset="UTF-8"`},
+		{"alice, private blob", n.URL + "/v2/" + priv.Host + "/team/app/blobs/sha256:" + strings.Repeat("1", 64), alice, `Basic realm="berth", charset="UTF-8"`},
+		{"anonymous, public registry", n.URL + "/v2/library/pub/manifests/v1", "", `Basic realm="berth", charset="UTF-8"`},
+		{"anonymous, tags list", n.URL + "/v2/library/pub/tags/list", "", `Basic realm="berth", charset="UTF-8"`},
+		{"berth without client auth", plain.URL + "/v2/library/pub/manifests/v1", "", ""},
+	} {
+		resp, body := get(t, http.MethodGet, tt.url, "Accept", manifestAccept, "Authorization", tt.auth)
+		if resp.StatusCode != http.StatusUnauthorized || errcodeOf(body) != "UNAUTHORIZED" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %s %s, want 401 UNAUTHORIZED", tt.name, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+		if ch := resp.Header.Values("WWW-Authenticate"); len(ch) > 1 || tt.challenge == "" && len(ch) != 0 || tt.challenge != "" && (len(ch) != 1 || ch[0] != tt.challenge) {
+			t.Errorf("%s: WWW-Authenticate %q, want %q", tt.name, ch, tt.challenge)
+		}
+		if strings.Contains(fmt.Sprint(resp.Header), "/token") || strings.Contains(fmt.Sprint(resp.Header), "upstreamtest") {
+			t.Errorf("%s: the upstream's realm reached the client: %v", tt.name, resp.Header)
+		}
+	}
 }

@@ -72,8 +72,11 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 			return
 		}
 		if code := int(r.status.Load()); code != 0 {
-			if code == http.StatusTooManyRequests {
+			switch code {
+			case http.StatusTooManyRequests:
 				w.Header().Set("Retry-After", "3600") // longer than any client waits
+			case http.StatusUnauthorized: // a token server of its own, which refuses too
+				w.Header().Set("WWW-Authenticate", `Bearer realm="`+r.URL+`/token",service="upstreamtest"`)
 			}
 			http.Error(w, "status set by the test", code)
 			return
