@@ -2,56 +2,21 @@ package server_test
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/berth-registry/berth/peer"
-	"github.com/berth-registry/berth/pkg/config"
-	"github.com/berth-registry/berth/pkg/server"
+	"github.com/berth-registry/berth/test/nodetest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
-// startPeerNodes starts two nodes that gossip with each other and waits
-// until each counts the other in berth_peers.
+// startPeerNodes starts two nodes, n0 and n1, that gossip with each other
+// and waits until each counts the other in berth_peers.
 func startPeerNodes(t *testing.T, up *upstreamtest.Registry) map[string]*node {
 	t.Helper()
-	secret := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(secret, []byte("the cluster secret"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	names := []string{"n0", "n1"}
-	gossip := []string{freeAddr(t), freeAddr(t)}
 	nodes := map[string]*node{}
-	for i, name := range names {
-		ln := listen(t)
-		cfg := testConfig(t, up)
-		cfg.Peers = config.Peers{
-			Bind: gossip[i], Advertise: ln.Addr().String(), Join: gossip, SecretFile: secret,
-			Timeout: config.Duration(2 * time.Second), AskNext: 1, NodeName: name,
-			RejoinInterval: config.Duration(200 * time.Millisecond),
-		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		srv, err := server.New(cfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		admin := listen(t)
-		serve(t, srv, server.Listeners{HTTP: ln, Admin: admin})
-		nodes[name] = &node{Server: srv, URL: "http://" + ln.Addr().String(), AdminURL: "http://" + admin.Addr().String()}
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for _, n := range nodes {
-		for scrape(t, n.AdminURL).sum("berth_peers") != 1 {
-			if time.Now().After(deadline) {
-				t.Fatal("the nodes never saw each other")
-			}
-			time.Sleep(20 * time.Millisecond) // polling with a deadline
-		}
+	for _, n := range nodetest.StartCluster(t, up, 2, nil) {
+		nodes[n.Name] = n
 	}
 	return nodes
 }

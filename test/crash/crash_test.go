@@ -4,7 +4,6 @@
 package crash
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,17 +11,15 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -53,7 +50,7 @@ func TestKillDuringPullsLeavesAVerifiedStore(t *testing.T) {
 		checkIndexCopy(t, dir) // after the restart's reconcile
 		checkNoTemp(t, dir)
 		if len(images) > 0 { // what was pulled before pulls again, whole
-			if err := pull(t.Context(), b.url, up.Host, images[len(images)-1]); err != nil {
+			if err := pull(t.Context(), b.URL, up.Host, images[len(images)-1]); err != nil {
 				t.Fatalf("round %d: pull after restart: %v\n%s", round, err, b.logTail())
 			}
 		}
@@ -64,7 +61,7 @@ func TestKillDuringPullsLeavesAVerifiedStore(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				pull(ctx, b.url, up.Host, fresh[i%2]) // fails when killed: expected
+				pull(ctx, b.URL, up.Host, fresh[i%2]) // fails when killed: expected
 			}()
 		}
 		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond) // the random kill point
@@ -79,7 +76,7 @@ func TestKillDuringPullsLeavesAVerifiedStore(t *testing.T) {
 	t.Logf("%d of %d kills landed during a fill (temp files left)", midFill, rounds)
 	b := startBerth(t, bin, dir, up.Host)
 	for _, img := range images {
-		if err := pull(t.Context(), b.url, up.Host, img); err != nil {
+		if err := pull(t.Context(), b.URL, up.Host, img); err != nil {
 			t.Fatalf("final pull of %s: %v\n%s", img.repo, err, b.logTail())
 		}
 	}
@@ -91,10 +88,9 @@ func TestKillDuringPullsLeavesAVerifiedStore(t *testing.T) {
 
 func buildBerth(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "berth")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/berth-registry/berth/cmd/berth")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build berth: %v\n%s", err, out)
+	bin, err := proctest.BuildBerth(t.Context(), t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -117,99 +113,35 @@ func pushImage(t *testing.T, up *upstreamtest.Registry, repo string) image {
 	return im
 }
 
-type berth struct {
-	cmd  *exec.Cmd
-	url  string
-	log  *bytes.Buffer
-	mu   *sync.Mutex
-	done chan struct{}
-}
+type berth struct{ *proctest.Berth }
 
-func (b *berth) logTail() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.log.String()
-	return s[max(0, len(s)-4000):]
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func (b *berth) logTail() string { return b.Tail(4000) }
 
 // startBerth runs berth on dir with a 6 MiB quota, so eviction runs too,
 // and waits until it is ready.
 func startBerth(t *testing.T, bin, dir, upstream string) *berth {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "--addr", addr, "--admin-addr", "127.0.0.1:0", "--cache-dir", dir,
+	return &berth{proctest.RunBerth(t, bin, map[string]any{"cache": map[string]any{"dir": dir}},
 		"--registry", upstream+"=http://"+upstream, "--default-registry", upstream,
-		"--cache-max-size", "6MiB", "--log-level", "debug")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "BERTH_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	b := &berth{cmd: cmd, url: "http://" + addr, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = lockedWriter{b.mu, b.log}, lockedWriter{b.mu, b.log}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(b.done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-b.done })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(b.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return b
-			}
-		}
-		select {
-		case <-b.done:
-			t.Fatalf("berth exited at start:\n%s", b.logTail())
-		case <-time.After(20 * time.Millisecond): // polling readiness; nothing to wait on
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("berth not ready:\n%s", b.logTail())
-		}
-	}
+		"--cache-max-size", "6MiB", "--log-level", "debug")}
 }
 
 func (b *berth) kill(t *testing.T) {
-	t.Helper()
-	b.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-b.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("berth outlived SIGKILL")
-	}
+	b.signal(t, syscall.SIGKILL, 10*time.Second, "berth outlived SIGKILL")
 }
 
 func (b *berth) stop(t *testing.T) {
+	b.signal(t, syscall.SIGTERM, 30*time.Second, "berth did not stop on SIGTERM")
+}
+
+// signal sends sig to berth and fails t unless it exits within.
+func (b *berth) signal(t *testing.T, sig syscall.Signal, within time.Duration, fail string) {
 	t.Helper()
-	b.cmd.Process.Signal(syscall.SIGTERM)
+	_ = b.Cmd.Process.Signal(sig)
 	select {
-	case <-b.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("berth did not stop on SIGTERM")
+	case <-b.Done():
+	case <-time.After(within):
+		t.Fatal(fail)
 	}
 }
 

@@ -34,8 +34,8 @@ func startBerth(t testing.TB, o berthOpts) *berth {
 	bin := needBerth(t)
 	var lastErr error
 	for range 3 { // the free port may be taken between pick and bind
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		addr := freeAddr(t)
+		admin := freeAddr(t)
 		dir := t.TempDir()
 		args := []string{"serve", "--config", berthConfig(t, dir, o), "--addr", addr, "--admin-addr", admin,
 			"--cache-dir", filepath.Join(dir, "cache"), "--tag-ttl", "60s"}

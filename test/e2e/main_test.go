@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // berthBin is the berth binary built once by TestMain; empty when the
@@ -37,21 +40,9 @@ func runMain(m *testing.M) int {
 	if bin := os.Getenv("BERTH_E2E_BIN"); bin != "" {
 		berthBin = bin // a berth built elsewhere (a release, a debug build)
 	} else {
-		berthBin, buildErr = buildBerth(dir)
+		berthBin, buildErr = proctest.BuildBerth(context.Background(), dir, true)
 	}
 	return m.Run()
-}
-
-// buildBerth builds ./cmd/berth into dir, with the race detector so that
-// a data race in berth under real clients fails the test that saw it.
-func buildBerth(dir string) (string, error) {
-	out := filepath.Join(dir, "berth")
-	cmd := exec.Command("go", "build", "-race", "-o", out, "./cmd/berth")
-	cmd.Dir = repoRoot
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/berth: %w\n%s", err, b)
-	}
-	return out, nil
 }
 
 // inCI reports whether a missing prerequisite must fail rather than skip.

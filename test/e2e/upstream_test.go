@@ -32,7 +32,7 @@ func startRegistryProc(t testing.TB, extra string, want int) (string, *proc) {
 	bin := tool(t, "registry")
 	var lastErr error
 	for range 3 { // the free port may be taken between pick and bind
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		addr := freeAddr(t)
 		dir := t.TempDir()
 		cfg := fmt.Sprintf(`version: 0.1
 log:

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/berth-registry/berth/test/upstreamtest"
 )
 
 const manifestAccept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, " +
@@ -56,13 +58,13 @@ func (r *result) note(kind, unexpected string, wrong bool, n int64, d time.Durat
 }
 
 // drive runs clients for d, each looping over a random mix of requests.
-func drive(ctx context.Context, b *berthProc, up *upstream, imgs []image, clients int, d time.Duration) *result {
+func drive(ctx context.Context, b *berthProc, up *upstreamtest.Registry, imgs []image, clients int, d time.Duration) *result {
 	res := &result{counts: map[string]int{}, unexpect: map[string]int{}, latency: map[string][]time.Duration{}}
 	res.startRSS, res.startFDs = b.sample()
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxIdleConns: clients, IdleConnTimeout: 30 * time.Second}
 	defer tr.CloseIdleConnections()
 	cl := &http.Client{Transport: tr, Timeout: 2 * time.Minute}
-	upBefore := up.requests.Load()
+	upBefore := up.Total()
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -102,7 +104,7 @@ func drive(ctx context.Context, b *berthProc, up *upstream, imgs []image, client
 	tr.CloseIdleConnections()
 	time.Sleep(3 * time.Second) // let berth close what the clients left
 	res.endRSS, res.endFDs = b.sample()
-	res.upRequests, res.up5xx = up.requests.Load()-upBefore, up.errors5.Load()
+	res.upRequests, res.up5xx = int64(up.Total()-upBefore), up.Errors5xx()
 	return res
 }
 
@@ -134,7 +136,7 @@ func oneRequest(ctx context.Context, cl *http.Client, b *berthProc, imgs []image
 	default:
 		kind, path, wantStatus, wantCode = "unknown", fmt.Sprintf("/v2/%s/blobs/sha256:%064x", im.repo, rng.Uint64()), http.StatusNotFound, "BLOB_UNKNOWN"
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.url+path, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.URL+path, nil)
 	req.Header.Set("Accept", manifestAccept)
 	if rangeHdr != "" {
 		req.Header.Set("Range", rangeHdr)

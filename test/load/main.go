@@ -14,15 +14,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth-registry/berth/test/proctest"
+	"github.com/berth-registry/berth/test/upstreamtest"
 )
 
 func main() {
@@ -65,58 +65,29 @@ func run(ctx context.Context, o options) error {
 	if o.berth == "" {
 		o.berth = filepath.Join(o.work, "berth")
 		fmt.Println("load: building berth")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", o.berth, "./cmd/berth")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/berth: %w\n%s", err, out)
+		bin, err := proctest.BuildBerth(ctx, o.work, false)
+		if err != nil {
+			return err
 		}
+		o.berth = bin
 	}
-	up, err := startUpstream(filepath.Join(o.work, "upstream"))
+	up := upstreamtest.Start(filepath.Join(o.work, "upstream"))
+	defer up.Close()
+	fmt.Printf("load: pushing %d images of %d layers (up to %d bytes) to %s\n", o.images, o.layers, o.maxLayer, up.Host)
+	imgs, err := pushImages(ctx, up.Host, o.images, o.layers, o.maxLayer)
 	if err != nil {
 		return err
 	}
-	defer up.close()
-	fmt.Printf("load: pushing %d images of %d layers (up to %d bytes) to %s\n", o.images, o.layers, o.maxLayer, up.host)
-	imgs, err := pushImages(ctx, up.host, o.images, o.layers, o.maxLayer)
-	if err != nil {
-		return err
-	}
-	b, err := startBerth(ctx, o.berth, filepath.Join(o.work, "berth-node"), up)
+	b, err := startBerth(o.berth, filepath.Join(o.work, "berth-node"), up)
 	if err != nil {
 		return err
 	}
 	defer b.stop()
-	fmt.Printf("load: %d clients for %s against berth %s (pid %d)\n", o.clients, o.duration, b.url, b.cmd.Process.Pid)
+	fmt.Printf("load: %d clients for %s against berth %s (pid %d)\n", o.clients, o.duration, b.URL, b.Cmd.Process.Pid)
 	res := drive(ctx, b, up, imgs, o.clients, o.duration)
 	res.print(os.Stdout)
 	if why := res.failures(); len(why) > 0 {
 		return fmt.Errorf("%s", strings.Join(why, "; "))
 	}
 	return nil
-}
-
-// freeAddr returns a loopback address free a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// waitOK polls url until it answers 200, within a minute.
-func waitOK(ctx context.Context, url string) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s not ready within a minute", url)
-		}
-		time.Sleep(100 * time.Millisecond) // polling a process that gives no signal
-	}
 }

@@ -14,9 +14,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // roleEnv names the helper role a re-executed test binary plays inside a
@@ -52,19 +52,7 @@ func runRole(role string, args []string) error {
 	return fmt.Errorf("unknown role %q", role)
 }
 
-// childEnv is the test's environment less BERTH_* settings (berth would
-// read them) and proxy variables (nothing here goes through a proxy).
-func childEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "BERTH_") || strings.HasSuffix(strings.ToLower(k), "_proxy") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
+var childEnv = proctest.ChildEnv
 
 // prerequisite skips t, or fails it when CI=true, for a missing
 // prerequisite.
@@ -106,15 +94,9 @@ func buildBerth(t *testing.T, dir string) string {
 	if bin := os.Getenv("BERTH_NETNS_BIN"); bin != "" {
 		return bin // a berth built elsewhere
 	}
-	wd, err := os.Getwd()
+	bin, err := proctest.BuildBerth(t.Context(), dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "berth")
-	cmd := exec.Command("go", "build", "-race", "-o", out, "./cmd/berth")
-	cmd.Dir = filepath.Join(wd, "..", "..")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/berth: %v\n%s", err, b)
-	}
-	return out
+	return bin
 }

@@ -1,11 +1,15 @@
-// Package nodetest runs a berth node in process, in front of a real
-// upstream registry from upstreamtest, for tests of whole nodes.
+// Package nodetest runs berth nodes in process, in front of a real
+// upstream registry from upstreamtest, for tests of whole nodes: one node
+// served as the berth command serves it (Start), or a gossip cluster of
+// them (StartCluster, StartMember).
 package nodetest
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -17,43 +21,29 @@ import (
 // Node is one berth node serving on a loopback port.
 type Node struct {
 	*server.Server
-	URL      string // http://127.0.0.1:port
+	Name     string // a cluster member's name (StartMember)
+	Addr     string // 127.0.0.1:port
+	URL      string // http://Addr
 	AdminURL string // the admin listener: /metrics, /debug/*
+
+	hs *http.Server // a member's HTTP server (Kill)
 }
 
 // Start runs a node on the embedded default config with up as its only
 // (and default) registry and a store in a temp dir; mutate may change the
-// config before it is validated. The node stops when the test ends.
+// config before it is validated. The node is served by Server.Serve, with
+// its graceful shutdown, and stops when the test ends.
 func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Config)) *Node {
 	t.Helper()
-	cfg, err := config.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
-	cfg.DefaultRegistry = up.Host
-	cfg.Cache.Dir = t.TempDir()
+	cfg := testConfig(t, up)
 	// Shutdown counts a connection accepted but never used as busy for 5s
 	// (net/http), and a client's pool can leave one: allow more than that.
 	cfg.ShutdownGrace = config.Duration(15 * time.Second)
 	for _, m := range mutate {
 		m(cfg)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, cfg)
+	ln, admin := listen(t), listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, server.Listeners{HTTP: ln, Admin: admin}) }()
@@ -65,5 +55,49 @@ func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Confi
 		}
 		srv.Close()
 	})
-	return &Node{Server: srv, URL: "http://" + ln.Addr().String(), AdminURL: "http://" + admin.Addr().String()}
+	n := &Node{Server: srv}
+	n.setAddrs(ln, admin)
+	return n
+}
+
+// testConfig is the embedded default config with up as the only (and
+// default) registry and a store in a temp dir.
+func testConfig(t testing.TB, up *upstreamtest.Registry) *config.Config {
+	t.Helper()
+	cfg, err := config.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
+	cfg.DefaultRegistry = up.Host
+	cfg.Cache.Dir = t.TempDir()
+	return cfg
+}
+
+// newServer validates cfg and makes a server on it.
+func newServer(t testing.TB, cfg *config.Config) *server.Server {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	srv, err := server.New(cfg, Logger())
+	if err != nil {
+		t.Fatalf("node %s: %v", cfg.Peers.NodeName, err)
+	}
+	return srv
+}
+
+func (n *Node) setAddrs(ln, admin net.Listener) {
+	n.Addr = ln.Addr().String()
+	n.URL = "http://" + n.Addr
+	n.AdminURL = "http://" + admin.Addr().String()
+}
+
+// Logger is a node's logger: nil (discard) unless BERTH_TEST_LOG is set,
+// then debug to stderr.
+func Logger() *slog.Logger {
+	if os.Getenv("BERTH_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

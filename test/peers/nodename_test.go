@@ -9,41 +9,44 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/test/nodetest"
+	"github.com/berth-registry/berth/test/upstreamtest"
 )
 
 // Three nodes on one host with no peers.nodeName get names of their own (the
 // host name alone would collide) and peer; each keeps its name in its cache.
 func TestDefaultNodeNamesDifferOnOneHost(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	gossip := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	nodes := make([]*node, len(gossip))
 	for i := range nodes {
-		nodes[i] = startNode(t, up, "", gossip[i], gossip, nodeOpts{})
-		nodes[i].name = fmt.Sprintf("n%d", i)
+		nodes[i] = startNode(t, up, "", gossip[i], gossip, nodetest.Member{})
+		nodes[i].Name = fmt.Sprintf("n%d", i)
 	}
 	waitPeers(t, nodes, 2)
 	host, _ := os.Hostname()
 	for _, n := range nodes {
-		id, err := os.ReadFile(filepath.Join(n.srv.Store().Root(), "node-id"))
+		id, err := os.ReadFile(filepath.Join(n.Store().Root(), "node-id"))
 		if err != nil || len(id) != 8 {
-			t.Fatalf("%s: node-id %q %v", n.name, id, err)
+			t.Fatalf("%s: node-id %q %v", n.Name, id, err)
 		}
-		if got := n.srv.NodeName(); got != host+"-"+string(id) {
-			t.Errorf("%s: name %q, want %q", n.name, got, host+"-"+string(id))
+		if got := n.NodeName(); got != host+"-"+string(id) {
+			t.Errorf("%s: name %q, want %q", n.Name, got, host+"-"+string(id))
 		}
 		if code, body := readyz(t, n); code != http.StatusOK {
-			t.Errorf("%s: /readyz %d %s", n.name, code, body)
+			t.Errorf("%s: /readyz %d %s", n.Name, code, body)
 		}
 	}
 }
 
 // Two nodes that share a name cannot peer; each says so on /readyz.
 func TestSharedNodeNameIsNotReady(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	gossip := []string{freeAddr(t), freeAddr(t)}
 	nodes := []*node{
-		startNode(t, up, "twin", gossip[0], gossip, nodeOpts{}),
-		startNode(t, up, "twin", gossip[1], gossip, nodeOpts{}),
+		startNode(t, up, "twin", gossip[0], gossip, nodetest.Member{}),
+		startNode(t, up, "twin", gossip[1], gossip, nodetest.Member{}),
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, n := range nodes {
@@ -53,7 +56,7 @@ func TestSharedNodeNameIsNotReady(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("node at %s: /readyz %d %q, want 503 naming the shared name", n.addr, code, body)
+				t.Fatalf("node at %s: /readyz %d %q, want 503 naming the shared name", n.Addr, code, body)
 			}
 			time.Sleep(100 * time.Millisecond) // polling with a deadline: gossip decides when
 		}
@@ -62,7 +65,7 @@ func TestSharedNodeNameIsNotReady(t *testing.T) {
 
 func readyz(t *testing.T, n *node) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + n.addr + "/readyz")
+	resp, err := http.Get("http://" + n.Addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/peer"
+	"github.com/berth-registry/berth/test/nodetest"
+	"github.com/berth-registry/berth/test/upstreamtest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
@@ -43,11 +45,11 @@ func randomImage(t *testing.T, size int64, layers int) v1.Image {
 }
 
 func TestColdPullAtOnceFetchesEachBlobOnce(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 2<<20, 6)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	nodes := startCluster(t, up, 5, nil)
-	c := client(t, up.host)
+	c := client(t, up.Host)
 
 	start := make(chan struct{})
 	errs := make(chan error, len(nodes))
@@ -69,47 +71,47 @@ func TestColdPullAtOnceFetchesEachBlobOnce(t *testing.T) {
 		}
 	}
 	for _, d := range blobs(t, img) {
-		if got := up.blobGETs(d); got != 1 {
+		if got := up.AnyBlobGETs(d.String()); got != 1 {
 			t.Errorf("upstream saw %d GETs of %s, want exactly 1", got, d)
 		}
 		for _, n := range nodes {
 			if ok, err := stored(n, d); !ok || err != nil {
-				t.Errorf("%s: %s stored %v: %v", n.name, d, ok, err)
+				t.Errorf("%s: %s stored %v: %v", n.Name, d, ok, err)
 			}
 		}
 	}
 }
 
 func TestPulledOnANotFetchedAgainForB(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 256<<10, 4)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	nodes := startCluster(t, up, 3, nil)
-	c := client(t, up.host)
+	c := client(t, up.Host)
 
 	if err := pull(t.Context(), c, nodes[0], "team/app", "v1", img); err != nil {
 		t.Fatal(err)
 	}
 	before := map[digest.Digest]int{}
 	for _, d := range blobs(t, img) {
-		before[d] = up.blobGETs(d)
+		before[d] = up.AnyBlobGETs(d.String())
 	}
 	if err := pull(t.Context(), c, nodes[1], "team/app", "v1", img); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range blobs(t, img) {
-		if got := up.blobGETs(d); got != before[d] || got != 1 {
+		if got := up.AnyBlobGETs(d.String()); got != before[d] || got != 1 {
 			t.Errorf("%s: upstream GETs %d after A, %d after B; want 1 and no more", d, before[d], got)
 		}
 	}
 }
 
 func TestOwnerKilledMidTransfer(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 4<<20, 1)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	nodes := startCluster(t, up, 3, nil)
-	c := client(t, up.host)
+	c := client(t, up.Host)
 	layer := blobs(t, img)[1]
 	o := owner(nodes, layer.String())
 	asker := nodes[0]
@@ -117,17 +119,17 @@ func TestOwnerKilledMidTransfer(t *testing.T) {
 		asker = nodes[1]
 	}
 
-	release := up.holdBlobs()
+	release := up.Gate()
 	defer release()
 	got, err := readBlob(t.Context(), c, asker, "team/app", layer, func() {
 		// Bytes are flowing upstream -> owner -> asker -> client, and the
 		// upstream holds the rest: kill the owner now.
 		select {
-		case <-up.halfway:
+		case <-up.Halfway():
 		case <-time.After(10 * time.Second):
 			t.Error("the upstream never held a body")
 		}
-		o.kill()
+		o.Kill()
 		release()
 	})
 	if err != nil {
@@ -141,7 +143,7 @@ func TestOwnerKilledMidTransfer(t *testing.T) {
 	}
 	// The owner's fill, then the asker's resume at the byte reached: the
 	// bytes did go through the owner before it died.
-	if got := up.blobGETs(layer); got != 2 {
+	if got := up.AnyBlobGETs(layer.String()); got != 2 {
 		t.Fatalf("upstream GETs of the layer: %d, want 2 (owner, then the asker's resume)", got)
 	}
 }
@@ -177,9 +179,9 @@ func (f *flipWriter) Write(p []byte) (int, error) {
 func (f *flipWriter) WriteHeader(code int) { f.ResponseWriter.WriteHeader(code) }
 
 func TestCorruptingPeerCannotPoison(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 512<<10, 3)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	var hits atomic.Int32
 	// Find a layer owned by n1 (the liar) among n0..n2.
 	names := []string{"n0", "n1", "n2"}
@@ -191,7 +193,7 @@ func TestCorruptingPeerCannotPoison(t *testing.T) {
 	}
 	if layer == "" {
 		img = randomImage(t, 512<<10, 12) // about 4 of 12 layers are n1's
-		up.push(t, "team/app", "v1", img)
+		up.Push(t, "team/app", "v1", img)
 		for _, d := range blobs(t, img)[1:] {
 			if peer.Rank(d.String(), names)[0] == "n1" {
 				layer = d
@@ -201,8 +203,8 @@ func TestCorruptingPeerCannotPoison(t *testing.T) {
 	if layer == "" {
 		t.Fatal("no layer owned by n1")
 	}
-	nodes := startCluster(t, up, 3, map[int]nodeOpts{1: {wrap: corrupter(&hits)}})
-	c := client(t, up.host)
+	nodes := startCluster(t, up, 3, map[int]nodetest.Member{1: {Wrap: corrupter(&hits)}})
+	c := client(t, up.Host)
 
 	// A client retries a broken body, as containerd does; the bytes it ends
 	// with must be right, and the liar must have been asked.
@@ -228,9 +230,9 @@ func TestCorruptingPeerCannotPoison(t *testing.T) {
 }
 
 func TestWrongKeyNotAdmittedNorAsked(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 128<<10, 4)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	gossip := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	var marked atomic.Int32
 	countMarked := func(next http.Handler) http.Handler {
@@ -241,11 +243,11 @@ func TestWrongKeyNotAdmittedNorAsked(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	a := startNode(t, up, "n0", gossip[0], gossip, nodeOpts{})
-	b := startNode(t, up, "n1", gossip[1], gossip, nodeOpts{})
-	x := startNode(t, up, "x", gossip[2], gossip, nodeOpts{secret: "another cluster secret", wrap: countMarked})
+	a := startNode(t, up, "n0", gossip[0], gossip, nodetest.Member{})
+	b := startNode(t, up, "n1", gossip[1], gossip, nodetest.Member{})
+	x := startNode(t, up, "x", gossip[2], gossip, nodetest.Member{Secret: "another cluster secret", Wrap: countMarked})
 	waitPeers(t, []*node{a, b}, 1)
-	c := client(t, up.host)
+	c := client(t, up.Host)
 	// x keeps trying to join every second; pulls on a and b meanwhile must
 	// never reach it, and x must not count anyone as a peer.
 	for _, n := range []*node{a, b, x} {
@@ -256,22 +258,22 @@ func TestWrongKeyNotAdmittedNorAsked(t *testing.T) {
 	if got := marked.Load(); got != 0 {
 		t.Fatalf("x received %d peer requests", got)
 	}
-	if a.peers(t) != 1 || b.peers(t) != 1 || x.peers(t) != 0 {
-		t.Fatalf("peers: a %d b %d x %d; want 1 1 0", a.peers(t), b.peers(t), x.peers(t))
+	if a.Peers(t) != 1 || b.Peers(t) != 1 || x.Peers(t) != 0 {
+		t.Fatalf("peers: a %d b %d x %d; want 1 1 0", a.Peers(t), b.Peers(t), x.Peers(t))
 	}
 }
 
 func TestUnmarkedOrForgedRequestIsAClient(t *testing.T) {
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 128<<10, 1)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	nodes := startCluster(t, up, 2, nil)
 	layer := blobs(t, img)[1]
 
 	// A forged holder-mode marker on a cold blob: a real holder answers 404
 	// without fetching; an ordinary client gets the blob.
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet,
-		"http://"+nodes[0].addr+"/v2/team/app/blobs/"+layer.String()+"?ns="+up.host, nil)
+		"http://"+nodes[0].Addr+"/v2/team/app/blobs/"+layer.String()+"?ns="+up.Host, nil)
 	req.Header.Set(peer.Header, "v1,holder,"+strconv.FormatInt(time.Now().Unix(), 10)+",n1,AAAA")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -283,7 +285,7 @@ func TestUnmarkedOrForgedRequestIsAClient(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || err != nil || sha(buf.Bytes()) != layer {
 		t.Fatalf("forged marker: status %d, %d bytes, err %v; want the blob", resp.StatusCode, buf.Len(), err)
 	}
-	if up.blobGETs(layer) != 1 {
-		t.Fatalf("upstream GETs %d, want 1", up.blobGETs(layer))
+	if up.AnyBlobGETs(layer.String()) != 1 {
+		t.Fatalf("upstream GETs %d, want 1", up.AnyBlobGETs(layer.String()))
 	}
 }

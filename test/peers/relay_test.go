@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/peer"
+	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/test/nodetest"
+	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -15,7 +18,7 @@ import (
 // more than limit copies going at once.
 func relayCopies(t *testing.T, n *node, limit float64) (blobs, over uint64) {
 	t.Helper()
-	mfs, err := n.srv.Registry().Gather()
+	mfs, err := n.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,24 +43,24 @@ func relayCopies(t *testing.T, n *node, limit float64) (blobs, over uint64) {
 func relayPlan(nodes []*node, d digest.Digest, fanout int) *peer.Plan {
 	names := make([]string, len(nodes))
 	for i, n := range nodes {
-		names[i] = n.name
+		names[i] = n.Name
 	}
 	return peer.NewPlan(d.String(), names, -1, peer.PlanOptions{Fanout: fanout})
 }
 
-func fanoutOpts(n, k int) map[int]nodeOpts {
-	o := map[int]nodeOpts{}
+func fanoutOpts(n, k int) map[int]nodetest.Member {
+	o := map[int]nodetest.Member{}
 	for i := range n {
-		o[i] = nodeOpts{fanout: k}
+		o[i] = nodetest.Member{Mutate: func(c *config.Config) { c.Peers.Fanout = k }}
 	}
 	return o
 }
 
 // pullAll pulls blob d through every node but skip at the same instant and
 // returns the errors by node name.
-func pullAll(t *testing.T, up *upstream, nodes []*node, repo string, d digest.Digest, skip *node, first func()) map[string]error {
+func pullAll(t *testing.T, up *upstreamtest.Registry, nodes []*node, repo string, d digest.Digest, skip *node, first func()) map[string]error {
 	t.Helper()
-	c := client(t, up.host)
+	c := client(t, up.Host)
 	start := make(chan struct{})
 	var mu sync.Mutex
 	errs := map[string]error{}
@@ -77,10 +80,10 @@ func pullAll(t *testing.T, up *upstream, nodes []*node, repo string, d digest.Di
 				}
 			})
 			if err == nil && sha(b) != d {
-				err = fmt.Errorf("%s: %d bytes hashing to %s", n.name, len(b), sha(b))
+				err = fmt.Errorf("%s: %d bytes hashing to %s", n.Name, len(b), sha(b))
 			}
 			mu.Lock()
-			errs[n.name] = err
+			errs[n.Name] = err
 			mu.Unlock()
 		}()
 	}
@@ -94,9 +97,9 @@ func pullAll(t *testing.T, up *upstream, nodes []*node, repo string, d digest.Di
 // copies of it at once (the owner alone would serve eight).
 func TestRelayTreeBoundsCopies(t *testing.T) {
 	const n, k = 9, 2
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 4<<20, 1)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	layer := blobs(t, img)[1]
 	nodes := startCluster(t, up, n, fanoutOpts(n, k))
 
@@ -105,22 +108,22 @@ func TestRelayTreeBoundsCopies(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if got := up.blobGETs(layer); got != 1 {
+	if got := up.AnyBlobGETs(layer.String()); got != 1 {
 		t.Errorf("upstream saw %d GETs of the layer, want 1", got)
 	}
 	plan := relayPlan(nodes, layer, k)
 	served := 0
 	for _, nd := range nodes {
 		if ok, err := stored(nd, layer); !ok || err != nil {
-			t.Errorf("%s stored the layer: %v, %v", nd.name, ok, err)
+			t.Errorf("%s stored the layer: %v, %v", nd.Name, ok, err)
 		}
 		blobs, over := relayCopies(t, nd, 2*k)
 		if over > 0 {
-			t.Errorf("%s served more than %d copies of a blob at once", nd.name, 2*k)
+			t.Errorf("%s served more than %d copies of a blob at once", nd.Name, 2*k)
 		}
 		served += int(blobs)
-		if nd.name == plan.Nodes[plan.Root(0)] && blobs == 0 {
-			t.Errorf("the root %s served no copies: the plan was not followed", nd.name)
+		if nd.Name == plan.Nodes[plan.Root(0)] && blobs == 0 {
+			t.Errorf("the root %s served no copies: the plan was not followed", nd.Name)
 		}
 	}
 	if served < 3 {
@@ -134,9 +137,9 @@ func TestRelayTreeBoundsCopies(t *testing.T) {
 // more stream.
 func TestRelayParentKilledMidTransfer(t *testing.T) {
 	const n, k = 9, 2
-	up := newUpstream(t)
+	up := upstreamtest.New(t)
 	img := randomImage(t, 4<<20, 1)
-	up.push(t, "team/app", "v1", img)
+	up.Push(t, "team/app", "v1", img)
 	layer := blobs(t, img)[1]
 	nodes := startCluster(t, up, n, fanoutOpts(n, k))
 	plan := relayPlan(nodes, layer, k)
@@ -144,23 +147,23 @@ func TestRelayParentKilledMidTransfer(t *testing.T) {
 	victimName := plan.Children(0, plan.Root(0))[0]
 	var victim *node
 	for _, nd := range nodes {
-		if nd.name == plan.Nodes[victimName] {
+		if nd.Name == plan.Nodes[victimName] {
 			victim = nd
 		}
 	}
 	if len(plan.Children(0, victimName)) == 0 {
-		t.Fatalf("%s has no children in the plan", victim.name)
+		t.Fatalf("%s has no children in the plan", victim.Name)
 	}
 
-	release := up.holdBlobs()
+	release := up.Gate()
 	defer release()
 	errs := pullAll(t, up, nodes, "team/app", layer, victim, func() {
 		select {
-		case <-up.halfway:
+		case <-up.Halfway():
 		case <-time.After(10 * time.Second):
 			t.Error("the upstream never held a body")
 		}
-		victim.kill()
+		victim.Kill()
 		release()
 	})
 	for name, err := range errs {
@@ -173,13 +176,13 @@ func TestRelayParentKilledMidTransfer(t *testing.T) {
 			continue
 		}
 		if ok, err := stored(nd, layer); !ok || err != nil {
-			t.Errorf("%s stored the layer: %v, %v", nd.name, ok, err)
+			t.Errorf("%s stored the layer: %v, %v", nd.Name, ok, err)
 		}
 		if _, over := relayCopies(t, nd, 2*k); over > 0 {
-			t.Errorf("%s served more than %d copies of a blob at once", nd.name, 2*k)
+			t.Errorf("%s served more than %d copies of a blob at once", nd.Name, 2*k)
 		}
 	}
-	if got := up.blobGETs(layer); got > 2 {
+	if got := up.AnyBlobGETs(layer.String()); got > 2 {
 		t.Errorf("upstream saw %d GETs of the layer, want at most 2", got)
 	}
 }

@@ -1,13 +1,19 @@
 // Package proctest runs a process for a test: in its own process group,
-// its output in a log file, stopped with SIGTERM and then SIGKILL. The e2e
-// and network-namespace harnesses build on it.
+// its output in a log file, stopped with SIGTERM and then SIGKILL, waited
+// for until it answers. It also starts the berth binary on a config file
+// (StartBerth). The e2e, security, crash and network-namespace tests and
+// the load command build on it.
 package proctest
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -52,6 +58,24 @@ func Start(cmd *exec.Cmd, dir, name string, drain func()) (*Proc, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// Run is Start for t: the log goes to t's temp dir, the process is
+// stopped (Stop(grace)) when t ends, and its log is shown when t failed or
+// runs verbose.
+func Run(t testing.TB, cmd *exec.Cmd, name string, grace time.Duration) *Proc {
+	t.Helper()
+	p, err := Start(cmd, t.TempDir(), name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop(grace)
+		if t.Failed() || testing.Verbose() {
+			t.Logf("%s log (%s):\n%s", name, strings.Join(cmd.Args, " "), p.Tail(12000))
+		}
+	})
+	return p
 }
 
 // Done is closed when the process has exited.
@@ -99,4 +123,50 @@ func (p *Proc) Tail(n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// noKeepAlive is the readiness probes' client: no connection outlives its
+// probe, so none counts against a process's connections or goroutines.
+var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+
+// WaitHTTP polls url until it answers want (nil), the process exits or
+// within passes (an error with the log's tail).
+func (p *Proc) WaitHTTP(url string, want int, within time.Duration) error {
+	return p.poll(within, url, func() (bool, string) {
+		resp, err := noKeepAlive.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == want, resp.Status
+	})
+}
+
+// WaitSocket polls until the unix socket at path accepts a connection, the
+// process exits or within passes.
+func (p *Proc) WaitSocket(path string, within time.Duration) error {
+	return p.poll(within, path, func() (bool, string) {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			return false, err.Error()
+		}
+		c.Close()
+		return true, ""
+	})
+}
+
+func (p *Proc) poll(within time.Duration, what string, ready func() (bool, string)) error {
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		if p.Exited() {
+			return fmt.Errorf("%s exited before it was ready (%v):\n%s", p.Name, p.Err(), p.Tail(4000))
+		}
+		var ok bool
+		if ok, last = ready(); ok {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond) // polling a process that gives no signal
+	}
+	return fmt.Errorf("%s not ready at %s after %s: %s\n%s", p.Name, what, within, last, p.Tail(4000))
 }

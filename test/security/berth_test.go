@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,79 +19,32 @@ import (
 )
 
 // berth is a berth process serving on a loopback port.
-type berth struct {
-	*proctest.Proc
-	URL      string // http://127.0.0.1:port
-	Addr     string // 127.0.0.1:port
-	AdminURL string // the admin listener: /metrics
-	CacheDir string
-}
+type berth struct{ *proctest.Berth }
 
-// startBerth writes cfg (a config file as a YAML tree; listen.addr and
-// cache.dir are filled in) and runs `berth serve` on it until the test
-// ends. It returns once /readyz answers 200.
+// startBerth runs `berth serve` on cfg (a config file as a YAML tree;
+// listen.addr, admin.addr and cache.dir are filled in unless set) until
+// the test ends. It returns once /readyz answers 200.
 func startBerth(t *testing.T, cfg map[string]any) *berth {
 	t.Helper()
-	return startBerthAt(t, freeAddr(t), cfg)
-}
-
-// startBerthAt is startBerth listening on addr.
-func startBerthAt(t *testing.T, addr string, cfg map[string]any) *berth {
-	t.Helper()
-	bin := needBerth(t)
-	dir := t.TempDir()
-	admin := freeAddr(t)
-	b := &berth{URL: "http://" + addr, Addr: addr, AdminURL: "http://" + admin, CacheDir: filepath.Join(dir, "cache")}
-	listen, _ := cfg["listen"].(map[string]any) // other listen settings (limits, timeouts) stay
-	if listen == nil {
-		listen = map[string]any{}
-	}
-	listen["addr"] = addr
-	cfg["listen"] = listen
-	cfg["admin"] = map[string]any{"addr": admin}
-	cache, _ := cfg["cache"].(map[string]any)
-	if cache == nil {
-		cache = map[string]any{}
-	}
-	cache["dir"] = b.CacheDir
-	cfg["cache"] = cache
 	if _, ok := cfg["log"]; !ok {
 		cfg["log"] = map[string]any{"level": "debug"}
 	}
 	if _, ok := cfg["shutdownGrace"]; !ok {
 		cfg["shutdownGrace"] = "5s"
 	}
-	path := filepath.Join(dir, "berth.yaml")
-	writeYAML(t, path, cfg)
-	cmd := exec.Command(bin, "serve", "--config", path)
-	cmd.Env = childEnv()
-	p, err := proctest.Start(cmd, dir, "berth", nil)
-	if err != nil {
-		t.Fatal(err)
+	return &berth{proctest.RunBerth(t, needBerth(t), cfg)}
+}
+
+// startBerthAt is startBerth listening on addr.
+func startBerthAt(t *testing.T, addr string, cfg map[string]any) *berth {
+	t.Helper()
+	listen, _ := cfg["listen"].(map[string]any) // other listen settings (limits, timeouts) stay
+	if listen == nil {
+		listen = map[string]any{}
 	}
-	b.Proc = p
-	t.Cleanup(func() {
-		p.Stop(15 * time.Second)
-		if t.Failed() {
-			t.Logf("berth log:\n%s", p.Tail(12000))
-		}
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if p.Exited() {
-			t.Fatalf("berth exited before it was ready (%v):\n%s", p.Err(), p.Tail(4000))
-		}
-		if resp, err := plain.Get(b.URL + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return b
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("berth not ready after 60s:\n%s", p.Tail(4000))
-		}
-		time.Sleep(50 * time.Millisecond) // polling a process that gives no signal
-	}
+	listen["addr"] = addr
+	cfg["listen"] = listen
+	return startBerth(t, cfg)
 }
 
 func writeYAML(t *testing.T, path string, v any) {
@@ -107,32 +58,11 @@ func writeYAML(t *testing.T, path string, v any) {
 	}
 }
 
-// childEnv is the test's environment less BERTH_* variables, which berth
-// would read as settings.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "BERTH_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // plain is the tests' HTTP client: no connection outlives its request, so
 // berth's connection count returns to its baseline between requests.
 var plain = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Minute}
 
-// freeAddr returns a loopback address free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+var freeAddr = proctest.FreeAddr
 
 // answer is what a client got: status, errcode (if any) and body.
 type answer struct {

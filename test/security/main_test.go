@@ -8,11 +8,12 @@
 package security
 
 import (
+	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // berthBin is the berth binary built once by TestMain; empty when the
@@ -37,24 +38,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	berthBin, buildErr = buildBerth(dir)
+	berthBin, buildErr = proctest.BuildBerth(context.Background(), dir, true)
 	return m.Run()
-}
-
-// buildBerth builds ./cmd/berth into dir with the race detector, so a data
-// race under hostile input fails the test that caused it.
-func buildBerth(dir string) (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "berth")
-	cmd := exec.Command("go", "build", "-race", "-o", out, "./cmd/berth")
-	cmd.Dir = filepath.Clean(filepath.Join(wd, "..", ".."))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/berth: %w\n%s", err, b)
-	}
-	return out, nil
 }
 
 // needBerth returns the built binary, or fails t (the build is part of the

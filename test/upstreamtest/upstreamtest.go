@@ -37,27 +37,36 @@ type Registry struct {
 	held    atomic.Int64              // requests held while silent
 	corrupt atomic.Bool               // flip a byte in every blob body
 	gate    atomic.Pointer[chan bool] // when set, blob bodies stop half way until it is closed
+	halfway chan string               // the path of each blob body held half way (Halfway)
+	errors5 atomic.Int64              // 5xx answers the registry itself gave
 }
 
 // New starts a registry; it stops when the test ends.
 func New(t testing.TB) *Registry {
 	t.Helper()
+	r := Start(t.TempDir())
+	t.Cleanup(r.Close)
+	t.Cleanup(r.CloseClientConnections) // first: a request held while silent ends
+	return r
+}
+
+// Start starts a registry storing under dir, for a command rather than a
+// test (test/load); the caller closes it.
+func Start(dir string) *Registry {
 	logrus.SetOutput(io.Discard)
 	cfg := &configuration.Configuration{}
 	// The filesystem driver: the in-memory one copies on every append and
 	// takes minutes over a 64 MiB blob.
 	cfg.Storage = configuration.Storage{
-		"filesystem":  configuration.Parameters{"rootdirectory": t.TempDir()},
+		"filesystem":  configuration.Parameters{"rootdirectory": dir},
 		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 	}
 	cfg.Log.Level = "error"
 	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
 	app := handlers.NewApp(context.Background(), cfg)
-	r := &Registry{counts: map[string]int{}}
+	r := &Registry{counts: map[string]int{}, halfway: make(chan string, 64)}
 	r.Server = httptest.NewServer(r.wrap(app))
 	r.Host = strings.TrimPrefix(r.URL, "http://")
-	t.Cleanup(r.Close)
-	t.Cleanup(r.CloseClientConnections) // first: a request held while silent ends
 	return r
 }
 
@@ -86,11 +95,15 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 			<-req.Context().Done() // the client's timeout, or the server's Close
 			return
 		}
+		cw := &codeWriter{ResponseWriter: w}
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
-			next.ServeHTTP(&faultWriter{ResponseWriter: w, r: r}, req)
-			return
+			next.ServeHTTP(&faultWriter{ResponseWriter: cw, r: r, path: req.URL.Path}, req)
+		} else {
+			next.ServeHTTP(cw, req)
 		}
-		next.ServeHTTP(w, req)
+		if cw.code >= 500 {
+			r.errors5.Add(1)
+		}
 	})
 }
 
@@ -101,10 +114,28 @@ func (r *Registry) Count(method, path string) int {
 	return r.counts[method+" "+path]
 }
 
-// BlobGETs returns how many GETs any blob of repo (by digest) received.
+// BlobGETs returns how many GETs blob digest of repo received.
 func (r *Registry) BlobGETs(repo, digest string) int {
 	return r.Count(http.MethodGet, "/v2/"+repo+"/blobs/"+digest)
 }
+
+// AnyBlobGETs returns how many GETs blob digest received under any
+// repository.
+func (r *Registry) AnyBlobGETs(digest string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, c := range r.counts {
+		if strings.HasPrefix(k, "GET ") && strings.HasSuffix(k, "/blobs/"+digest) {
+			n += c
+		}
+	}
+	return n
+}
+
+// Errors5xx returns how many 5xx answers the registry gave of itself (not
+// those SetDown or SetStatus made).
+func (r *Registry) Errors5xx() int64 { return r.errors5.Load() }
 
 // Total returns how many requests reached the registry so far.
 func (r *Registry) Total() int {
@@ -135,6 +166,10 @@ func (r *Registry) Held() int64 { return r.held.Load() }
 
 // SetCorrupt makes blob bodies carry one flipped byte.
 func (r *Registry) SetCorrupt(c bool) { r.corrupt.Store(c) }
+
+// Halfway receives the path of each blob body held half way by Gate (up
+// to 64 not yet received; more are not announced).
+func (r *Registry) Halfway() <-chan string { return r.halfway }
 
 // Gate makes blob bodies stop half way until the returned func is called.
 func (r *Registry) Gate() (release func()) {
@@ -179,6 +214,7 @@ func (r *Registry) PushIndex(t testing.TB, repo, tag string, idx v1.ImageIndex) 
 type faultWriter struct {
 	http.ResponseWriter
 	r       *Registry
+	path    string
 	written int64
 	total   int64
 	flipped bool
@@ -206,6 +242,10 @@ func (f *faultWriter) Write(p []byte) (int, error) {
 		if fl, ok := f.ResponseWriter.(http.Flusher); ok {
 			fl.Flush()
 		}
+		select {
+		case f.r.halfway <- f.path:
+		default:
+		}
 		<-*g
 		m, err := f.ResponseWriter.Write(p)
 		f.written += int64(m)
@@ -219,6 +259,27 @@ func (f *faultWriter) Write(p []byte) (int, error) {
 func (f *faultWriter) ReadFrom(src io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{f}, src) // every byte through Write, where the faults are
 }
+
+// codeWriter keeps the status of an answer.
+type codeWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (c *codeWriter) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *codeWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (c *codeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 func contentLength(h http.Header) int64 {
 	var n int64
