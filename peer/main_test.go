@@ -1,34 +1,18 @@
 package peer
 
 import (
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/berth-registry/berth/test/leaktest"
 )
 
-// TestMain fails the run if goroutines outlive the tests. memberlist's last
-// probe of a shut-down node ends on its own timer (up to the scaled probe
-// interval), so leaks are polled for a few seconds.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		deadline := time.Now().Add(5 * time.Second)
-		for err := goleak.Find(); err != nil; err = goleak.Find() {
-			if time.Now().After(deadline) {
-				fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
-				code = 1
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	os.Exit(code)
-}
+// TestMain fails the run if goroutines outlive the tests (memberlist's
+// last probe of a shut-down node ends on its own timer: leaktest waits).
+func TestMain(m *testing.M) { leaktest.Main(m) }
 
 // testLogger discards unless BERTH_TEST_LOG is set.
 func testLogger() *slog.Logger {

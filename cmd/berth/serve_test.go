@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/test/leaktest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 )
@@ -37,7 +38,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	leaktest.Main(m, upstreamtest.IgnoreLeaks())
 }
 
 // berthProc is berth running as a child process.

@@ -17,7 +17,8 @@ import (
 // requests with 206, as real registries do.
 func distribution(t *testing.T) http.Handler {
 	t.Helper()
-	cfg := &configuration.Configuration{Storage: configuration.Storage{"inmemory": configuration.Parameters{}}}
+	cfg := &configuration.Configuration{Storage: configuration.Storage{"inmemory": configuration.Parameters{},
+		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}}}} // its goroutine never ends
 	cfg.Log.Level = "error"
 	cfg.Log.AccessLog.Disabled = true
 	ctx, cancel := context.WithCancel(context.Background())

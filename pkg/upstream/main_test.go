@@ -1,13 +1,14 @@
 package upstream
 
 import (
-	"os"
 	"testing"
 
+	"github.com/berth-registry/berth/test/leaktest"
+	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/sirupsen/logrus"
 )
 
 func TestMain(m *testing.M) {
 	logrus.SetLevel(logrus.ErrorLevel) // distribution's in-process registry logs through logrus
-	os.Exit(m.Run())
+	leaktest.Main(m, upstreamtest.IgnoreLeaks())
 }

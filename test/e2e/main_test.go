@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-registry/berth/test/leaktest"
 	"github.com/berth-registry/berth/test/proctest"
 )
 
@@ -42,7 +43,7 @@ func runMain(m *testing.M) int {
 	} else {
 		berthBin, buildErr = proctest.BuildBerth(context.Background(), dir, true)
 	}
-	return m.Run()
+	return leaktest.Check(m.Run())
 }
 
 // inCI reports whether a missing prerequisite must fail rather than skip.

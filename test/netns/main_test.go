@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/berth-registry/berth/test/leaktest"
 	"github.com/berth-registry/berth/test/proctest"
 )
 
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	leaktest.Main(m)
 }
 
 func runRole(role string, args []string) error {

@@ -13,7 +13,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/berth-registry/berth/test/leaktest"
 	"github.com/berth-registry/berth/test/proctest"
+	"github.com/berth-registry/berth/test/upstreamtest"
 )
 
 // berthBin is the berth binary built once by TestMain; empty when the
@@ -30,7 +32,7 @@ func TestMain(m *testing.M) {
 func runMain(m *testing.M) int {
 	if bin := os.Getenv("BERTH_E2E_BIN"); bin != "" {
 		berthBin = bin
-		return m.Run()
+		return leaktest.Check(m.Run(), upstreamtest.IgnoreLeaks())
 	}
 	dir, err := os.MkdirTemp("", "berth-security-bin")
 	if err != nil {
@@ -39,7 +41,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	berthBin, buildErr = proctest.BuildBerth(context.Background(), dir, true)
-	return m.Run()
+	return leaktest.Check(m.Run(), upstreamtest.IgnoreLeaks())
 }
 
 // needBerth returns the built binary, or fails t (the build is part of the

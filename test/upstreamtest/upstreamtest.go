@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
 )
 
 // Registry is a distribution registry on a loopback port.
@@ -39,6 +40,13 @@ type Registry struct {
 	gate    atomic.Pointer[chan bool] // when set, blob bodies stop half way until it is closed
 	halfway chan string               // the path of each blob body held half way (Halfway)
 	errors5 atomic.Int64              // 5xx answers the registry itself gave
+}
+
+// IgnoreLeaks is what goleak must not count in a test binary that ran a
+// registry from here: distribution's notification broadcaster, started
+// with the registry's app and never stopped.
+func IgnoreLeaks() goleak.Option {
+	return goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run")
 }
 
 // New starts a registry; it stops when the test ends.

@@ -1,0 +1,10 @@
+package server_test
+
+import (
+	"testing"
+
+	"github.com/berth-registry/berth/test/leaktest"
+	"github.com/berth-registry/berth/test/upstreamtest"
+)
+
+func TestMain(m *testing.M) { leaktest.Main(m, upstreamtest.IgnoreLeaks()) }
