@@ -1,13 +1,13 @@
 package e2e
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -154,14 +154,4 @@ func get(t testing.TB, url string) (int, []byte) {
 }
 
 // errCode returns the first OCI errcode in an error body, or "".
-func errCode(body []byte) string {
-	var e struct {
-		Errors []struct {
-			Code string `json:"code"`
-		} `json:"errors"`
-	}
-	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
-		return ""
-	}
-	return e.Errors[0].Code
-}
+var errCode = proctest.ErrCode

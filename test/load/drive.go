@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 )
 
@@ -184,16 +184,12 @@ func oneRequest(ctx context.Context, cl *http.Client, b *berthProc, imgs []image
 	res.note(kind, "", wrong, int64(len(body)), el)
 }
 
+// errcode returns the first errcode of a body.
 func errcode(body []byte) string {
-	var e struct {
-		Errors []struct {
-			Code string `json:"code"`
-		} `json:"errors"`
+	if c := proctest.ErrCode(body); c != "" {
+		return c
 	}
-	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
-		return "(no errcode)"
-	}
-	return e.Errors[0].Code
+	return "(no errcode)"
 }
 
 func shortErr(err error) string {

@@ -2,6 +2,7 @@ package proctest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -62,4 +63,18 @@ func BuildBerth(ctx context.Context, dir string, race bool) (string, error) {
 		return "", fmt.Errorf("go build ./cmd/berth: %w\n%s", err, b)
 	}
 	return out, nil
+}
+
+// ErrCode returns the first OCI errcode in an error body (berth's or a
+// registry's), or "" when the body has none.
+func ErrCode(body []byte) string {
+	var e struct {
+		Errors []struct {
+			Code string `json:"code"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
+		return ""
+	}
+	return e.Errors[0].Code
 }

@@ -1,15 +1,11 @@
 package security
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -94,14 +90,8 @@ func (b *berth) get(t *testing.T, method, path, ns string) answer {
 	defer resp.Body.Close()
 	body, rerr := io.ReadAll(resp.Body)
 	a := answer{Status: resp.StatusCode, Body: body, Header: resp.Header, Err: rerr}
-	var e struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	if resp.StatusCode >= 400 && json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
-		a.Code = e.Errors[0].Code
+	if resp.StatusCode >= 400 {
+		a.Code = proctest.ErrCode(body)
 	}
 	return a
 }
@@ -130,18 +120,8 @@ func (u usage) String() string {
 func (b *berth) usage(t *testing.T) usage {
 	t.Helper()
 	var u usage
-	resp, err := plain.Get(b.AdminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			u.Goroutines = int(f)
-		}
-	}
+	_, g := series(b.scrape(t), "go_goroutines")
+	u.Goroutines = int(g)
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", b.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)

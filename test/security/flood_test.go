@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -93,17 +94,7 @@ func keepAlive(t *testing.T) *http.Client {
 }
 
 // errcodeOf returns the first errcode of a body, or "".
-func errcodeOf(body []byte) string {
-	var e struct {
-		Errors []struct {
-			Code string `json:"code"`
-		} `json:"errors"`
-	}
-	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
-		return ""
-	}
-	return e.Errors[0].Code
-}
+var errcodeOf = proctest.ErrCode
 
 // TestFloodRandomMethods: 5,000 requests with random method names each get
 // 405 UNSUPPORTED, and add no series to berth_http_requests_total (the

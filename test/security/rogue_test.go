@@ -1,7 +1,6 @@
 package security
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -86,20 +85,11 @@ func startRogue(t *testing.T, name, seed, listen, advertise string, planted dige
 	return r
 }
 
-// peersGauge reads berth_peers from b's metrics.
+// peersGauge reads berth_peers from b's metrics (-1: none).
 func (b *berth) peersGauge(t *testing.T) int {
 	t.Helper()
-	resp, err := plain.Get(b.AdminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "berth_peers "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return int(f)
-		}
+	if n, v := series(b.scrape(t), "berth_peers"); n > 0 {
+		return int(v)
 	}
 	return -1
 }
