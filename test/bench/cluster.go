@@ -74,7 +74,7 @@ func waitPeers(ctx context.Context, nodes []node, want int) error {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: berth_peers %v (%v), want %d", nd.p.name, v, err, want)
+				return fmt.Errorf("%s: berth_peers %v (%v), want %d", nd.p.Name, v, err, want)
 			}
 			time.Sleep(100 * time.Millisecond) // polling an external process's gauge
 		}

@@ -6,8 +6,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,15 +14,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // proc is a child process; its output goes to a log file in its dir.
 type proc struct {
-	name  string
+	*proctest.Proc
 	admin string // berth's admin listener (/metrics), host:port
-	cmd   *exec.Cmd
-	done  chan struct{}
-	log   string
 }
 
 var (
@@ -34,21 +31,14 @@ var (
 
 // startProc starts bin in its own process group; it dies with us (Pdeathsig).
 func startProc(name, dir string, env []string, bin string, args ...string) (*proc, error) {
-	logf := filepath.Join(dir, name+".log")
-	f, err := os.Create(logf)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	pp, err := proctest.Start(cmd, dir, name, nil)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logf}
-	go func() { cmd.Wait(); f.Close(); close(p.done) }()
+	p := &proc{Proc: pp}
 	procsMu.Lock()
 	procs[p] = true
 	procsMu.Unlock()
@@ -60,14 +50,7 @@ func (p *proc) stop(grace time.Duration) {
 	procsMu.Lock()
 	delete(procs, p)
 	procsMu.Unlock()
-	pgid := p.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
+	p.Stop(grace)
 }
 
 // stopAll stops every process still running (the exit path).
@@ -84,7 +67,7 @@ func stopAll() {
 }
 
 // pid is the process id.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.Cmd.Process.Pid }
 
 // status reads the process's VmHWM (peak RSS, bytes) and user+system CPU seconds.
 func (p *proc) status() (hwm int64, cpu float64) { return pidStatus(p.pid()) }
@@ -114,39 +97,11 @@ func pidStatus(pid int) (hwm int64, cpu float64) {
 
 // freeAddr returns a free 127.0.0.1 port as host:port.
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := proctest.PickAddr()
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// waitHTTP polls url until it answers want or the deadline passes, or p exits.
-func waitHTTP(ctx context.Context, p *proc, url string, want int) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if p != nil {
-			select {
-			case <-p.done:
-				return fmt.Errorf("%s exited; see %s", p.name, p.log)
-			default:
-			}
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s: no %d from %s within 30s", p.name, want, url)
+	return addr
 }
 
 // registryConfig is distribution's config: filesystem storage under dir,
@@ -187,7 +142,7 @@ func startRegistry(ctx context.Context, bin, dir, name, remote string) (*proc, s
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitHTTP(ctx, p, "http://"+addr+"/v2/", 200); err != nil {
+	if err := p.WaitHTTP("http://"+addr+"/v2/", 200, 30*time.Second); err != nil {
 		p.stop(5 * time.Second)
 		return nil, "", err
 	}
@@ -225,7 +180,7 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 		return nil, "", err
 	}
 	p.admin = admin
-	if err := waitHTTP(ctx, p, "http://"+addr+"/v2/", 200); err != nil {
+	if err := p.WaitHTTP("http://"+addr+"/v2/", 200, 30*time.Second); err != nil {
 		p.stop(5 * time.Second)
 		return nil, "", err
 	}
@@ -267,7 +222,7 @@ http {
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitHTTP(ctx, p, "http://"+addr+"/nonexistent", 404); err != nil {
+	if err := p.WaitHTTP("http://"+addr+"/nonexistent", 404, 30*time.Second); err != nil {
 		p.stop(5 * time.Second)
 		return nil, "", err
 	}
