@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/test/leaktest"
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 )
@@ -43,10 +44,8 @@ func TestMain(m *testing.M) {
 
 // berthProc is berth running as a child process.
 type berthProc struct {
-	cmd           *exec.Cmd
+	*proctest.Proc
 	lines         chan map[string]any // stderr, one JSON log line each
-	done          chan struct{}       // closed when the process has exited
-	waitErr       error               // its exit status, set before done closes
 	addr, tlsAddr string
 	adminAddr     string
 }
@@ -54,23 +53,13 @@ type berthProc struct {
 func startBerth(t *testing.T, args ...string) *berthProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--log-format", "json", "--admin-addr", "127.0.0.1:0"}, args...)...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "BERTH_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, childEnv+"=1")
+	cmd.Env = proctest.ChildEnv(childEnv + "=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &berthProc{cmd: cmd, lines: make(chan map[string]any, 1024), done: make(chan struct{})}
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
+	p := &berthProc{lines: make(chan map[string]any, 1024)}
+	p.Proc = proctest.Run(t, cmd, "berth", 0, func() {
 		defer close(p.lines)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -82,19 +71,6 @@ func startBerth(t *testing.T, args ...string) *berthProc {
 			case p.lines <- m:
 			default: // nobody reads: drop rather than block the child's stderr
 			}
-		}
-	}()
-	go func() {
-		<-scanned
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
 		}
 	})
 	serving := p.waitLog(t, "serving")
@@ -162,7 +138,7 @@ func TestServeProcessSIGHUPReloadsCertificateAndSIGTERMLetsADownloadFinish(t *te
 
 	// SIGHUP: a new pair that kept the old files' stamps is served.
 	c2.writeKeepingStamps(t, certFile, keyFile)
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	p.waitLog(t, "reloaded credentials and certificates")
@@ -187,7 +163,7 @@ func TestServeProcessSIGHUPReloadsCertificateAndSIGTERMLetsADownloadFinish(t *te
 	if _, err := io.CopyN(h, resp.Body, 64<<10); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	p.waitLog(t, "shutting down")
@@ -203,8 +179,8 @@ func TestServeProcessSIGHUPReloadsCertificateAndSIGTERMLetsADownloadFinish(t *te
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
 	select {
-	case <-p.done:
-		t.Fatalf("berth exited (%v) with a response under way", p.waitErr)
+	case <-p.Done():
+		t.Fatalf("berth exited (%v) with a response under way", p.Err())
 	default: // the upstream holds the body: the response cannot have ended
 	}
 	release()
@@ -215,9 +191,9 @@ func TestServeProcessSIGHUPReloadsCertificateAndSIGTERMLetsADownloadFinish(t *te
 		t.Fatalf("body %s, want %s", got, d)
 	}
 	select {
-	case <-p.done:
-		if p.waitErr != nil {
-			t.Fatalf("berth exit: %v", p.waitErr)
+	case <-p.Done():
+		if p.Err() != nil {
+			t.Fatalf("berth exit: %v", p.Err())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("berth did not exit after its last response")

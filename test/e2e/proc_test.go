@@ -25,7 +25,7 @@ func startProc(t testing.TB, name string, env []string, bin string, args ...stri
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = proctest.ChildEnv(env...)
-	return &proc{proctest.Run(t, cmd, name, 10*time.Second)}
+	return &proc{proctest.Run(t, cmd, name, 10*time.Second, nil)}
 }
 
 // ready polls url until it answers with want (nil), the process exits or

@@ -27,16 +27,18 @@ type Proc struct {
 	err  error         // exit status; read after done
 }
 
-// Start starts cmd in a new process group, with stderr (and stdout, unless
-// the caller set it, e.g. to a pipe) written to a log file in dir. drain,
-// when not nil, runs before the process is waited for: the caller finishes
-// reading its pipes there, as exec.Cmd.Wait requires.
+// Start starts cmd in a new process group, with stderr and stdout (each
+// unless the caller set it, e.g. to a pipe) written to a log file in dir.
+// drain, when not nil, runs before the process is waited for: the caller
+// finishes reading its pipes there, as exec.Cmd.Wait requires.
 func Start(cmd *exec.Cmd, dir, name string, drain func()) (*Proc, error) {
 	logf, err := os.CreateTemp(dir, name+"-*.log")
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stderr = logf
+	if cmd.Stderr == nil {
+		cmd.Stderr = logf
+	}
 	if cmd.Stdout == nil {
 		cmd.Stdout = logf
 	}
@@ -63,9 +65,9 @@ func Start(cmd *exec.Cmd, dir, name string, drain func()) (*Proc, error) {
 // Run is Start for t: the log goes to t's temp dir, the process is
 // stopped (Stop(grace)) when t ends, and its log is shown when t failed or
 // runs verbose.
-func Run(t testing.TB, cmd *exec.Cmd, name string, grace time.Duration) *Proc {
+func Run(t testing.TB, cmd *exec.Cmd, name string, grace time.Duration, drain func()) *Proc {
 	t.Helper()
-	p, err := Start(cmd, t.TempDir(), name, nil)
+	p, err := Start(cmd, t.TempDir(), name, drain)
 	if err != nil {
 		t.Fatal(err)
 	}
