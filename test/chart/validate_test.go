@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // `berth config validate` checks the chart's own rendered config file as the
@@ -22,9 +24,9 @@ func TestConfigValidateWithThePodsEnvironment(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(r.ConfigMaps[volume(t, r.DaemonSet.Spec.Template.Spec.Volumes, "config").ConfigMap.Name].Data["config.yaml"]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "berth")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/berth-registry/berth/cmd/berth").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := proctest.BuildBerth(t.Context(), t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
 	}
 	validate := func(env []string, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
