@@ -2,12 +2,12 @@ package peer
 
 import (
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/berth-registry/berth/test/leaktest"
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // TestMain fails the run if goroutines outlive the tests (memberlist's
@@ -82,13 +82,5 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
-// freePort returns a loopback port free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freePort returns a loopback host:port free a moment ago.
+var freePort = proctest.FreeAddr

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/server"
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
@@ -221,9 +222,4 @@ func readyz(srv *server.Server) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln := listen(t)
-	defer ln.Close()
-	return ln.Addr().String()
-}
+var freeAddr = proctest.FreeAddr

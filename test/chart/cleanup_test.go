@@ -97,10 +97,7 @@ func TestPostDeleteHookRemovesHostsToml(t *testing.T) {
 	}
 
 	// Run both commands for real against one directory.
-	bin := filepath.Join(t.TempDir(), "berth")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/berth-registry/berth/cmd/berth").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBerth(t)
 	dir := t.TempDir()
 	onNode := func(c *corev1.Container) string {
 		t.Helper()

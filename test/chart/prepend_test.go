@@ -38,10 +38,7 @@ func TestHostsTomlPrependAuthorization(t *testing.T) {
 		t.Error("--prepend or --authorization-file rendered by default")
 	}
 
-	bin := filepath.Join(t.TempDir(), "berth")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/berth-registry/berth/cmd/berth").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBerth(t)
 	dir, secretDir := t.TempDir(), t.TempDir()
 	const token = "Bearer chart-test-token-5e1"
 	if err := os.WriteFile(filepath.Join(secretDir, "authorization"), []byte(token), 0o400); err != nil {

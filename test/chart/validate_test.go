@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-registry/berth/test/proctest"
 )
 
 // `berth config validate` checks the chart's own rendered config file as the
@@ -24,10 +23,7 @@ func TestConfigValidateWithThePodsEnvironment(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(r.ConfigMaps[volume(t, r.DaemonSet.Spec.Template.Spec.Volumes, "config").ConfigMap.Name].Data["config.yaml"]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin, err := proctest.BuildBerth(t.Context(), t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildBerth(t)
 	validate := func(env []string, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
