@@ -102,9 +102,9 @@ func startContainerd(ctx context.Context, k ctrdKind) (*ctrd, error) {
 		}
 		exited := false
 		select {
-		case <-c.p.done:
+		case <-c.p.Done():
 			exited = true
-			err = fmt.Errorf("containerd exited; see %s", c.p.log)
+			err = fmt.Errorf("containerd exited; see %s", c.p.Log)
 		default:
 		}
 		if exited || time.Now().After(deadline) || ctx.Err() != nil {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // `berth config validate` checks the chart's own rendered config file as the
