@@ -14,24 +14,10 @@ import (
 // containerd2Config is containerd 2.x's config: as 1.6's, with NRI and
 // the CRI plugins off, and the transfer service fetching one layer as
 // parallel 8 MiB Range requests.
-const containerd2Config = `version = 3
-root = "{{dir}}/root"
-state = "{{dir}}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
-[grpc]
-  address = "{{dir}}/c.sock"
-[ttrpc]
-  address = "{{dir}}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{{dir}}/opt"
-[plugins."io.containerd.transfer.v1.local"]
+var containerd2Config = containerdConfig(3, []string{"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"}, `[plugins."io.containerd.transfer.v1.local"]
   max_concurrent_downloads = 4
   concurrent_layer_fetch_buffer = 8388608
-`
+`)
 
 // containerd2Tool returns a binary of the containerd 2.x that
 // test/tools.sh builds into <tools>/containerd2/bin.

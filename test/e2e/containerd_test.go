@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,11 +25,19 @@ func startContainerd(t testing.TB) *containerd {
 
 // containerd16Config is containerd 1.6's config: root, state, grpc and
 // ttrpc sockets, and the opt directory under dir; the CRI plugin off.
-const containerd16Config = `version = 2
-root = "{{dir}}/root"
-state = "{{dir}}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
+var containerd16Config = containerdConfig(2, []string{"io.containerd.grpc.v1.cri"}, "")
+
+// containerdConfig is a containerd config.toml (format version 2 for 1.6,
+// 3 for 2.x) that keeps the daemon under {{dir}}: root, state, its grpc
+// and ttrpc sockets and opt, no debug or metrics listener. The disabled
+// plugins are off; extra (more plugin sections) follows as it is.
+func containerdConfig(version int, disabled []string, extra string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version = %d\nroot = \"{{dir}}/root\"\nstate = \"{{dir}}/state\"\n", version)
+	if len(disabled) > 0 {
+		fmt.Fprintf(&b, "disabled_plugins = [\"%s\"]\n", strings.Join(disabled, `", "`))
+	}
+	b.WriteString(`[grpc]
   address = "{{dir}}/c.sock"
 [ttrpc]
   address = "{{dir}}/c.sock.ttrpc"
@@ -38,7 +47,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
   path = "{{dir}}/opt"
-`
+`)
+	return b.String() + extra
+}
 
 // startContainerdBin starts the given containerd with config (in which
 // {{dir}} names its temp dir) and waits for its socket.

@@ -25,27 +25,14 @@ import (
 // overlayfs, no cgroups needed for a pull).
 
 // criContainerd16Config is apt's containerd 1.6 with its CRI plugin on.
-const criContainerd16Config = `version = 2
-root = "{{dir}}/root"
-state = "{{dir}}/state"
-[grpc]
-  address = "{{dir}}/c.sock"
-[ttrpc]
-  address = "{{dir}}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{{dir}}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
+var criContainerd16Config = containerdConfig(2, nil, `[plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{{dir}}/hosts"
-`
+`)
 
 // criContainerd2Config is containerd 2.x with its CRI plugins on (NRI,
 // which listens on a machine-wide socket, off); {{local}} is
@@ -54,21 +41,7 @@ state = "{{dir}}/state"
 // unpacks to the native snapshotter too, and fetches a layer as 1 MiB
 // Range requests (the CRI's own pull has no such buffer): how the test
 // tells which of the two pulled.
-const criContainerd2Config = `version = 3
-root = "{{dir}}/root"
-state = "{{dir}}/state"
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-[grpc]
-  address = "{{dir}}/c.sock"
-[ttrpc]
-  address = "{{dir}}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{{dir}}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
+var criContainerd2Config = containerdConfig(3, []string{"io.containerd.nri.v1.nri"}, `[plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 [plugins."io.containerd.cri.v1.images"]
@@ -83,7 +56,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     platform = "linux/{{arch}}"
     snapshotter = "native"
     differ = "walking"
-`
+`)
 
 func criContainerd2(local bool) string {
 	return strings.NewReplacer("{{local}}", strconv.FormatBool(local), "{{arch}}", runtime.GOARCH).Replace(criContainerd2Config)
