@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 
+	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -48,7 +49,55 @@ func (s *Server) HandleAdmin(pattern string, h http.Handler) { s.admin.Handle(pa
 
 // AdminHandler returns the admin listener's handler: /metrics, /healthz,
 // /readyz, /debug/audit, /debug/pprof/ and the routes added by HandleAdmin.
-func (s *Server) AdminHandler() http.Handler { return s.admin }
+func (s *Server) AdminHandler() http.Handler { return errcodeMux{s.admin} }
+
+// errcodeMux answers what its ServeMux has no route for as OCI errcode
+// JSON, like every other error berth sends: 404 NAME_UNKNOWN for an
+// unknown path, 405 UNSUPPORTED (with Allow) for a method the path does
+// not take. Its redirects (a missing trailing slash) pass as they are.
+type errcodeMux struct{ *http.ServeMux }
+
+func (m errcodeMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := m.Handler(r)
+	if pattern != "" {
+		m.ServeMux.ServeHTTP(w, r) // sets the request's pattern and path values
+		return
+	}
+	h.ServeHTTP(&muxErrorWriter{ResponseWriter: w, r: r}, r)
+}
+
+// muxErrorWriter replaces ServeMux's plain-text 404 and 405 bodies.
+type muxErrorWriter struct {
+	http.ResponseWriter
+	r       *http.Request
+	dropped bool // the mux's own body is discarded
+}
+
+func (e *muxErrorWriter) WriteHeader(status int) {
+	var code errcode.ErrorCode
+	switch status {
+	case http.StatusNotFound:
+		code = errcode.ErrorCodeNameUnknown
+	case http.StatusMethodNotAllowed:
+		code = errcode.ErrorCodeUnsupported
+	default:
+		e.ResponseWriter.WriteHeader(status)
+		return
+	}
+	e.dropped = true
+	h := e.Header()
+	h.Set("Content-Type", "application/json")
+	e.ResponseWriter.WriteHeader(status)
+	msg := fmt.Sprintf("no admin route %s %s", e.r.Method, e.r.URL.Path)
+	_ = json.NewEncoder(e.ResponseWriter).Encode(errcode.Errors{code.WithMessage(msg)})
+}
+
+func (e *muxErrorWriter) Write(p []byte) (int, error) {
+	if e.dropped {
+		return len(p), nil
+	}
+	return e.ResponseWriter.Write(p)
+}
 
 func healthz(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
 

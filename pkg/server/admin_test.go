@@ -39,3 +39,36 @@ func TestAdminSurfacesOnlyOnAdminListener(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminErrorsAreErrcodeJSON: what the admin listener has no route for
+// is answered as OCI errcode JSON, like every other berth error: 404
+// NAME_UNKNOWN for a path, 405 UNSUPPORTED (with Allow) for a method.
+func TestAdminErrorsAreErrcodeJSON(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, upstreamtest.New(t))
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		code, allow  string
+	}{
+		{http.MethodGet, "/nothing/here", 404, "NAME_UNKNOWN", ""},
+		{http.MethodGet, "/v2/", 404, "NAME_UNKNOWN", ""},
+		{http.MethodPost, "/metrics", 405, "UNSUPPORTED", "GET, HEAD"},
+		{http.MethodDelete, "/debug/audit", 405, "UNSUPPORTED", "GET, HEAD"},
+	} {
+		resp, body := get(t, tt.method, n.AdminURL+tt.path)
+		if resp.StatusCode != tt.status || resp.Header.Get("Content-Type") != "application/json" || errcodeOf(body) != tt.code {
+			t.Errorf("%s %s: %d %s %q, want %d %s", tt.method, tt.path, resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.status, tt.code)
+		}
+		if got := resp.Header.Get("Allow"); got != tt.allow {
+			t.Errorf("%s %s: Allow %q, want %q", tt.method, tt.path, got, tt.allow)
+		}
+	}
+	// The routes themselves, and ServeMux's redirect to a trailing slash, are unchanged.
+	if resp, body := get(t, http.MethodGet, n.AdminURL+"/healthz"); resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Errorf("GET /healthz: %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := get(t, http.MethodGet, n.AdminURL+"/debug/pprof"); resp.StatusCode != 200 || resp.Request.URL.Path != "/debug/pprof/" {
+		t.Errorf("GET /debug/pprof: %d at %s, want a redirect to /debug/pprof/", resp.StatusCode, resp.Request.URL.Path)
+	}
+}

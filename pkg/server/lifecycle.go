@@ -93,7 +93,7 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	serving := 0
 	var admin *http.Server
 	if ls.Admin != nil {
-		admin = s.httpServer(s.admin)
+		admin = s.httpServer(s.AdminHandler())
 		serving++
 		go func() { errs <- serveErr(admin.Serve(ls.Admin)) }()
 	}
