@@ -19,10 +19,12 @@ import (
 //
 //	known/  <registry>/<name>@<digest>  → empty
 //
-// Records outlive the content (a pair stays known after eviction, which
-// refetches from that repository's sources anyway); they are only added
-// for content a source really had, so they grow with what was pulled, not
-// with what was asked.
+// Records are only added for content a source really had, and go with the
+// content: removing a blob (eviction, gc, a bad file) deletes its pairs in
+// the same transaction (forgetKnown), so known/ grows with what is stored,
+// not with everything ever pulled. Content fetched again is vouched for
+// again by the repository's sources; a manifest served again marks what it
+// names again.
 
 var bucketKnown = []byte("known")
 
@@ -87,6 +89,37 @@ func (s *Store) MarkKnown(repo oci.Repo, ds ...digest.Digest) error {
 		s.meta.known.Add(k, struct{}{})
 	}
 	return nil
+}
+
+// forgetKnown deletes in tx every known/ pair of the digests ds and
+// returns their keys, for the caller to drop from memory once tx commits.
+// It reads the whole bucket (keys lead with the repository), once per
+// removal batch.
+func forgetKnown(tx *bolt.Tx, ds []digest.Digest) ([]string, error) {
+	if len(ds) == 0 {
+		return nil, nil
+	}
+	gone := make(map[string]bool, len(ds))
+	for _, d := range ds {
+		gone[string(d)] = true
+	}
+	b := tx.Bucket(bucketKnown)
+	var keys []string
+	err := b.ForEach(func(k, _ []byte) error {
+		if i := strings.LastIndexByte(string(k), '@'); i >= 0 && gone[string(k[i+1:])] {
+			keys = append(keys, string(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys { // not while ForEach walks the bucket
+		if err := b.Delete([]byte(k)); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }
 
 // KnownRepos lists the repositories d is known for (tests, berth ls).

@@ -100,3 +100,59 @@ func TestKnownSeededOnUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestKnownPrunedWithTheContent: removing a blob (gc here; eviction and bad
+// files take the same path) deletes its known/ pairs for every repository
+// in the same transaction, in memory and in the index; pairs of content
+// that was never stored (a layer a manifest names) stay.
+func TestKnownPrunedWithTheContent(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := oci.Repo{Registry: "private.test", Name: "team/app"}
+	b := oci.Repo{Registry: "docker.io", Name: "library/alpine"}
+	d1, d2, named := digest.FromString("one"), digest.FromString("two"), digest.FromString("named, not stored")
+	for _, d := range []digest.Digest{d1, d2} {
+		if err := s.Put(d, "application/octet-stream", []byte(map[digest.Digest]string{d1: "one", d2: "two"}[d])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkKnown(a, d1, d2, named); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkKnown(b, d1); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.GC(t.Context(), GCOptions{}) // no tags: both blobs go
+	if err != nil || len(rep.Removed) != 2 || s.Has(d1) || s.Has(d2) {
+		t.Fatalf("gc: %+v, %v", rep, err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, p := range []struct {
+			repo oci.Repo
+			d    digest.Digest
+		}{{a, d1}, {b, d1}, {a, d2}} {
+			if s.Known(p.repo, p.d) {
+				t.Errorf("%s: %s still known for %s after its removal", when, p.d, p.repo)
+			}
+		}
+		if !s.Known(a, named) {
+			t.Errorf("%s: a pair of content never stored was pruned", when)
+		}
+		if repos, err := s.KnownRepos(d1); err != nil || len(repos) != 0 {
+			t.Errorf("%s: KnownRepos(removed) = %v, %v", when, repos, err)
+		}
+	}
+	check("in memory")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check("after a restart")
+}

@@ -249,7 +249,7 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	var forgotTags []string
+	var forgotTags, forgotKnown []string
 	var unlink []digest.Digest
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBlobs)
@@ -266,7 +266,7 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 				return err
 			}
 		}
-		st, forgotTags, unlink = EvictStats{}, nil, nil // a retried transaction starts over
+		st, forgotTags, forgotKnown, unlink = EvictStats{}, nil, nil, nil // a retried transaction starts over
 		for _, d := range victims {
 			v := b.Get([]byte(d))
 			var info Info
@@ -290,7 +290,9 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 			st.Blobs++
 			st.Bytes += info.Size
 		}
-		return nil
+		var err error
+		forgotKnown, err = forgetKnown(tx, unlink)
+		return err
 	})
 	if err != nil {
 		return EvictStats{}, err
@@ -305,6 +307,9 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 	}
 	for _, k := range forgotTags {
 		s.meta.forgetTag(k)
+	}
+	for _, k := range forgotKnown {
+		s.meta.known.Remove(k)
 	}
 	st.Tags = len(forgotTags)
 	s.added(-st.Bytes, -int64(st.Blobs))
