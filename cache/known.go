@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/berth-registry/berth/pkg/oci"
@@ -17,7 +19,7 @@ import (
 // that repository vouched for it: its upstream or a peer served it under
 // that name, or a manifest known for the repository references it.
 //
-//	known/  <registry>/<name>@<digest>  → empty
+//	known/  <registry>/<name>@<digest>  → the size a descriptor gave (8 bytes, big-endian), or 0x01
 //
 // Records are only added for content a source really had, and go with the
 // content: removing a blob (eviction, gc, a bad file) deletes its pairs in
@@ -61,13 +63,24 @@ func (s *Store) knownKey(repo string, d digest.Digest) bool {
 // them; only new ones are written, in one batched transaction, so a hit
 // writes nothing and concurrent callers share a commit.
 func (s *Store) MarkKnown(repo oci.Repo, ds ...digest.Digest) error {
+	return s.markKnown(repo, ds, nil)
+}
+
+// markKnown is MarkKnown, recording with each new pair the size sizes
+// gives its digest (a descriptor's), if any: see KnownSize.
+func (s *Store) markKnown(repo oci.Repo, ds []digest.Digest, sizes map[digest.Digest]int64) error {
 	var keys []string
+	var vals [][]byte
 	for _, d := range ds {
 		if d == "" {
 			continue
 		}
 		if k := knownKey(repo, d); !s.knownKey(repo.String(), d) {
-			keys = append(keys, k)
+			v := []byte{1}
+			if n := sizes[d]; n > 0 {
+				v = binary.BigEndian.AppendUint64(nil, uint64(n))
+			}
+			keys, vals = append(keys, k), append(vals, v)
 		}
 	}
 	if len(keys) == 0 {
@@ -75,8 +88,8 @@ func (s *Store) MarkKnown(repo oci.Repo, ds ...digest.Digest) error {
 	}
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKnown)
-		for _, k := range keys {
-			if err := b.Put([]byte(k), []byte{1}); err != nil {
+		for i, k := range keys {
+			if err := b.Put([]byte(k), vals[i]); err != nil {
 				return err
 			}
 		}
@@ -142,13 +155,33 @@ func (s *Store) KnownRepos(d digest.Digest) ([]string, error) {
 // that may read a manifest may read what it is made of.
 func (s *Store) MarkManifestKnown(repo oci.Repo, d digest.Digest, data []byte) error {
 	ds := []digest.Digest{d}
+	sizes := map[digest.Digest]int64{d: int64(len(data))}
 	if refs, ok := parseRefs(data); ok {
-		for _, m := range refs.Manifests {
-			ds = append(ds, m.Digest)
+		for _, desc := range append(slices.Clone(refs.Manifests), refs.BlobDescriptors()...) {
+			ds = append(ds, desc.Digest)
+			if _, seen := sizes[desc.Digest]; !seen {
+				sizes[desc.Digest] = desc.Size
+			} else if sizes[desc.Digest] != desc.Size {
+				sizes[desc.Digest] = 0 // the manifest disagrees with itself: no size
+			}
 		}
-		ds = append(ds, leaves(&refs)...)
 	}
-	return s.MarkKnown(repo, ds...)
+	return s.markKnown(repo, ds, sizes)
+}
+
+// KnownSize is the size of d that the descriptor naming it in one of
+// repo's manifests gave, when the pair was first recorded; 0 when none
+// did. A fill for repo holds its source to it (FillMeta.Size). It reads
+// the index.
+func (s *Store) KnownSize(repo oci.Repo, d digest.Digest) int64 {
+	var n int64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketKnown).Get([]byte(knownKey(repo, d))); len(v) == 8 {
+			n = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	return n
 }
 
 // knownSeeded marks a store whose known/ was seeded from its tags.

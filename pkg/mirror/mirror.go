@@ -130,13 +130,18 @@ func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error)
 		}
 		return nil, fmt.Errorf("blob %s: %w", d, oci.ErrBlobUnknown)
 	}
-	b, err := m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: known}, m.opener(req))
+	// The size a manifest of repo gave d binds the fill's source, as for a
+	// prefetch: a source that declares another size, or sends more, fails
+	// at once instead of at the digest check after all it sent.
+	meta := cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: known, Size: m.store.KnownSize(repo, d)}
+	b, err := m.store.Fill(ctx, d, meta, m.opener(req))
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched (or just stored) for another repository.
 		if err := m.vouch(ctx, req); err != nil {
 			return nil, err
 		}
-		b, err = m.store.Fill(ctx, d, cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: true}, m.opener(req))
+		meta.Vouched = true
+		b, err = m.store.Fill(ctx, d, meta, m.opener(req))
 	}
 	return b, err
 }
