@@ -104,6 +104,9 @@ func (b *Blob) Read(p []byte) (int, error) {
 		if st.done && b.pos >= st.written {
 			return 0, io.EOF
 		}
+		if st.ranges && b.pos >= limit {
+			limit = b.f.readable(b.pos) // a range fill has bytes past the prefix
+		}
 		if b.pos < limit {
 			n, err := b.readAt(p, limit, st.pt)
 			b.pos += int64(n)

@@ -36,6 +36,10 @@ type FillMeta struct {
 	// reached, so one slow or hostile registry cannot hold another's
 	// clients. "" lends nothing.
 	Origin string
+	// Ranges, when set, lets a large blob be fetched as several byte
+	// ranges at once (ranges.go); nil fetches it in one stream from the
+	// Opener.
+	Ranges RangeSource
 }
 
 // Blamer is a source stream that can be told, after the fact, that the
@@ -91,6 +95,10 @@ type fill struct {
 	readers   map[*Blob]int64 // open readers, at the offset of their last Seek; the file closes when none is left and the writer is done
 	writing   bool            // the fill goroutine still holds the file
 	pt        *passThru       // nil while the file takes the bytes
+	spans     []*span         // a range fill's ranges (ranges.go); nil for one stream
+	// rangeBlamers are a range fill's source streams, told of a digest
+	// mismatch like blamers.
+	rangeBlamers []Blamer
 }
 
 type fillState struct {
@@ -100,12 +108,13 @@ type fillState struct {
 	wake          <-chan struct{}
 	fileEnd       int64     // bytes readable from the file: written, until a pass-through
 	pt            *passThru // nil unless passing through
+	ranges        bool      // a range fill: bytes may be present past written
 }
 
 func (f *fill) state() fillState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := fillState{f.size, f.written, f.done, f.err, f.wake, f.written, f.pt}
+	st := fillState{f.size, f.written, f.done, f.err, f.wake, f.written, f.pt, f.spans != nil}
 	if f.pt != nil {
 		st.fileEnd = f.pt.fileEnd
 	}
@@ -224,7 +233,7 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	dg := f.d.Algorithm().Digester()
 	stop := make(chan struct{})
 	go s.logProgress(f, meta, start, stop)
-	err := s.download(ctx, f, dg.Hash(), open)
+	err := s.fetch(ctx, f, meta, dg.Hash(), open)
 	close(stop)
 	st := f.state()
 	s.pending.Add(-st.fileEnd) // the commit counts the bytes again, as committed
@@ -240,7 +249,10 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 		os.Remove(f.file.Name())
 	}
 	if errors.Is(err, oci.ErrDigestMismatch) {
-		for _, b := range f.blamers {
+		f.mu.Lock()
+		blamers := append(f.blamers, f.rangeBlamers...)
+		f.mu.Unlock()
+		for _, b := range blamers {
 			b.Blame(err)
 		}
 	}

@@ -56,6 +56,10 @@ type Metrics struct {
 	RelayPerBlob     prometheus.Histogram     // the most concurrent copies of one blob served, per blob
 	RelayFetches     *prometheus.CounterVec   // from (parent, failover, upstream): where this node's blob fetches went
 	RelayDepth       prometheus.Histogram     // this node's depth in the relay tree of each blob it fetched
+	RelayStripes     *prometheus.CounterVec   // from (parent, failover, upstream): where this node's stripe fetches went
+	RelayRanges      prometheus.Counter       // stripe copies (range requests) served to peers in relay mode
+	RelayLoops       prometheus.Counter       // relay requests refused for too many relay hops
+	FillRanges       prometheus.Histogram     // ranges fetched at once per range fill
 	PolicyMoves      *prometheus.CounterVec   // registry: upstream tags found elsewhere than their policy pin
 	Prefetches       *prometheus.CounterVec   // result: blobs of cold manifests prefetched for clients
 
@@ -100,6 +104,10 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		RelayPerBlob:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_copies_per_blob", Help: "The most copies of one blob served to peers at once, observed when the last ends.", Buckets: []float64{1, 2, 4, 8, 16, 32}}),
 		RelayFetches:     counterVec("berth_peer_relay_fetches_total", "Blob fetches down the relay plan, by source: the parent, a failover node, or upstream (the plan's root, or every source failed).", "from"),
 		RelayDepth:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_peer_relay_depth", Help: "This node's depth in the relay tree of each blob it fetched (0: the root, fetching from upstream).", Buckets: []float64{0, 1, 2, 3, 4, 5, 6, 8}}),
+		RelayStripes:     counterVec("berth_peer_relay_stripe_fetches_total", "Stripe (byte range) fetches of large blobs down the stripe's relay tree, by source: the parent, a failover node, or upstream (the stripe's root, or every source failed). Depth is in berth_peer_relay_depth.", "from"),
+		RelayRanges:      prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_stripe_copies_total", Help: "Stripe copies (byte ranges of a blob) served to peers in relay mode; also counted in berth_peer_relay_copies_total."}),
+		RelayLoops:       prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_hops_refused_total", Help: "Relay requests refused because they passed more berth nodes than the plan's depth allows (a relay loop)."}),
+		FillRanges:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_fill_ranges", Help: "Byte ranges (stripes) fetched at once, per fill of a large blob fetched as stripes.", Buckets: []float64{2, 3, 4, 6, 8, 16, 32, 64}}),
 		Prefetches:       counterVec("berth_prefetch_blobs_total", "Blobs (config and layers) of image manifests fetched cold for clients, prefetched before the client asks, by result: fetched, cached (already stored), failed, dropped (node shutting down).", "result"),
 		top:              newTopRepos(topRepos),
 	}
@@ -108,7 +116,8 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
 			m.FillsInFlight, m.FillsDeduped, m.FillsFailed, m.UpstreamErrors, m.UpstreamLatency, m.UpstreamBackoffs,
 			m.Evictions, m.EvictedBytes, m.EvictionRuns, m.StoreBytes, m.StoreBlobs, m.StoreQuota, m.Peers, m.Pulls, m.StaleServed,
-			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth, m.PolicyMoves, m.Prefetches)
+			m.RelayCopies, m.RelayServed, m.RelayBusy, m.RelayPerBlob, m.RelayFetches, m.RelayDepth, m.PolicyMoves, m.Prefetches,
+			m.RelayStripes, m.RelayRanges, m.RelayLoops, m.FillRanges)
 	}
 	return m
 }
@@ -360,5 +369,35 @@ func (m *Metrics) RelayFetch(from string, depth int) {
 	if m != nil {
 		m.RelayFetches.WithLabelValues(from).Inc()
 		m.RelayDepth.Observe(float64(depth))
+	}
+}
+
+// RelayStripe counts a stripe fetch down its relay tree (from parent,
+// failover or upstream) by a node at depth in that stripe's tree.
+func (m *Metrics) RelayStripe(from string, depth int) {
+	if m != nil {
+		m.RelayStripes.WithLabelValues(from).Inc()
+		m.RelayDepth.Observe(float64(depth))
+	}
+}
+
+// RelayRange counts a stripe copy (a range request) served in relay mode.
+func (m *Metrics) RelayRange() {
+	if m != nil {
+		m.RelayRanges.Inc()
+	}
+}
+
+// RelayLoop counts a relay request refused for its hop count.
+func (m *Metrics) RelayLoop() {
+	if m != nil {
+		m.RelayLoops.Inc()
+	}
+}
+
+// RangeFill records a fill fetching n ranges at once.
+func (m *Metrics) RangeFill(n int) {
+	if m != nil {
+		m.FillRanges.Observe(float64(n))
 	}
 }
