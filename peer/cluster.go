@@ -35,6 +35,10 @@ type Config struct {
 	Timeout   time.Duration // time to a peer's first response (a 1xx counts) when asking for a blob; 0 means the config default (peers.timeout)
 	AskNext   int           // ranked nodes asked in holder mode when the relay plan says upstream; 0 means the config default (peers.askNext), negative means none
 	Fanout    int           // children per node in a blob's relay tree (see Plan); a node serves at most twice this many copies of a blob at once; 0 means the config default (peers.fanout)
+	// StripeMin is the smallest stripe: a blob of at least twice this is
+	// fetched as stripes, each down its own relay tree (see Plan); 0 means
+	// the config default (peers.stripeSize), negative stripes nothing.
+	StripeMin int64
 
 	// RejoinInterval is how often seeds are re-resolved and joined; 0 (or
 	// negative) joins only until a first join succeeds, as the config's 0
@@ -93,6 +97,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Fanout <= 0 {
 		c.Fanout = defaults.Fanout
+	}
+	if c.StripeMin == 0 {
+		c.StripeMin = DefaultStripeMin
 	}
 	if c.AskNext == 0 {
 		c.AskNext = defaults.AskNext

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/berth-registry/berth/pkg/oci"
@@ -20,32 +22,97 @@ var ErrBusy = errors.New("peer busy: serving its most copies of this blob")
 type relays struct {
 	mu     sync.Mutex
 	copies map[digest.Digest]*relayCount
-	from   map[digest.Digest]string // the peer this node's own fetch of a blob streams from now
+	from   map[digest.Digest][]streamFrom // the peers this node's own fetches of a blob stream from now
 }
 
 type relayCount struct{ now, most int }
 
+// streamFrom is one of this node's fetches of a blob: bytes [start, end)
+// from peer (end -1: to the blob's end).
+type streamFrom struct {
+	peer       string
+	start, end int64
+	body       *peerBody
+}
+
 // AdmitCopy reserves one of the at most 2×fan-out copies of blob d this
 // node serves to peers at once, for the relay request r. It returns ok
 // false (answer 429, the asker goes to the next source) when all are
-// taken, or when this node's own fetch of d streams from the asker (two
-// nodes whose views of the membership differ must not wait on each
-// other); else release, to call when the copy ends. Client requests need
-// no admission.
+// taken; when this node's own fetch of the bytes asked for streams from
+// the asker (two nodes whose views of the membership differ must not wait
+// on each other; with stripes, two nodes may feed each other different
+// stripes); or when r passed more relay hops than the plan's tree is deep
+// (a loop). Else it returns release, to call when the copy ends. Client
+// requests need no admission.
 func (c *Cluster) AdmitCopy(r *http.Request, d digest.Digest) (release func(), ok bool) {
 	if c == nil {
 		return func() {}, true
 	}
 	_, asker, _ := c.sign.verify(r)
+	if hops, err := strconv.Atoi(r.Header.Get(oci.RelayHopHeader)); r.Header.Get(oci.RelayHopHeader) != "" && (err != nil || hops < 0 || hops > c.maxRelayHops()) {
+		c.cfg.Metrics.RelayLoop()
+		c.log.Debug("relay request refused: too many hops", "peer", asker, "digest", d, "hops", r.Header.Get(oci.RelayHopHeader), "limit", c.maxRelayHops())
+		return nil, false
+	}
+	start, end := askedRange(r.Header.Get("Range"))
 	limit := 2 * c.cfg.Fanout
 	rl := &c.relays
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	if asker != "" && rl.from[d] == asker {
-		c.cfg.Metrics.RelayRefused()
-		return nil, false
+	for _, f := range rl.from[d] {
+		if asker != "" && f.peer == asker && overlap(f.start, f.end, start, end) {
+			c.cfg.Metrics.RelayRefused()
+			return nil, false
+		}
 	}
-	return rl.admit(c, d, limit)
+	release, ok = rl.admit(c, d, limit)
+	if ok && r.Header.Get("Range") != "" {
+		c.cfg.Metrics.RelayRange()
+	}
+	return release, ok
+}
+
+// maxRelayHops is the most relay hops a request may have passed: the
+// depth of the deepest tree over the live members, plus two (a failover
+// to a sibling whose own fill goes to its parent, a join not yet seen).
+func (c *Cluster) maxRelayHops() int {
+	n, k := len(c.live()), max(c.cfg.Fanout, 1)
+	depth := 0
+	for reach, level := 1, 1; reach < n; depth++ {
+		if k == 1 {
+			reach++
+			continue
+		}
+		level *= k
+		reach += level
+	}
+	return depth + 2
+}
+
+// askedRange reads a Range header's first range: [start, end), end -1
+// for open-ended; the whole blob when there is none or it is unreadable.
+func askedRange(h string) (start, end int64) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return 0, -1
+	}
+	spec, _, _ = strings.Cut(spec, ",")
+	a, b, _ := strings.Cut(spec, "-")
+	start, err := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
+	if err != nil || start < 0 {
+		return 0, -1
+	}
+	last, err := strconv.ParseInt(strings.TrimSpace(b), 10, 64)
+	if err != nil || last < start {
+		return start, -1
+	}
+	return start, last + 1
+}
+
+// overlap reports whether [a, b) and [c, d) share a byte; an end of -1
+// means the blob's end.
+func overlap(a, b, c, d int64) bool {
+	return (b < 0 || c < b) && (d < 0 || a < d)
 }
 
 // admit counts a copy of d; r.mu is held.
@@ -79,22 +146,31 @@ func (r *relays) admit(c *Cluster, d digest.Digest, limit int) (release func(), 
 	}, true
 }
 
-// streamsFrom records that this node's fetch of d streams from peer until
-// body is closed.
-func (c *Cluster) streamsFrom(d digest.Digest, peer string, body *peerBody) {
+// streamsFrom records that this node's fetch of d's bytes [start, end)
+// (end -1: to the end) streams from peer until body is closed.
+func (c *Cluster) streamsFrom(d digest.Digest, peer string, start, end int64, body *peerBody) {
 	rl := &c.relays
 	rl.mu.Lock()
 	if rl.from == nil {
-		rl.from = map[digest.Digest]string{}
+		rl.from = map[digest.Digest][]streamFrom{}
 	}
-	rl.from[d] = peer
+	rl.from[d] = append(rl.from[d], streamFrom{peer: peer, start: start, end: end, body: body})
 	rl.mu.Unlock()
 	body.onClose = func() {
 		rl.mu.Lock()
-		if rl.from[d] == peer {
-			delete(rl.from, d)
+		defer rl.mu.Unlock()
+		fs := rl.from[d]
+		for i, f := range fs {
+			if f.body == body {
+				fs = append(fs[:i], fs[i+1:]...)
+				break
+			}
 		}
-		rl.mu.Unlock()
+		if len(fs) == 0 {
+			delete(rl.from, d)
+		} else {
+			rl.from[d] = fs
+		}
 	}
 }
 
@@ -140,7 +216,7 @@ func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset int64) 
 		actx, cancel := context.WithCancelCause(ctx)
 		r, err := c.tryBlob(actx, cancel, m, oci.ViaPeerRelay, req, offset)
 		if err == nil {
-			c.streamsFrom(d, m.Name, r.body)
+			c.streamsFrom(d, m.Name, offset, -1, r.body)
 			from := "parent"
 			if i > 0 {
 				from = "failover"

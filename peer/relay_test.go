@@ -68,7 +68,7 @@ func TestAdmitCopyRefusesWhomItStreamsFrom(t *testing.T) {
 	signer{key: key, node: "c", now: time.Now}.sign(fromC, modeRelay)
 
 	body := &peerBody{}
-	c.streamsFrom(d, "b", body)
+	c.streamsFrom(d, "b", 0, -1, body)
 	if _, ok := c.AdmitCopy(fromB, d); ok {
 		t.Fatal("a relay request from the node this one streams from was admitted")
 	}

@@ -70,6 +70,9 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 	if offset > 0 {
 		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
+	if via == oci.ViaPeerRelay {
+		hdr.Set(oci.RelayHopHeader, strconv.Itoa(req.RelayHops+1))
+	}
 	resp, err := c.ask(ctx, cancel, m, via, http.MethodGet, blobPath(repo, d), repo.Registry, c.cfg.Timeout, hdr)
 	if err != nil {
 		return blobResult{}, err

@@ -62,10 +62,13 @@ type Request struct {
 	Reference string        // a tag or a digest (manifests)
 	Digest    digest.Digest // set when the reference is a digest (manifests, blobs, referrers)
 
-	Head   bool   // HEAD: the bytes are not needed
-	Via    Via    // who asks: a client, or a peer as owner, holder or relay parent
-	Hops   int    // berths the request passed before this one (HopHeader)
-	Client string // the client's name once access control let it through; "" for anonymous
+	Head bool // HEAD: the bytes are not needed
+	Via  Via  // who asks: a client, or a peer as owner, holder or relay parent
+	Hops int  // berths the request passed before this one (HopHeader)
+	// RelayHops counts the cluster nodes a relay request passed through
+	// (RelayHopHeader): a fill it starts asks its own parent with one more.
+	RelayHops int
+	Client    string // the client's name once access control let it through; "" for anonymous
 }
 
 // Router decides which upstream registry a request goes to.

@@ -50,6 +50,14 @@ const HopHeader = "X-Berth-Hops"
 // taken for a mirror loop).
 const MaxHops = 4
 
+// RelayHopHeader counts the nodes of a cluster a relay request (a node
+// asking its parent in a blob's relay tree) has passed through: a node
+// whose fill was started by a relay request with n sends n+1 to its own
+// parent. The cluster refuses a count deeper than its relay plan can be
+// (a loop between nodes whose views of the membership differ). It is
+// separate from HopHeader, which counts berths in front of each other.
+const RelayHopHeader = "X-Berth-Relay-Hops"
+
 // ParseHops reads the hop count of an incoming request: 0 when the header
 // is absent. An unreadable or negative value is an error.
 func ParseHops(h http.Header) (int, error) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/berth-registry/berth/pkg/metrics"
@@ -26,8 +27,9 @@ type PeerAuth interface {
 	// for a client.
 	PeerMode(r *http.Request) (via oci.Via, ok bool)
 	// AdmitCopy reserves one of the copies of blob d this node serves to
-	// peers in relay mode at once; ok false means busy (429). release ends
-	// the copy.
+	// peers in relay mode at once; ok false means busy (429): the copy
+	// limit is reached, or the request passed more relay hops than the
+	// plan allows. release ends the copy.
 	AdmitCopy(r *http.Request, d digest.Digest) (release func(), ok bool)
 }
 
@@ -146,6 +148,10 @@ func (h *Handler) admit(r *http.Request, req *oci.Request) error {
 	}
 	if h.opts.Peers != nil {
 		req.Via, _ = h.opts.Peers.PeerMode(r)
+	}
+	if req.Via == oci.ViaPeerRelay {
+		// Signed by a peer; the cluster refuses a count too deep (AdmitCopy).
+		req.RelayHops, _ = strconv.Atoi(r.Header.Get(oci.RelayHopHeader))
 	}
 	// Peers proved themselves with the cluster secret; clients prove
 	// themselves here, before any route looks at the store.

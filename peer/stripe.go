@@ -1,0 +1,188 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+// Striping: a large blob is fetched as the plan's stripes, each byte range
+// from this node's parent in that stripe's tree (see Plan), all at once,
+// so every node downloads each stripe from a different node and uploads
+// the one stripe it is an inner node for. The store fills the one blob
+// from the ranges (cache.RangeSource); the mirror asks BlobSize, Stripes
+// and FetchRange, and the upstream where they answer ErrNoPeer.
+
+// CanStripe reports whether a blob may be fetched as stripes: striping is
+// on and another node is live.
+func (c *Cluster) CanStripe() bool {
+	return c.cfg.StripeMin >= 0 && len(c.live()) >= 2
+}
+
+// BlobSize returns blob req.Digest's size, asked of the digest's owner with
+// a relay-mode HEAD: the owner is the root of every plan's first stripe, so
+// it is fetching the blob or has it, and learns the size first. It fails
+// with ErrSelfOwner when this node is the owner (it asks upstream), and
+// with ErrNoPeer when the owner is suspected.
+func (c *Cluster) BlobSize(ctx context.Context, req oci.Request) (int64, error) {
+	d := req.Digest
+	if err := d.Validate(); err != nil {
+		return 0, fmt.Errorf("blob %q: %w", d, oci.ErrDigestInvalid)
+	}
+	owner, _ := c.plan(d.String())
+	if owner == nil {
+		if ranked := rank(d.String(), c.live()); ranked[0].Name == c.cfg.NodeName {
+			return 0, fmt.Errorf("blob %s: %w", d, ErrSelfOwner)
+		}
+		return 0, fmt.Errorf("blob %s: owner suspected: %w", d, ErrNoPeer)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(context.Canceled)
+	resp, err := c.ask(ctx, cancel, *owner, oci.ViaPeerRelay, http.MethodHead, blobPath(req.Repo, d), req.Repo.Registry, c.cfg.Timeout,
+		http.Header{oci.RelayHopHeader: {strconv.Itoa(req.RelayHops + 1)}})
+	if err != nil {
+		return 0, fmt.Errorf("blob %s size: %w", d, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("blob %s size: %w", d, statusError(*owner, resp, oci.ErrBlobUnknown))
+	}
+	_ = resp.Body.Close()
+	if resp.ContentLength < 0 {
+		return 0, fmt.Errorf("blob %s size: peer %s: no length: %w", d, owner.Name, oci.ErrUnavailable)
+	}
+	return resp.ContentLength, nil
+}
+
+// Stripes returns the byte ranges, [start, end), a blob of size bytes is
+// fetched as over the live members: one (the whole blob) when it is too
+// small to stripe or the node is alone.
+func (c *Cluster) Stripes(d digest.Digest, size int64) [][2]int64 {
+	p, _ := c.stripePlan(d, size)
+	out := make([][2]int64, p.Stripes())
+	for s := range out {
+		out[s][0], out[s][1] = p.Range(s)
+	}
+	return out
+}
+
+func (c *Cluster) stripePlan(d digest.Digest, size int64) (*Plan, int) {
+	live := c.live()
+	names := make([]string, len(live))
+	for i, m := range live {
+		names[i] = m.Name
+	}
+	o := PlanOptions{Fanout: c.cfg.Fanout, StripeMin: c.cfg.StripeMin}
+	if c.cfg.StripeMin < 0 {
+		o.StripeMin = max(size, 1) // one stripe
+	}
+	p := NewPlan(d.String(), names, size, o)
+	return p, p.Index(c.cfg.NodeName)
+}
+
+// FetchRange returns blob req.Digest's bytes [offset, end) (unverified),
+// of a blob of size bytes, from a peer: down the tree of the stripe that
+// holds offset, over the live members now. It asks this node's parent in
+// that tree in relay mode, then on failure (dead, stalled, busy) the next
+// sources of the plan one at a time, skipping suspected ones, and fails
+// with ErrNoPeer once the plan says "upstream" (this node is the stripe's
+// root, or every source failed): the caller asks upstream for the range.
+// The body's Blame suspects the peer when the blob fails its digest.
+func (c *Cluster) FetchRange(ctx context.Context, req oci.Request, size, offset, end int64) (io.ReadCloser, error) {
+	d := req.Digest
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("blob %q: %w", d, oci.ErrDigestInvalid)
+	}
+	if offset < 0 || end > size || offset >= end {
+		return nil, fmt.Errorf("blob %s: range %d-%d of %d bytes: %w", d, offset, end, size, oci.ErrUnavailable)
+	}
+	p, self := c.stripePlan(d, size)
+	if self < 0 {
+		return nil, ErrNoPeer
+	}
+	s := 0
+	for s < p.Stripes()-1 {
+		if _, e := p.Range(s); offset < e {
+			break
+		}
+		s++
+	}
+	byName := map[string]member{}
+	for _, m := range c.live() {
+		byName[m.Name] = m
+	}
+	var errs []error
+	for i, src := range p.Sources(s, self) {
+		if src == Upstream {
+			break
+		}
+		m, ok := byName[p.Nodes[src]]
+		if !ok || c.suspected(m.Name) {
+			continue
+		}
+		actx, cancel := context.WithCancelCause(ctx)
+		body, err := c.tryRange(actx, cancel, m, req, size, offset, end)
+		if err == nil {
+			c.streamsFrom(d, m.Name, offset, end, body)
+			from := "parent"
+			if i > 0 {
+				from = "failover"
+			}
+			c.cfg.Metrics.RelayStripe(from, p.Depth(s, self))
+			c.log.Debug("stripe from peer", "peer", m.Name, "digest", d, "stripe", s, "offset", offset, "end", end, "from", from)
+			return body, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c.log.Debug("stripe source failed", "peer", m.Name, "digest", d, "stripe", s, "offset", offset, "err", err)
+		errs = append(errs, err)
+	}
+	c.cfg.Metrics.RelayStripe("upstream", p.Depth(s, self))
+	if len(errs) == 0 {
+		return nil, ErrNoPeer
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNoPeer, errors.Join(errs...))
+}
+
+// tryRange asks m for bytes [offset, end) in relay mode; only a 206 of
+// exactly that range of a blob of size bytes is taken.
+func (c *Cluster) tryRange(ctx context.Context, cancel context.CancelCauseFunc, m member, req oci.Request, size, offset, end int64) (*peerBody, error) {
+	repo, d := req.Repo, req.Digest
+	hdr := http.Header{
+		"Range":            {"bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(end-1, 10)},
+		oci.RelayHopHeader: {strconv.Itoa(req.RelayHops + 1)},
+	}
+	resp, err := c.ask(ctx, cancel, m, oci.ViaPeerRelay, http.MethodGet, blobPath(repo, d), repo.Registry, c.cfg.Timeout, hdr)
+	if err != nil {
+		return nil, err
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusTooManyRequests:
+		_ = statusError(m, resp, nil)
+		err = fmt.Errorf("peer %s: %w", m.Name, ErrBusy)
+		cancel(err)
+		return nil, err
+	default:
+		err = statusError(m, resp, oci.ErrBlobUnknown)
+		cancel(err)
+		return nil, err
+	}
+	total, err := oci.ContentRangeAt(resp.Header.Get("Content-Range"), offset)
+	if err == nil && (total != size || resp.ContentLength != end-offset) {
+		err = fmt.Errorf("Content-Range %q, length %d for bytes %d-%d of %d", resp.Header.Get("Content-Range"), resp.ContentLength, offset, end-1, size)
+	}
+	if err != nil {
+		_ = resp.Body.Close()
+		err = fmt.Errorf("peer %s: %w: %w", m.Name, err, oci.ErrUnavailable)
+		cancel(err)
+		return nil, err
+	}
+	return c.newBody(ctx, cancel, m, d, resp.Body), nil
+}
