@@ -155,6 +155,10 @@ type Peers struct {
 	IdleTimeout Duration `yaml:"idleTimeout"` // longest pause in a peer's body before it is abandoned
 	AskNext     int      `yaml:"askNext"`     // ranked nodes asked in holder mode when the relay plan says upstream
 	Fanout      int      `yaml:"fanout"`      // children per node in a blob's relay tree; a node serves at most twice this many copies of a blob
+	// StripeSize is the smallest stripe: a blob of at least twice this
+	// size is fetched as stripes (byte ranges), each down its own relay
+	// tree; "off" fetches every blob in one stream.
+	StripeSize string `yaml:"stripeSize"`
 	// NodeName names this node in the cluster; "" means the hostname and a
 	// random id kept in the cache directory (file node-id).
 	NodeName string `yaml:"nodeName"`

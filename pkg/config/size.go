@@ -142,3 +142,22 @@ func checkMaxSize(s string) error {
 	_, err := ParseSize(s)
 	return err
 }
+
+// StripeMin reads peers.stripeSize: the smallest stripe in bytes, -1 for
+// "off" (no striping), 0 for "" (the default).
+func StripeMin(s string) (int64, error) {
+	switch strings.TrimSpace(s) {
+	case "":
+		return 0, nil
+	case "off":
+		return -1, nil
+	}
+	n, err := ParseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if n < 64<<10 {
+		return 0, fmt.Errorf("stripe size %q: must be at least 64KiB (or off)", s)
+	}
+	return n, nil
+}

@@ -195,6 +195,9 @@ func (c *Config) validatePeers(p *problems) {
 	if pe.Fanout < 0 || pe.Fanout > 64 {
 		p.add("peers.fanout", "must be 1 to 64 (0: the default, 4), got %d", pe.Fanout)
 	}
+	if _, err := StripeMin(pe.StripeSize); err != nil {
+		p.add("peers.stripeSize", "%v", err)
+	}
 }
 
 func checkDuration(p *problems, path string, d Duration) {

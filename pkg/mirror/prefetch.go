@@ -74,7 +74,7 @@ func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) {
 	// joins it, and the opener records the blob as the repository's once
 	// its source answers (cache.Known).
 	known := m.store.Known(req.Repo, req.Digest)
-	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size, Vouched: known}, m.opener(req))
+	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size, Vouched: known, Ranges: m.ranges(req)}, m.opener(req))
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched for (or stored from) another repository: the
 		// client's own request asks this repository's sources (vouch).

@@ -47,9 +47,13 @@ func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 			return nil, nil, err
 		}
 	}
+	stripeMin, err := config.StripeMin(pc.StripeSize)
+	if err != nil {
+		return nil, nil, err
+	}
 	c, err := peer.Start(context.Background(), peer.Config{
 		NodeName: name, Bind: pc.Bind, Advertise: pc.Advertise, Join: pc.Join, Secret: secret,
-		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, Fanout: pc.Fanout, RejoinInterval: pc.RejoinInterval.D(),
+		Timeout: pc.Timeout.D(), IdleTimeout: pc.IdleTimeout.D(), AskNext: pc.AskNext, Fanout: pc.Fanout, StripeMin: stripeMin, RejoinInterval: pc.RejoinInterval.D(),
 		LocalTags: !pc.ResolveTags, AllowForeignAdvertise: pc.AllowForeignAdvertise,
 		Logger: s.log, Metrics: s.metrics,
 	})

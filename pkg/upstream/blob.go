@@ -22,6 +22,41 @@ import (
 // oci.ErrTooManyRequests, oci.ErrUnavailable or oci.ErrRegistryUnknown.
 // Safe for concurrent use; the caller closes the body.
 func (c *Client) FetchBlob(ctx context.Context, req oci.Request, offset int64) (io.ReadCloser, int64, error) {
+	return c.fetchBlob(ctx, req, offset, -1)
+}
+
+// FetchBlobRange returns bytes [offset, end) of blob req.Digest (Range:
+// bytes=offset-(end-1)), and the blob's total size, as FetchBlob does: a
+// cluster node fetching the stripe it is the root of. An upstream that
+// ignores Range sends the rest of the blob from offset on; the caller
+// reads only what it asked for.
+func (c *Client) FetchBlobRange(ctx context.Context, req oci.Request, offset, end int64) (io.ReadCloser, int64, error) {
+	if offset < 0 || end <= offset {
+		return nil, 0, fmt.Errorf("fetch %s: range %d-%d: %w", req.Digest, offset, end, oci.ErrUnavailable)
+	}
+	return c.fetchBlob(ctx, req, offset, end)
+}
+
+// StatBlob returns blob req.Digest's size from a HEAD, without its bytes
+// (a cluster node learning the size to fetch the blob as stripes).
+func (c *Client) StatBlob(ctx context.Context, req oci.Request) (int64, error) {
+	repo, d := req.Repo, req.Digest
+	r, err := c.registry(repo)
+	if err != nil {
+		return 0, err
+	}
+	resp, _, err := r.do(ctx, call{op: "blob_head", method: http.MethodHead, repo: repo, hops: req.Hops, path: "blobs/" + d.String(), notFound: oci.ErrBlobUnknown})
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", d, err)
+	}
+	drain(resp.Body)
+	if resp.ContentLength < 0 {
+		return 0, fmt.Errorf("stat %s: no Content-Length: %w", d, oci.ErrUnavailable)
+	}
+	return resp.ContentLength, nil
+}
+
+func (c *Client) fetchBlob(ctx context.Context, req oci.Request, offset, end int64) (io.ReadCloser, int64, error) {
 	repo, d := req.Repo, req.Digest
 	r, err := c.registry(repo)
 	if err != nil {
@@ -32,7 +67,10 @@ func (c *Client) FetchBlob(ctx context.Context, req oci.Request, offset int64) (
 		return nil, 0, err
 	}
 	h := http.Header{}
-	if offset > 0 {
+	switch {
+	case end > 0:
+		h.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, end-1))
+	case offset > 0:
 		h.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 	}
 	cl := call{op: "blob", method: http.MethodGet, repo: repo, hops: req.Hops, path: "blobs/" + d.String(), header: h, notFound: oci.ErrBlobUnknown}

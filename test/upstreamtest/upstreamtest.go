@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,9 @@ type Registry struct {
 	Host string // 127.0.0.1:port
 
 	mu     sync.Mutex
-	counts map[string]int // "GET /v2/<name>/blobs/<digest>" → requests
+	counts map[string]int   // "GET /v2/<name>/blobs/<digest>" → requests
+	sent   map[string]int64 // "/v2/<name>/blobs/<digest>" → body bytes sent to GETs
+	ranges []string         // the Range header of each blob GET, "" for none
 
 	down    atomic.Bool               // answer every request 503
 	status  atomic.Int32              // when set, answer every request with it (SetStatus)
@@ -72,7 +75,7 @@ func Start(dir string) *Registry {
 	cfg.Log.Level = "error"
 	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
 	app := handlers.NewApp(context.Background(), cfg)
-	r := &Registry{counts: map[string]int{}, halfway: make(chan string, 64)}
+	r := &Registry{counts: map[string]int{}, sent: map[string]int64{}, halfway: make(chan string, 64)}
 	r.Server = httptest.NewServer(r.wrap(app))
 	r.Host = strings.TrimPrefix(r.URL, "http://")
 	return r
@@ -105,7 +108,12 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 		}
 		cw := &codeWriter{ResponseWriter: w}
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
-			next.ServeHTTP(&faultWriter{ResponseWriter: cw, r: r, path: req.URL.Path}, req)
+			fw := &faultWriter{ResponseWriter: cw, r: r, path: req.URL.Path}
+			next.ServeHTTP(fw, req)
+			r.mu.Lock()
+			r.sent[req.URL.Path] += fw.written
+			r.ranges = append(r.ranges, req.Header.Get("Range"))
+			r.mu.Unlock()
 		} else {
 			next.ServeHTTP(cw, req)
 		}
@@ -125,6 +133,20 @@ func (r *Registry) Count(method, path string) int {
 // BlobGETs returns how many GETs blob digest of repo received.
 func (r *Registry) BlobGETs(repo, digest string) int {
 	return r.Count(http.MethodGet, "/v2/"+repo+"/blobs/"+digest)
+}
+
+// BlobBytes returns the body bytes GETs of blob digest were sent, under
+// any repository, and the Range header of every blob GET so far.
+func (r *Registry) BlobBytes(digest string) (int64, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := int64(0)
+	for k, c := range r.sent {
+		if strings.HasSuffix(k, "/blobs/"+digest) {
+			n += c
+		}
+	}
+	return n, slices.Clone(r.ranges)
 }
 
 // AnyBlobGETs returns how many GETs blob digest received under any
