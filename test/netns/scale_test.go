@@ -32,20 +32,24 @@ func (n *testNet) shape(t *testing.T, h host, name string) {
 
 // TestRelayTreeTwelveNodes runs twelve berth processes in their own
 // namespaces on rate-limited links in front of a distribution registry.
-// All twelve pull one cold blob at the same instant, once with the owner
-// serving everyone (fan-out 11: the plan of before) and once down a relay
-// tree of fan-out 2: every byte is verified, the upstream serves each blob
-// once, and no node serves more than 2k copies at once. The wall times are
-// logged side by side. Then an inner node of the tree is killed (SIGKILL)
-// while the blob flows, and every other node still gets the right bytes.
+// All twelve pull one cold blob at the same instant, three times in one
+// run: with the owner serving everyone (fan-out 11, one stream: the plan
+// of before), down one relay tree of fan-out 2 (one stream), and as two
+// stripes each down its own tree of fan-out 2 (so every node uploads as
+// well as downloads). Every byte is verified, the upstream sends each
+// byte once (the striped pull in one Range GET per stripe), and no node
+// serves more than 2k copies at once. The wall times are logged side by
+// side. Then an inner node of a stripe's tree is killed (SIGKILL) while
+// the stripes flow, and every other node still gets the right bytes.
 func TestRelayTreeTwelveNodes(t *testing.T) {
 	requireNetns(t)
 	const count, k = 12, 2
+	const stripeMin = 1 << 20
 	began := time.Now()
 	step := func(msg string) { t.Logf("%5.1fs %s", time.Since(began).Seconds(), msg) }
 	n := newNet(t)
 	berth := buildBerth(t, n.dir)
-	star, tree, kill := randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1)
+	star, tree, striped, kill := randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1)
 
 	up := n.addHost(t, "up", 2)
 	n.shape(t, up, "up")
@@ -61,50 +65,114 @@ func TestRelayTreeTwelveNodes(t *testing.T) {
 		"-addr", reg, "-root", filepath.Join(n.dir, "upstream"),
 		"-push", "team/star:v1="+writeLayout(t, n.dir, "star", star),
 		"-push", "team/tree:v1="+writeLayout(t, n.dir, "tree", tree),
+		"-push", "team/striped:v1="+writeLayout(t, n.dir, "striped", striped),
 		"-push", "team/kill:v1="+writeLayout(t, n.dir, "kill", kill))
 	upl.expect(t, "ready", 60*time.Second)
 	step("upstream ready; links at " + linkRate)
-
-	nodes := n.startCluster(t, berth, hosts, reg, "BERTH_PEERS_FANOUT="+strconv.Itoa(count-1))
-	step("owner-star cluster formed (fan-out 11)")
-	starWall := pullAtOnce(t, n, nodes, up, reg, "team/star", layerOf(t, star), nil, nil)
-	step("owner star: cold pull at once in " + starWall.String())
-	for _, nd := range nodes {
-		nd.p.stop(10 * time.Second)
-	}
-
-	nodes = n.startCluster(t, berth, hosts, reg, "BERTH_PEERS_FANOUT="+strconv.Itoa(k))
-	step("relay-tree cluster formed (fan-out 2)")
-	treeWall := pullAtOnce(t, n, nodes, up, reg, "team/tree", layerOf(t, tree), nil, nil)
-	step("relay tree: cold pull at once in " + treeWall.String())
-	for _, nd := range nodes {
-		if over := copiesOver(t, n, nd, 2*k); over != 0 {
-			t.Errorf("%s served more than %d copies of a blob at once (%d blobs)", nd.name, 2*k, over)
+	stop := func(nodes []node) {
+		for _, nd := range nodes {
+			nd.p.stop(10 * time.Second)
 		}
 	}
-	t.Logf("12 nodes, one cold 8 MiB blob, %s links: owner star %s, relay tree (k=%d) %s",
-		linkRate, starWall.Round(time.Millisecond), k, treeWall.Round(time.Millisecond))
+	checkCopies := func(nodes []node) {
+		for _, nd := range nodes {
+			if over := copiesOver(t, n, nd, 2*k); over != 0 {
+				t.Errorf("%s served more than %d copies of a blob at once (%d blobs)", nd.name, 2*k, over)
+			}
+		}
+	}
 
-	// An inner node dies while the blob flows: the root's first child.
+	nodes := n.startCluster(t, berth, hosts, reg, "BERTH_PEERS_FANOUT="+strconv.Itoa(count-1), "BERTH_PEERS_STRIPE_SIZE=off")
+	step("owner-star cluster formed (fan-out 11, one stream)")
+	starWall := pullAtOnce(t, n, nodes, up, reg, "team/star", layerOf(t, star), blobSizes(t, star)[layerOf(t, star)], nil, nil, 0)
+	step("owner star: cold pull at once in " + starWall.String())
+	stop(nodes)
+
+	nodes = n.startCluster(t, berth, hosts, reg, "BERTH_PEERS_FANOUT="+strconv.Itoa(k), "BERTH_PEERS_STRIPE_SIZE=off")
+	step("relay-tree cluster formed (fan-out 2, one stream)")
+	treeWall := pullAtOnce(t, n, nodes, up, reg, "team/tree", layerOf(t, tree), blobSizes(t, tree)[layerOf(t, tree)], nil, nil, 0)
+	step("relay tree: cold pull at once in " + treeWall.String())
+	checkCopies(nodes)
+	stop(nodes)
+
+	nodes = n.startCluster(t, berth, hosts, reg, "BERTH_PEERS_FANOUT="+strconv.Itoa(k), "BERTH_PEERS_STRIPE_SIZE="+strconv.Itoa(stripeMin))
+	step("striped cluster formed (fan-out 2, stripes of 1 MiB or more)")
+	stripedWall := pullAtOnce(t, n, nodes, up, reg, "team/striped", layerOf(t, striped), blobSizes(t, striped)[layerOf(t, striped)], nil, nil, 0)
+	step("striped relay trees: cold pull at once in " + stripedWall.String())
+	checkCopies(nodes)
+	fills := 0.0
+	for _, nd := range nodes {
+		fills += metricSum(t, n, nd, "berth_fill_ranges_count")
+	}
+	if fills != count {
+		t.Errorf("%v range fills over %d nodes, want one each", fills, count)
+	}
+	if gets := upstreamStateOf(t, n, up).blobGETs(layerOf(t, striped), ""); len(gets) != k {
+		t.Errorf("upstream saw %d GETs of the striped blob, want one per stripe (%d): %+v", len(gets), k, gets)
+	}
+	t.Logf("12 nodes, one cold 8 MiB blob, %s links: owner star %s, relay tree (k=%d) %s, striped relay trees (k=%d, %d stripes) %s",
+		linkRate, starWall.Round(time.Millisecond), k, treeWall.Round(time.Millisecond), k, k, stripedWall.Round(time.Millisecond))
+
+	// An inner node of stripe 0's tree dies while the stripes flow: the
+	// root's first child. Its children resume the stripe at the byte
+	// reached from the next node of the plan.
 	layer := layerOf(t, kill)
+	size := blobSizes(t, kill)[layer]
 	names := make([]string, len(nodes))
 	for i, nd := range nodes {
 		names[i] = nd.name
 	}
-	plan := peer.NewPlan(layer, names, -1, peer.PlanOptions{Fanout: k})
-	victim := nodeNamed(nodes, plan.Nodes[plan.Children(0, plan.Root(0))[0]])
+	plan := peer.NewPlan(layer, names, size, peer.PlanOptions{Fanout: k, StripeMin: stripeMin})
+	if plan.Stripes() != k {
+		t.Fatalf("the plan cuts the blob into %d stripes, want %d", plan.Stripes(), k)
+	}
+	vi := plan.Children(0, plan.Root(0))[0]
+	victim := nodeNamed(nodes, plan.Nodes[vi])
+	s0, e0 := plan.Range(0)
+	extra := int64(subtree(plan, 0, vi)-1) * (e0 - s0) // at most its subtree goes upstream for the stripe
 	if _, err := n.helper(t, up, 10*time.Second, "post", "http://"+reg+"/_test/hold"); err != nil {
 		t.Fatal(err)
 	}
-	wall := pullAtOnce(t, n, nodes, up, reg, "team/kill", layer, &victim, func() {
+	wall := pullAtOnce(t, n, nodes, up, reg, "team/kill", layer, size, &victim, func() {
 		waitHeld(t, n, up, layer)
-		t.Logf("killing %s, an inner node of the tree, mid-transfer", victim.name)
+		t.Logf("killing %s, an inner node of stripe 0's tree, mid-transfer", victim.name)
 		_ = syscall.Kill(victim.p.Cmd.Process.Pid, syscall.SIGKILL) // ip netns exec execs: the pid is berth's
 		if _, err := n.helper(t, up, 10*time.Second, "post", "http://"+reg+"/_test/release"); err != nil {
 			t.Fatal(err)
 		}
-	})
-	step("pull with an inner node killed mid-transfer: done in " + wall.String())
+	}, extra)
+	step("striped pull with an inner node killed mid-transfer: done in " + wall.String())
+}
+
+// subtree counts node and its descendants in stripe s's tree.
+func subtree(p *peer.Plan, s, node int) int {
+	n := 1
+	for _, c := range p.Children(s, node) {
+		n += subtree(p, s, c)
+	}
+	return n
+}
+
+// metricSum scrapes nd's metrics and sums the samples named name (any
+// labels).
+func metricSum(t *testing.T, n *testNet, nd node, name string) float64 {
+	t.Helper()
+	out, err := n.helper(t, nd.host, 10*time.Second, "get", nd.metricsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for l := range strings.SplitSeq(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		if series, _, _ := strings.Cut(f[0], "{"); series == name {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			sum += v
+		}
+	}
+	return sum
 }
 
 func layerOf(t *testing.T, img v1.Image) string {
@@ -118,10 +186,11 @@ func layerOf(t *testing.T, img v1.Image) string {
 }
 
 // pullAtOnce GETs blob d through every node but skip, released at the same
-// instant, checks every byte and that the upstream served d once (twice at
-// most with a node killed), and returns the time from release to the last
-// verified byte. mid, if set, runs once the first bytes reached a client.
-func pullAtOnce(t *testing.T, n *testNet, nodes []node, up host, reg, repo, d string, skip *node, mid func()) time.Duration {
+// instant, checks every byte and that the upstream sent each byte of d
+// once (at most extra bytes more, with a node killed), and returns the time
+// from release to the last verified byte. mid, if set, runs once the first
+// bytes reached a client.
+func pullAtOnce(t *testing.T, n *testNet, nodes []node, up host, reg, repo, d string, size int64, skip *node, mid func(), extra int64) time.Duration {
 	t.Helper()
 	var pulls []*proc
 	var on []node
@@ -159,12 +228,12 @@ func pullAtOnce(t *testing.T, n *testNet, nodes []node, up host, reg, repo, d st
 		}
 	}
 	wall := time.Since(start)
-	want := 1
-	if skip != nil {
-		want = 2 // the killed node may have been fetching (for its children) from the root: its orphans' new parent resumes
+	var sent int64
+	for _, r := range upstreamStateOf(t, n, up).blobGETs(d, "") {
+		sent += r.Bytes
 	}
-	if got := upstreamStateOf(t, n, up).blobGETs(d, ""); len(got) < 1 || len(got) > want {
-		t.Errorf("upstream saw %d GETs of %s, want 1 (at most %d)", len(got), d, want)
+	if sent < size || sent > size+extra {
+		t.Errorf("upstream sent %d bytes of %s (%d bytes), want each byte once (at most %d more)", sent, d, size, extra)
 	}
 	return wall
 }

@@ -30,6 +30,7 @@ type request struct {
 	Path   string `json:"path"`
 	Remote string `json:"remote"` // the client's IP
 	Range  string `json:"range,omitempty"`
+	Bytes  int64  `json:"bytes"` // body bytes sent, once the answer ended
 }
 
 // upstreamState is the body of GET /_test/state.
@@ -155,8 +156,11 @@ func (u *upstream) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	req := request{Method: r.Method, Path: r.URL.Path, Remote: host, Range: r.Header.Get("Range")}
 	u.mu.Lock()
 	u.state.Requests = append(u.state.Requests, req)
+	at := len(u.state.Requests) - 1
 	gate := u.gate
 	u.mu.Unlock()
+	cw := &countingWriter{ResponseWriter: w}
+	w = cw
 	if gate != nil && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 		w = &gatedWriter{ResponseWriter: w, gate: gate, onHold: func() {
 			u.mu.Lock()
@@ -165,6 +169,29 @@ func (u *upstream) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		}}
 	}
 	u.next.ServeHTTP(w, r)
+	u.mu.Lock()
+	if at < len(u.state.Requests) { // not reset meanwhile
+		u.state.Requests[at].Bytes = cw.n
+	}
+	u.mu.Unlock()
+}
+
+// countingWriter counts the body bytes written through it.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	m, err := c.ResponseWriter.Write(p)
+	c.n += int64(m)
+	return m, err
+}
+
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // gatedWriter writes the first half of a body, flushes, reports the hold
