@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -82,5 +83,67 @@ func TestAdmitCopyRefusesWhomItStreamsFrom(t *testing.T) {
 		t.Fatal("refused after the stream from b ended")
 	} else {
 		rel()
+	}
+}
+
+// TestAdmitCopyRefusesTooManyRelayHops: a relay request that passed more
+// nodes than a tree over the live members can be deep (plus two) is a
+// loop and is refused; one within the depth is admitted.
+func TestAdmitCopyRefusesTooManyRelayHops(t *testing.T) {
+	t.Parallel()
+	c := &Cluster{cfg: Config{Fanout: 2}, members: map[string]member{}, log: discardLogger()}
+	for i := range 6 { // seven nodes with this one: a binary tree of depth 2
+		name := string(rune('b' + i))
+		c.members[name] = member{Name: name}
+	}
+	if got := c.maxRelayHops(); got != 4 {
+		t.Fatalf("max relay hops %d over 7 nodes with fan-out 2, want 4 (depth 2 + 2)", got)
+	}
+	d := digest.FromString("x")
+	for hops, admit := range map[string]bool{"": true, "1": true, "4": true, "5": false, "-1": false, "x": false} {
+		req := httptest.NewRequest(http.MethodGet, "/v2/a/blobs/"+d.String(), nil)
+		if hops != "" {
+			req.Header.Set(oci.RelayHopHeader, hops)
+		}
+		rel, ok := c.AdmitCopy(req, d)
+		if ok != admit {
+			t.Errorf("%s %q: admitted %v, want %v", oci.RelayHopHeader, hops, ok, admit)
+		}
+		if ok {
+			rel()
+		}
+	}
+}
+
+// TestAdmitCopyStripesMayCross: a node fetching one stripe from b still
+// serves b another stripe (each feeds the other a different range), but
+// not the bytes it streams from b.
+func TestAdmitCopyStripesMayCross(t *testing.T) {
+	t.Parallel()
+	key := deriveKeys([]byte("s3cret")).marker
+	c := &Cluster{cfg: Config{Fanout: 4}, sign: signer{key: key, node: "a", now: time.Now}}
+	d := digest.FromString("x")
+	ask := func(rng string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/v2/a/blobs/"+d.String(), nil)
+		r.Header.Set("Range", rng)
+		signer{key: key, node: "b", now: time.Now}.sign(r, modeRelay)
+		return r
+	}
+	body := &peerBody{}
+	c.streamsFrom(d, "b", 4<<20, 8<<20, body) // stripe 1 from b
+	if rel, ok := c.AdmitCopy(ask("bytes=0-4194303"), d); !ok {
+		t.Fatal("b's request for stripe 0 refused while this node fetches stripe 1 from b")
+	} else {
+		rel()
+	}
+	if _, ok := c.AdmitCopy(ask("bytes=5000000-8388607"), d); ok {
+		t.Fatal("b's request for bytes this node streams from b admitted")
+	}
+	if _, ok := c.AdmitCopy(ask(""), d); ok {
+		t.Fatal("b's request for the whole blob admitted while this node streams part of it from b")
+	}
+	body.onClose()
+	if len(c.relays.from) != 0 {
+		t.Fatalf("streams still recorded after close: %v", c.relays.from)
 	}
 }
