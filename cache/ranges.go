@@ -28,24 +28,28 @@ import (
 // last byte is held back until the commit, as in a one-stream fill, so no
 // reader sees a clean end of the whole blob before it is verified.
 //
-// A range fill starts only when its size is known (from the descriptor or
-// the RangeSource), the blob splits into two ranges or more, and the temp
-// file takes the bytes. When a range cannot be fetched (its sources fail
-// MaxAttempts times in a row without a byte) or the disk fails, the other
-// ranges stop and the fill goes on as a one-stream fill from the end of
-// the contiguous prefix, through the Opener.
+// A range fill first reads the blob's first bytes in one stream
+// (RangeSource.First: at most a smallest stripe's worth), which tells the
+// size; a small blob ends there. When the blob splits into two ranges or
+// more and the temp file takes the bytes, the ranges are fetched at once,
+// the first from where that stream ended. When a range cannot be fetched
+// (its sources fail MaxAttempts times in a row without a byte) or the disk
+// fails, the other ranges stop and the fill goes on as a one-stream fill
+// from the end of the contiguous prefix, through the Opener.
 
 // Range is the bytes [Start, End) of a blob.
 type Range struct{ Start, End int64 }
 
 // RangeSource fetches a blob as several ranges at once (FillMeta.Ranges).
-// Any error from Size or Split's refusal (fewer than two ranges) leaves
-// the fill to the Opener alone.
 type RangeSource interface {
-	// Size returns the blob's size without its bytes (HEAD).
-	Size(ctx context.Context) (int64, error)
+	// First returns the blob's first bytes (unverified) and its size, as
+	// an Opener at offset 0 does, except that the stream may end before
+	// the blob does: after at most a smallest stripe's worth of bytes.
+	// An error leaves the fill to the Opener alone.
+	First(ctx context.Context) (rc io.ReadCloser, size int64, source string, err error)
 	// Split cuts a blob of size bytes into the ranges to fetch at once:
-	// in order, adjacent, covering [0, size).
+	// in order, adjacent, covering [0, size). Fewer than two means one
+	// stream.
 	Split(size int64) []Range
 	// OpenRange returns the blob's bytes [offset, end) (unverified), from
 	// wherever the range is to come from now; size is the blob's size.
@@ -103,49 +107,61 @@ func (f *fill) prefix() {
 // fetch downloads f: as a range fill when meta.Ranges allows one, else (or
 // after a range fill gives up) in one stream from open.
 func (s *Store) fetch(ctx context.Context, f *fill, meta FillMeta, h io.Writer, open Opener) error {
-	if meta.Ranges != nil && f.file != nil {
-		done, err := s.fetchRanges(ctx, f, meta, h)
-		if done {
-			return err
+	rs := meta.Ranges
+	if rs == nil || f.file == nil {
+		return s.download(ctx, f, h, open)
+	}
+	first := func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		if offset != 0 {
+			return nil, 0, "", fmt.Errorf("first bytes from %d: %w", offset, oci.ErrUnavailable)
 		}
-		if err != nil {
-			s.log.Warn("range fill gives up, one stream goes on", "digest", f.d, "offset", f.state().written, "err", err)
+		return rs.First(ctx)
+	}
+	_, done, err := s.attempt(ctx, f, h, first, make([]byte, 256<<10))
+	switch {
+	case done && (err == nil || ctx.Err() != nil || !retryable(err)):
+		return err // whole (a small blob), or failed for good
+	case done:
+		return s.download(ctx, f, h, open)
+	}
+	if st := f.state(); st.size > 0 && st.pt == nil {
+		striped, rerr := s.fetchRanges(ctx, f, rs, h, st.size)
+		if striped {
+			return rerr
 		}
+		if rerr != nil {
+			s.log.Warn("range fill gives up, one stream goes on", "digest", f.d, "offset", f.state().written, "err", rerr)
+		}
+	} else if err != nil {
+		s.log.Debug("range fill: first bytes failed, one stream", "digest", f.d, "err", err)
 	}
 	return s.download(ctx, f, h, open)
 }
 
-// fetchRanges runs a range fill. done reports that the fill is over (err
-// says how); otherwise the caller goes on in one stream from written.
-func (s *Store) fetchRanges(ctx context.Context, f *fill, meta FillMeta, h io.Writer) (done bool, err error) {
-	rs := meta.Ranges
-	size := meta.Size
-	if size <= 0 {
-		sctx, cancel := context.WithTimeout(ctx, s.opts.RangeSizeTimeout)
-		size, err = rs.Size(sctx)
-		cancel()
-		if err != nil {
-			s.log.Debug("range fill: no size, one stream", "digest", f.d, "err", err)
-			return false, nil
-		}
-	}
+// fetchRanges runs a range fill of a blob of size bytes whose first
+// written bytes are in the file and the hash. done reports that the fill
+// is over (err says how); otherwise the caller goes on in one stream from
+// written.
+func (s *Store) fetchRanges(ctx context.Context, f *fill, rs RangeSource, h io.Writer, size int64) (done bool, err error) {
 	ranges := rs.Split(size)
 	if len(ranges) < 2 || !validRanges(ranges, size) {
 		return false, nil
 	}
-	if err := f.setSize(size); err != nil {
-		return true, err
-	}
 	if s.checkRoom(f, size) {
 		return false, nil // passing through: one stream, through memory
 	}
+	written := f.state().written
 	spans := make([]*span, len(ranges))
 	for i, r := range ranges {
-		spans[i] = &span{start: r.Start, end: r.End, at: r.Start}
+		spans[i] = &span{start: r.Start, end: r.End, at: min(max(written, r.Start), r.End)}
+	}
+	from := make([]int64, len(spans)) // where each span began: bytes past it are new
+	for i, sp := range spans {
+		from[i] = sp.at
 	}
 	f.update(func() { f.spans = spans })
 	s.m.RangeFill(len(spans))
-	s.log.Info("range fill", "digest", f.d, "size", size, "ranges", len(spans))
+	s.log.Info("range fill", "digest", f.d, "size", size, "ranges", len(spans), "offset", written)
 
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -159,7 +175,7 @@ func (s *Store) fetchRanges(ctx context.Context, f *fill, meta FillMeta, h io.Wr
 			}
 		}()
 	}
-	herr := s.hashPrefix(rctx, f, h, size)
+	herr := s.hashPrefix(rctx, f, h, written, size)
 	cancel(herr)
 	wg.Wait()
 	if herr == nil {
@@ -173,12 +189,12 @@ func (s *Store) fetchRanges(ctx context.Context, f *fill, meta FillMeta, h io.Wr
 	// will be written (and counted) again.
 	var got int64
 	f.update(func() {
-		for _, sp := range f.spans {
-			got += sp.at - sp.start
+		for i, sp := range f.spans {
+			got += sp.at - from[i]
 		}
 		f.spans = nil
 	})
-	s.pending.Add(f.state().written - got)
+	s.pending.Add(f.state().written - written - got)
 	return false, cause
 }
 
@@ -270,12 +286,12 @@ func (s *Store) spanAttempt(ctx context.Context, f *fill, sp *span, size int64, 
 	return n, nil
 }
 
-// hashPrefix hashes the contiguous prefix as it grows, reading it back
-// from the temp file, until all size bytes are hashed. It fails when a
-// range fails (ctx's cause).
-func (s *Store) hashPrefix(ctx context.Context, f *fill, h io.Writer, size int64) error {
+// hashPrefix hashes the contiguous prefix from hashed on as it grows,
+// reading it back from the temp file, until all size bytes are hashed. It
+// fails when a range fails (ctx's cause).
+func (s *Store) hashPrefix(ctx context.Context, f *fill, h io.Writer, hashed, size int64) error {
 	buf := make([]byte, 1<<20)
-	for hashed := int64(0); hashed < size; {
+	for hashed < size {
 		st := f.state()
 		if hashed == st.written {
 			select {

@@ -21,8 +21,10 @@ import (
 type rangeSource struct {
 	data   []byte
 	parts  int
-	noSize bool
-	bad    int // with bad > 0, range bad-1's bytes are flipped
+	noSize bool // First fails
+	first  int  // First sends this many bytes; 0 means 100,000
+	firsts int  // First calls
+	bad    int  // with bad > 0, range bad-1's bytes are flipped
 
 	mu     sync.Mutex
 	gates  map[int64]chan *io.PipeWriter // range start -> the pipes of its opens
@@ -33,11 +35,20 @@ type rangeSource struct {
 	blamed []string
 }
 
-func (r *rangeSource) Size(context.Context) (int64, error) {
+func (r *rangeSource) First(context.Context) (io.ReadCloser, int64, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.firsts++
 	if r.noSize {
-		return 0, errors.New("no size here")
+		return nil, 0, "", errors.New("no first bytes here")
 	}
-	return int64(len(r.data)), nil
+	n := r.first
+	if n == 0 {
+		n = 100_000
+	}
+	n = min(n, len(r.data))
+	r.sent += int64(n)
+	return &blamed{r: bytes.NewReader(r.data[:n]), src: r, name: "first"}, int64(len(r.data)), "first", nil
 }
 
 func (r *rangeSource) Split(size int64) []Range {
@@ -159,7 +170,7 @@ func TestRangeFillServesPresentRangesOutOfOrder(t *testing.T) {
 	case <-time.After(100 * time.Millisecond): // nothing to wait on: the byte must not come
 	}
 	pw := <-src.gates[0]
-	go func() { pw.Write(data[:len(data)/4]); pw.Close() }()
+	go func() { pw.Write(data[100_000 : len(data)/4]); pw.Close() }() // after the first stream's bytes
 	if err := <-lastByte; err != nil {
 		t.Fatalf("last byte: %v", err)
 	}
@@ -222,8 +233,8 @@ func TestRangeFillWrongBytesStoreNothingAndBlameTheRanges(t *testing.T) {
 	assertTmpEmpty(t, s)
 	src.mu.Lock()
 	defer src.mu.Unlock()
-	if len(src.blamed) != 4 {
-		t.Fatalf("blamed %v, want the four range streams", src.blamed)
+	if len(src.blamed) != 5 {
+		t.Fatalf("blamed %v, want the first stream and the four range streams", src.blamed)
 	}
 }
 
@@ -259,7 +270,25 @@ func TestRangeFillGoesOnInOneStream(t *testing.T) {
 	}
 }
 
-// TestRangeFillWithoutSizeIsOneStream: no size, no ranges.
+// TestRangeFillSmallBlobIsTheFirstStream: a blob no larger than the first
+// stream's bytes is whole after it; no range is asked for.
+func TestRangeFillSmallBlobIsTheFirstStream(t *testing.T) {
+	s := openStore(t)
+	data, d := randomBlob(t, 64<<10)
+	src := &rangeSource{data: data, parts: 4}
+	b, err := s.Fill(t.Context(), d, FillMeta{Ranges: src}, noOpener)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readAll(t, b)
+	if err != nil || !bytes.Equal(got, data) || len(src.opens) != 0 || src.firsts != 1 {
+		t.Fatalf("read: %v; range opens %v, first streams %d", err, src.opens, src.firsts)
+	}
+	waitNoFills(t, s)
+	assertStored(t, s, d, data)
+}
+
+// TestRangeFillWithoutSizeIsOneStream: no first bytes, no ranges.
 func TestRangeFillWithoutSizeIsOneStream(t *testing.T) {
 	s := openStore(t)
 	data, d := randomBlob(t, 1<<20)

@@ -49,9 +49,6 @@ type Options struct {
 	// 0 means 10s. A fill without a fallback waits on its source's own
 	// timeouts.
 	StallAfter time.Duration
-	// RangeSizeTimeout bounds a range fill's wait for its blob's size
-	// (FillMeta.Ranges); 0 means 10s. Past it the fill takes one stream.
-	RangeSizeTimeout time.Duration
 	// ProgressInterval is how often a fill under way logs its progress;
 	// 0 means 5s.
 	ProgressInterval time.Duration
@@ -93,9 +90,6 @@ func (o *Options) defaults() {
 	}
 	if o.StallAfter <= 0 {
 		o.StallAfter = 10 * time.Second
-	}
-	if o.RangeSizeTimeout <= 0 {
-		o.RangeSizeTimeout = 10 * time.Second
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 4

@@ -16,8 +16,10 @@ import (
 // from this node's parent in that stripe's tree (see Plan), all at once,
 // so every node downloads each stripe from a different node and uploads
 // the one stripe it is an inner node for. The store fills the one blob
-// from the ranges (cache.RangeSource); the mirror asks BlobSize, Stripes
-// and FetchRange, and the upstream where they answer ErrNoPeer.
+// from the ranges (cache.RangeSource); the mirror asks FirstBytes, Stripes
+// and FetchRange, and the upstream where they answer ErrNoPeer. A fill
+// learns the size from its first stream (FirstBytes of the blob, down the
+// one-stripe tree as before): a small blob ends there.
 
 // CanStripe reports whether a blob may be fetched as stripes: striping is
 // on and another node is live.
@@ -25,38 +27,15 @@ func (c *Cluster) CanStripe() bool {
 	return c.cfg.StripeMin >= 0 && len(c.live()) >= 2
 }
 
-// BlobSize returns blob req.Digest's size, asked of the digest's owner with
-// a relay-mode HEAD: the owner is the root of every plan's first stripe, so
-// it is fetching the blob or has it, and learns the size first. It fails
-// with ErrSelfOwner when this node is the owner (it asks upstream), and
-// with ErrNoPeer when the owner is suspected.
-func (c *Cluster) BlobSize(ctx context.Context, req oci.Request) (int64, error) {
-	d := req.Digest
-	if err := d.Validate(); err != nil {
-		return 0, fmt.Errorf("blob %q: %w", d, oci.ErrDigestInvalid)
+// FirstBytes is how much of a blob a fill reads in one stream (down the
+// one-stripe tree) before it knows the size and fetches the rest as the
+// plan's stripes: the smallest stripe, so those bytes lie in stripe 0 and
+// the upstream still sends each byte once.
+func (c *Cluster) FirstBytes() int64 {
+	if c.cfg.StripeMin <= 0 {
+		return DefaultStripeMin
 	}
-	owner, _ := c.plan(d.String())
-	if owner == nil {
-		if ranked := rank(d.String(), c.live()); ranked[0].Name == c.cfg.NodeName {
-			return 0, fmt.Errorf("blob %s: %w", d, ErrSelfOwner)
-		}
-		return 0, fmt.Errorf("blob %s: owner suspected: %w", d, ErrNoPeer)
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(context.Canceled)
-	resp, err := c.ask(ctx, cancel, *owner, oci.ViaPeerRelay, http.MethodHead, blobPath(req.Repo, d), req.Repo.Registry, c.cfg.Timeout,
-		http.Header{oci.RelayHopHeader: {strconv.Itoa(req.RelayHops + 1)}})
-	if err != nil {
-		return 0, fmt.Errorf("blob %s size: %w", d, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("blob %s size: %w", d, statusError(*owner, resp, oci.ErrBlobUnknown))
-	}
-	_ = resp.Body.Close()
-	if resp.ContentLength < 0 {
-		return 0, fmt.Errorf("blob %s size: peer %s: no length: %w", d, owner.Name, oci.ErrUnavailable)
-	}
-	return resp.ContentLength, nil
+	return max(c.cfg.StripeMin-c.cfg.StripeMin%stripeAlign, stripeAlign) // stripe 0 is at least this long
 }
 
 // Stripes returns the byte ranges, [start, end), a blob of size bytes is

@@ -16,18 +16,18 @@ import (
 type StripedPeers interface {
 	// CanStripe reports whether striping may apply (other nodes are live).
 	CanStripe() bool
-	// BlobSize returns the blob's size, asked of a peer.
-	BlobSize(ctx context.Context, req oci.Request) (int64, error)
+	// FirstBytes is how much of a blob a fill reads in one stream before
+	// it knows the size and stripes the rest: the smallest stripe.
+	FirstBytes() int64
 	// Stripes returns the byte ranges a blob of size bytes is fetched as.
 	Stripes(d digest.Digest, size int64) [][2]int64
 	// FetchRange returns bytes [offset, end) of a blob of size bytes.
 	FetchRange(ctx context.Context, req oci.Request, size, offset, end int64) (io.ReadCloser, error)
 }
 
-// RangeUpstream is an upstream that answers a blob's size and byte ranges
+// RangeUpstream is an upstream that answers a blob's byte ranges
 // (upstream.Client).
 type RangeUpstream interface {
-	StatBlob(ctx context.Context, req oci.Request) (int64, error)
 	FetchBlobRange(ctx context.Context, req oci.Request, offset, end int64) (io.ReadCloser, int64, error)
 }
 
@@ -52,14 +52,43 @@ type rangeSource struct {
 	up    RangeUpstream
 }
 
-// Size asks a peer (the digest's owner), else the upstream, with a HEAD.
-func (r *rangeSource) Size(ctx context.Context) (int64, error) {
-	n, err := r.peers.BlobSize(ctx, r.req)
-	if err == nil || ctx.Err() != nil {
-		return n, err
+// First reads the blob's first bytes in one stream, as the opener would:
+// from peers (its relay plan) for a client or a relay request, else from
+// the upstream with a Range request, so that the stripes that follow are
+// the upstream's only other bytes. The stream ends after FirstBytes.
+func (r *rangeSource) First(ctx context.Context) (io.ReadCloser, int64, string, error) {
+	n, req := r.peers.FirstBytes(), r.req
+	if req.Via == oci.ViaClient || req.Via == oci.ViaPeerRelay {
+		rc, size, err := r.m.peers.FetchBlob(ctx, req, 0)
+		if err == nil {
+			r.m.markKnown(req.Repo, req.Digest, nil)
+			return firstBytes{io.LimitReader(rc, n), rc}, size, metrics.SourcePeer, nil
+		}
+		if ctx.Err() != nil {
+			return nil, 0, "", ctx.Err()
+		}
 	}
-	r.m.log.Debug("blob size from peers", "digest", r.req.Digest, "err", err)
-	return r.up.StatBlob(ctx, r.req)
+	rc, size, err := r.up.FetchBlobRange(ctx, req, 0, n)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	r.m.markKnown(req.Repo, req.Digest, nil)
+	return firstBytes{io.LimitReader(rc, n), rc}, size, metrics.SourceUpstream, nil
+}
+
+// firstBytes is the start of a stream, closed and blamed as the stream.
+type firstBytes struct {
+	io.Reader
+	rc io.ReadCloser
+}
+
+func (f firstBytes) Close() error { return f.rc.Close() }
+
+// Blame passes a digest mismatch on to a peer's stream.
+func (f firstBytes) Blame(err error) {
+	if b, ok := f.rc.(cache.Blamer); ok {
+		b.Blame(err)
+	}
 }
 
 // Split cuts the blob into the plan's stripes.

@@ -15,10 +15,9 @@ import (
 // blob serves GET and HEAD /v2/<name>/blobs/<digest>, with Range, from the
 // store or from a fill as it downloads.
 func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) error {
-	if rq.Via == oci.ViaPeerRelay && !rq.Head && h.opts.Peers != nil {
+	if rq.Via == oci.ViaPeerRelay && h.opts.Peers != nil {
 		// A relay parent serves a bounded number of copies; beyond that the
-		// asker goes to the next node of the plan. A HEAD (a node learning
-		// a blob's size to stripe it) sends no copy.
+		// asker goes to the next node of the plan.
 		release, ok := h.opts.Peers.AdmitCopy(r, rq.Digest)
 		if !ok {
 			return fmt.Errorf("blob %s: %w", rq.Digest, errBusy)

@@ -31,6 +31,12 @@ var (
 
 // startPeers joins the cluster when peers are configured (a gossip bind
 // address); else the node is alone: mirror.NoPeers, and no peer markers.
+// A cluster stripes large blobs: its peers and upstream fetch byte ranges.
+var (
+	_ mirror.StripedPeers  = (*peer.Cluster)(nil)
+	_ mirror.RangeUpstream = (*upstream.Client)(nil)
+)
+
 func (s *Server) startPeers() (mirror.Peers, registry.PeerAuth, error) {
 	pc := s.cfg.Peers
 	if pc.Bind == "" {

@@ -37,25 +37,6 @@ func (c *Client) FetchBlobRange(ctx context.Context, req oci.Request, offset, en
 	return c.fetchBlob(ctx, req, offset, end)
 }
 
-// StatBlob returns blob req.Digest's size from a HEAD, without its bytes
-// (a cluster node learning the size to fetch the blob as stripes).
-func (c *Client) StatBlob(ctx context.Context, req oci.Request) (int64, error) {
-	repo, d := req.Repo, req.Digest
-	r, err := c.registry(repo)
-	if err != nil {
-		return 0, err
-	}
-	resp, _, err := r.do(ctx, call{op: "blob_head", method: http.MethodHead, repo: repo, hops: req.Hops, path: "blobs/" + d.String(), notFound: oci.ErrBlobUnknown})
-	if err != nil {
-		return 0, fmt.Errorf("stat %s: %w", d, err)
-	}
-	drain(resp.Body)
-	if resp.ContentLength < 0 {
-		return 0, fmt.Errorf("stat %s: no Content-Length: %w", d, oci.ErrUnavailable)
-	}
-	return resp.ContentLength, nil
-}
-
 func (c *Client) fetchBlob(ctx context.Context, req oci.Request, offset, end int64) (io.ReadCloser, int64, error) {
 	repo, d := req.Repo, req.Digest
 	r, err := c.registry(repo)

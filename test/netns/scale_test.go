@@ -37,7 +37,8 @@ func (n *testNet) shape(t *testing.T, h host, name string) {
 // of before), down one relay tree of fan-out 2 (one stream), and as two
 // stripes each down its own tree of fan-out 2 (so every node uploads as
 // well as downloads). Every byte is verified, the upstream sends each
-// byte once (the striped pull in one Range GET per stripe), and no node
+// byte once (the striped pull in Range GETs: the owner's first bytes, then
+// one per stripe), and no node
 // serves more than 2k copies at once. The wall times are logged side by
 // side. Then an inner node of a stripe's tree is killed (SIGKILL) while
 // the stripes flow, and every other node still gets the right bytes.
@@ -107,8 +108,8 @@ func TestRelayTreeTwelveNodes(t *testing.T) {
 	if fills != count {
 		t.Errorf("%v range fills over %d nodes, want one each", fills, count)
 	}
-	if gets := upstreamStateOf(t, n, up).blobGETs(layerOf(t, striped), ""); len(gets) != k {
-		t.Errorf("upstream saw %d GETs of the striped blob, want one per stripe (%d): %+v", len(gets), k, gets)
+	if gets := upstreamStateOf(t, n, up).blobGETs(layerOf(t, striped), ""); len(gets) != k+1 {
+		t.Errorf("upstream saw %d GETs of the striped blob, want the owner's first bytes and one per stripe (%d): %+v", len(gets), k+1, gets)
 	}
 	t.Logf("12 nodes, one cold 8 MiB blob, %s links: owner star %s, relay tree (k=%d) %s, striped relay trees (k=%d, %d stripes) %s",
 		linkRate, starWall.Round(time.Millisecond), k, treeWall.Round(time.Millisecond), k, k, stripedWall.Round(time.Millisecond))
