@@ -109,7 +109,16 @@ func (s *Store) Put(d digest.Digest, mediaType string, data []byte) error {
 }
 
 // ReadAll returns committed content d, for small content such as manifests.
+// The bytes may be shared with other callers: they must not be modified.
+// Content of at most memoMaxBytes is kept in memory once read, so a hit
+// reads no file; it is dropped when the content is removed.
 func (s *Store) ReadAll(d digest.Digest) ([]byte, Info, error) {
+	if data, ok := s.meta.bytes.Peek(d); ok {
+		if !s.opts.NoTracking {
+			s.acc.touch(d) // an access, as Open notes it
+		}
+		return data, s.infoOf(d, data), nil
+	}
 	f, size, err := s.Open(d)
 	if err != nil {
 		return nil, Info{}, err
@@ -122,14 +131,29 @@ func (s *Store) ReadAll(d digest.Digest) ([]byte, Info, error) {
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("read %s: %w", d, err)
 	}
+	if len(data) <= memoMaxBytes {
+		s.meta.bytes.Add(d, data)
+		// A removal unlinks the file, then forgets d: if the file is gone
+		// now, the removal may have forgotten d before the Add above.
+		if !s.Has(d) {
+			s.meta.bytes.Remove(d)
+		}
+	}
+	return data, s.infoOf(d, data), nil
+}
+
+// infoOf is the index's Info of d, whose bytes are data; content indexed
+// without its media type (a manifest stored as a blob) gets the type its
+// bytes declare.
+func (s *Store) infoOf(d digest.Digest, data []byte) Info {
 	info, err := s.Info(d)
 	if err != nil {
-		info = Info{Digest: d, Size: size}
+		info = Info{Digest: d, Size: int64(len(data))}
 	}
-	if info.MediaType == "" { // a manifest stored as a blob, or indexed without its type
+	if info.MediaType == "" {
 		info = manifestInfo(info, data)
 	}
-	return data, info, nil
+	return info
 }
 
 // writeAt writes p to a temp file through Options.WriteAt.

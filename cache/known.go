@@ -153,7 +153,15 @@ func (s *Store) KnownRepos(d digest.Digest) ([]string, error) {
 // to repo, and with it what it names: an index's manifests, a manifest's
 // config and layers (not its subject, which lives on its own). A client
 // that may read a manifest may read what it is made of.
+//
+// A manifest marked so is not parsed again (a hit of it costs a map
+// lookup) until a removal deletes known pairs: what it names may have
+// gone with them, and is marked again.
 func (s *Store) MarkManifestKnown(repo oci.Repo, d digest.Digest, data []byte) error {
+	whole, gen := knownKey(repo, d), s.meta.knownGen.Load()
+	if g, ok := s.meta.marked.Peek(whole); ok && g == gen {
+		return nil
+	}
 	ds := []digest.Digest{d}
 	sizes := map[digest.Digest]int64{d: int64(len(data))}
 	if refs, ok := parseRefs(data); ok {
@@ -166,7 +174,11 @@ func (s *Store) MarkManifestKnown(repo oci.Repo, d digest.Digest, data []byte) e
 			}
 		}
 	}
-	return s.markKnown(repo, ds, sizes)
+	if err := s.markKnown(repo, ds, sizes); err != nil {
+		return err
+	}
+	s.meta.marked.Add(whole, gen) // gen from before the marks: a removal meanwhile makes it stale
+	return nil
 }
 
 // KnownSize is the size of d that the descriptor naming it in one of

@@ -311,6 +311,9 @@ func (s *Store) removeMode(victims []digest.Digest, dropTags, force bool, pinned
 	for _, k := range forgotKnown {
 		s.meta.known.Remove(k)
 	}
+	if len(forgotKnown) > 0 {
+		s.meta.knownGen.Add(1) // manifests naming them mark them again when served
+	}
 	st.Tags = len(forgotTags)
 	s.added(-st.Bytes, -int64(st.Blobs))
 	return st, nil
