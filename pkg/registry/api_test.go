@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -217,6 +218,30 @@ func TestOldClientAndAnIndexWithoutItsPlatform(t *testing.T) {
 		resp, body := a.do(t, method, "/v2/team/app/manifests/arm-only", "Accept", schema2.MediaTypeManifest)
 		if resp.StatusCode != 404 || method == "GET" && !strings.Contains(string(body), errcode.ErrorCodeManifestUnknown.String()) {
 			t.Fatalf("%s: %d %q, want 404 MANIFEST_UNKNOWN", method, resp.StatusCode, body)
+		}
+	}
+}
+
+// A manifest GET or HEAD without Range or conditions is answered without
+// ServeContent; its answer is ServeContent's to the letter: the same status,
+// headers (but Date) and body as one with a condition that does not hold.
+func TestManifestPlainAnswerIsServeContents(t *testing.T) {
+	a := newAPI(t)
+	img, _ := random.Image(256, 1)
+	d := a.up.Push(t, "team/app", "v1", img)
+	const accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json;q=0.9"
+	for _, method := range []string{"GET", "HEAD"} {
+		for _, ref := range []string{"v1", d.String()} {
+			path := "/v2/team/app/manifests/" + ref
+			plainResp, plainBody := a.do(t, method, path, "Accept", accept)
+			condResp, condBody := a.do(t, method, path, "Accept", accept, "If-None-Match", `"sha256:other"`)
+			plainResp.Header.Del("Date")
+			condResp.Header.Del("Date")
+			if plainResp.StatusCode != 200 || condResp.StatusCode != 200 || string(plainBody) != string(condBody) ||
+				fmt.Sprint(plainResp.Header) != fmt.Sprint(condResp.Header) || plainResp.ContentLength != condResp.ContentLength {
+				t.Errorf("%s %s: plain %d %v %d bytes; ServeContent %d %v %d bytes", method, ref,
+					plainResp.StatusCode, plainResp.Header, len(plainBody), condResp.StatusCode, condResp.Header, len(condBody))
+			}
 		}
 	}
 }

@@ -28,9 +28,10 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rq oci.Reques
 		return err
 	}
 	hd := w.Header()
-	hd.Set("Content-Type", man.MediaType)
-	hd.Set("Docker-Content-Digest", man.Digest.String())
-	hd.Set("ETag", `"`+man.Digest.String()+`"`)
+	// Canonical keys set directly: Set would canonicalize them per request.
+	hd["Content-Type"] = []string{man.MediaType}
+	hd["Docker-Content-Digest"] = []string{man.Digest.String()}
+	hd["Etag"] = []string{`"` + man.Digest.String() + `"`}
 	if man.Data == nil { // HEAD answered from a tag mapping alone
 		if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, man.Digest.String()) {
 			w.WriteHeader(http.StatusNotModified)
@@ -41,9 +42,32 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rq oci.Reques
 		h.served(w, rq, man)
 		return nil
 	}
-	serveContent(w, r, bytes.NewReader(man.Data))
+	if plain(r) {
+		// What ServeContent answers to a request without Range or
+		// conditions, without its seeks, copies and header parsing.
+		hd["Accept-Ranges"] = []string{"bytes"}
+		hd["Content-Length"] = []string{strconv.Itoa(len(man.Data))}
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(man.Data)
+		}
+	} else {
+		serveContent(w, r, bytes.NewReader(man.Data))
+	}
 	h.served(w, rq, man)
 	return nil
+}
+
+// plain reports whether r has none of the headers that make ServeContent
+// answer other than 200 with the whole content: Range and the
+// conditionals.
+func plain(r *http.Request) bool {
+	for _, k := range [...]string{"Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range"} {
+		if _, ok := r.Header[k]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // served records a manifest answer that succeeded: a GET is a pull (the
@@ -92,9 +116,18 @@ func (h *Handler) negotiate(r *http.Request, rq oci.Request, man mirror.Manifest
 // accepts reports whether the request's Accept headers list mediaType or
 // */*.
 func accepts(r *http.Request, mediaType string) bool {
-	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+	for _, v := range r.Header["Accept"] {
+		for part := range strings.SplitSeq(v, ",") {
+			part = strings.TrimSpace(part)
+			if !strings.Contains(part, ";") {
+				// No parameters: ParseMediaType would only lower-case it
+				// (and refuse what differs from mediaType and */* anyway).
+				if strings.EqualFold(part, mediaType) || part == "*/*" {
+					return true
+				}
+				continue
+			}
+			mt, _, err := mime.ParseMediaType(part)
 			if err == nil && (mt == mediaType || mt == "*/*") {
 				return true
 			}

@@ -85,7 +85,7 @@ func New(mi *mirror.Mirror, opts Options) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	sw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	sw.Header()["Docker-Distribution-Api-Version"] = []string{"registry/2.0"} // canonical key: Set would canonicalize it per request
 	route := "unknown"
 	client := false // a client's request, not a peer's
 	user := ""      // the client's name; "" for anonymous
@@ -117,9 +117,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if client && sw.status < 300 && (route == "manifest" || route == "blob") {
 		h.m.Mirrored(time.Now())
 	}
-	h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
-		"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond),
-		"remote", r.RemoteAddr, "user_agent", r.UserAgent(), "user", user)
+	if h.log.Enabled(r.Context(), slog.LevelDebug) { // the arguments cost allocations even when not logged
+		h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
+			"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond),
+			"remote", r.RemoteAddr, "user_agent", r.UserAgent(), "user", user)
+	}
 }
 
 var errLoop = fmt.Errorf("too many berth hops (%s): mirrors configured in a loop: %w", oci.HopHeader, oci.ErrDenied)

@@ -158,11 +158,6 @@ func (p *progressWriter) extend() {
 	_ = p.rc.SetWriteDeadline(now.Add(p.timeout))
 }
 
-func (p *progressWriter) WriteHeader(code int) {
-	p.extend()
-	p.ResponseWriter.WriteHeader(code)
-}
-
 func (p *progressWriter) Write(b []byte) (int, error) {
 	var n int
 	for len(b) > 0 {

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -125,7 +127,15 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/v2", s.api)
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; strings.HasPrefix(p, "/v2/") && p != "/v2/" && path.Clean(p) == p && r.Method != http.MethodConnect {
+			// The API's clean paths skip the mux's pattern matching, which
+			// would send them to s.api all the same.
+			s.api.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // storeQuota is the configured quota in bytes, a percentage taken of the
