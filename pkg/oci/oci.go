@@ -9,10 +9,8 @@ package oci
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -80,14 +78,6 @@ type Router struct {
 	Default string
 }
 
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	// the tag grammar is distribution/reference's; the name grammar above
-	// is its path grammar alone (its NameRegexp would take a first
-	// segment for a registry host)
-	tagRE = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
-)
-
 // ParseRequest parses the path of a /v2/ request and routes it to a
 // registry: the ns query parameter first (containerd), then a first path
 // segment naming a known registry (CRI-O and Podman mirrors with a path;
@@ -153,7 +143,7 @@ func (rt Router) route(name, ns string) (Repo, error) {
 	default:
 		return Repo{}, fmt.Errorf("repository %q names no configured registry and there is no default: %w", name, ErrRegistryUnknown)
 	}
-	if !nameRE.MatchString(repo.Name) || len(repo.Name) > 255 {
+	if len(repo.Name) > 255 || !validName(repo.Name) {
 		return Repo{}, fmt.Errorf("repository name %q: %w", repo.Name, ErrNameInvalid)
 	}
 	if repo.Registry == DockerHub && !strings.Contains(repo.Name, "/") {
@@ -199,10 +189,6 @@ func allDigits(s string) bool {
 	return true
 }
 
-// ValidTag reports whether tag is a tag in distribution/reference's
-// grammar: what a request path, an archive's image name or a pin may name.
-func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
-
 func (req *Request) checkReference() error {
 	switch req.Kind {
 	case KindManifest:
@@ -219,7 +205,11 @@ func (req *Request) checkReference() error {
 }
 
 func (req *Request) parseDigest() error {
-	d, err := digest.Parse(req.Reference)
+	if d, ok := shaDigest(req.Reference); ok {
+		req.Digest = d
+		return nil
+	}
+	d, err := digest.Parse(req.Reference) // for its error
 	if err != nil {
 		return fmt.Errorf("digest %q: %v: %w", req.Reference, err, ErrDigestInvalid)
 	}

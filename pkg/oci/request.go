@@ -87,7 +87,9 @@ func (r Repo) Blob(d digest.Digest) Request {
 // from the same asker: a tag's manifest by digest, an index's child.
 func (req Request) WithReference(ref string) Request {
 	req.Reference, req.Digest = ref, ""
-	if d, err := digest.Parse(ref); err == nil {
+	if d, ok := shaDigest(ref); ok {
+		req.Digest = d
+	} else if d, err := digest.Parse(ref); err == nil {
 		req.Digest = d
 	}
 	return req
