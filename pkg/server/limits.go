@@ -188,8 +188,10 @@ func (p *progressWriter) ReadFrom(src io.Reader) (int64, error) {
 	}
 	if f, ok := outer.R.(*os.File); ok {
 		p.extend()
-		stop := p.watchFile(f)
-		defer stop()
+		if outer.N > progressChunk { // a smaller section has its deadline, as a chunk does
+			stop := p.watchFile(f)
+			defer stop()
+		}
 		return rf.ReadFrom(src)
 	}
 	var total int64
