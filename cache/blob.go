@@ -74,6 +74,11 @@ func (b *Blob) Done() error {
 	for {
 		st := b.f.state()
 		if st.done || st.pt != nil {
+			if st.err == nil && st.done {
+				b.f.mu.Lock()
+				defer b.f.mu.Unlock()
+				return b.f.commitErr
+			}
 			return st.err
 		}
 		select {
@@ -85,9 +90,10 @@ func (b *Blob) Done() error {
 }
 
 // Read reads the next bytes, waiting for them to land when the blob is
-// still downloading. The last byte is held back until the blob is
-// verified and committed, so a reader never sees a clean end of bytes that
-// fail their digest: it sees the fill's error instead.
+// still downloading. The last byte is held back until every byte is in
+// and matches the digest, so a reader never sees a clean end of bytes that
+// fail it: it sees the fill's error instead. It is not held for the
+// commit (fsync and link), which follows.
 func (b *Blob) Read(p []byte) (int, error) {
 	if b.f == nil {
 		return b.file.Read(p)
@@ -98,10 +104,10 @@ func (b *Blob) Read(p []byte) (int, error) {
 			return 0, st.err
 		}
 		limit := st.written
-		if !st.done {
-			limit-- // hold back the last byte until the commit
+		if !st.verified {
+			limit-- // hold back the last byte until the digest checks
 		}
-		if st.done && b.pos >= st.written {
+		if st.verified && b.pos >= st.written {
 			return 0, io.EOF
 		}
 		if st.ranges && b.pos >= limit {

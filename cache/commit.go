@@ -23,6 +23,9 @@ func (s *Store) commit(f *os.File, dg digest.Digester, d digest.Digest, info Inf
 	if got := dg.Digest(); got != d {
 		return fmt.Errorf("blob %s: got %s: %w", d, got, oci.ErrDigestMismatch)
 	}
+	if s.beforeSync != nil {
+		s.beforeSync()
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", d, err)
 	}

@@ -82,11 +82,15 @@ type fill struct {
 	blamers   []Blamer    // source streams to tell of a digest mismatch; the fill goroutine's own
 	overQuota atomic.Bool // passing through because the blob is larger than the quota can hold
 
-	mu        sync.Mutex      // guards the fields below
-	size      int64           // total size, -1 until a source tells it
-	written   int64           // bytes received: in the file, then the ring
-	done      bool            // verified (err == nil) or failed
-	err       error           // why the fill failed
+	mu       sync.Mutex // guards the fields below
+	size     int64      // total size, -1 until a source tells it
+	written  int64      // bytes received: in the file, then the ring
+	verified bool       // every byte is in and matches the digest: readers may take the last one
+	done     bool       // committed (or failed to be), or failed before verification
+	err      error      // why the fill failed before verification; readers see it
+	// commitErr says why verified bytes were not stored (fsync, link):
+	// readers have their bytes; Blob.Done reports it.
+	commitErr error
 	wake      chan struct{}   // closed on each change of state
 	source    string          // the source of the latest bytes
 	origin    string          // FillMeta.Origin of the caller that started it
@@ -102,19 +106,19 @@ type fill struct {
 }
 
 type fillState struct {
-	size, written int64
-	done          bool
-	err           error
-	wake          <-chan struct{}
-	fileEnd       int64     // bytes readable from the file: written, until a pass-through
-	pt            *passThru // nil unless passing through
-	ranges        bool      // a range fill: bytes may be present past written
+	size, written  int64
+	verified, done bool
+	err            error
+	wake           <-chan struct{}
+	fileEnd        int64     // bytes readable from the file: written, until a pass-through
+	pt             *passThru // nil unless passing through
+	ranges         bool      // a range fill: bytes may be present past written
 }
 
 func (f *fill) state() fillState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := fillState{f.size, f.written, f.done, f.err, f.wake, f.written, f.pt, f.spans != nil}
+	st := fillState{f.size, f.written, f.verified, f.done, f.err, f.wake, f.written, f.pt, f.spans != nil}
 	if f.pt != nil {
 		st.fileEnd = f.pt.fileEnd
 	}
@@ -237,15 +241,22 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	close(stop)
 	st := f.state()
 	s.pending.Add(-st.fileEnd) // the commit counts the bytes again, as committed
-	switch {
-	case err == nil && st.pt != nil:
+	if err == nil {
 		if got := dg.Digest(); got != f.d {
 			err = fmt.Errorf("blob %s: got %s: %w", f.d, got, oci.ErrDigestMismatch)
 		}
-	case err == nil:
-		err = s.commit(f.file, dg, f.d, Info{Size: f.written, MediaType: meta.MediaType})
 	}
-	if err != nil && f.file != nil {
+	// Verified: readers may take the last byte now. Making the copy
+	// durable (fsync, link, index) follows; a crash or a failure there
+	// loses only the cached copy, never a reader's bytes.
+	var commitErr error
+	if err == nil {
+		f.update(func() { f.verified = true })
+		if st.pt == nil {
+			commitErr = s.commit(f.file, dg, f.d, Info{Size: f.written, MediaType: meta.MediaType})
+		}
+	}
+	if (err != nil || commitErr != nil) && f.file != nil {
 		os.Remove(f.file.Name())
 	}
 	if errors.Is(err, oci.ErrDigestMismatch) {
@@ -261,7 +272,10 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	s.mu.Lock()
 	delete(s.fills, f.d)
 	s.mu.Unlock()
-	f.update(func() { f.done, f.err = true, err })
+	f.update(func() { f.done, f.err, f.commitErr = true, err, commitErr })
+	if err == nil {
+		err = commitErr // for the counts and the log
+	}
 	reason := failReason(err)
 	if st.pt != nil && reason == "" {
 		reason = "disk" // served whole, stored nothing

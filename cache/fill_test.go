@@ -145,6 +145,7 @@ func TestFillStreamsToManyReadersFromOneFetch(t *testing.T) {
 
 func assertStored(t *testing.T, s *Store, d digest.Digest, data []byte) {
 	t.Helper()
+	waitNoFills(t, s) // readers have every byte once it is verified; the commit follows
 	got, err := os.ReadFile(s.BlobPath(d))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("stored blob: %v", err)
@@ -201,7 +202,7 @@ func TestFillWrongBytesStoreNothingAndFailEveryReader(t *testing.T) {
 
 func waitNoFills(t *testing.T, s *Store) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s.mu.Lock()
 		n := len(s.fills)
@@ -375,5 +376,69 @@ func TestFillBlamesTheSourceOfWrongBytes(t *testing.T) {
 	waitNoFills(t, s)
 	if s.Has(d) {
 		t.Fatal("stored")
+	}
+}
+
+// The last byte waits for the digest, not for the commit: readers end
+// cleanly while the fsync is under way, nothing is visible in blobs/ until
+// the commit, and Has answers once it is done.
+func TestFillReadersEndBeforeTheCommit(t *testing.T) {
+	s := openStore(t)
+	data, d := randomBlob(t, 1<<20)
+	syncing, release := make(chan struct{}), make(chan struct{})
+	s.beforeSync = func() {
+		close(syncing)
+		<-release
+	}
+	src := newGated(data)
+	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := <-src.pw
+	go func() { pw.Write(data); pw.Close() }()
+	got := make(chan error, 1)
+	go func() {
+		all, err := readAll(t, b)
+		if err == nil && !bytes.Equal(all, data) {
+			err = errors.New("different bytes")
+		}
+		got <- err
+	}()
+	<-syncing
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("the reader's last byte waited for the commit")
+	}
+	if _, err := os.Stat(s.BlobPath(d)); err == nil {
+		t.Fatal("the blob is in place before its fsync")
+	}
+	// A reader arriving now joins the fill and reads every byte.
+	late, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, err := readAll(t, late); err != nil || !bytes.Equal(all, data) {
+		t.Fatalf("late reader: %v", err)
+	}
+	has := make(chan bool, 1)
+	go func() { has <- s.Has(d) }()
+	select {
+	case <-has:
+		t.Fatal("Has answered before the commit ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if !<-has {
+		t.Fatal("Has after the commit: false")
+	}
+	assertStored(t, s, d, data)
+	if n := src.opens.Load(); n != 1 {
+		t.Fatalf("source opened %d times", n)
 	}
 }

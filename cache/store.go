@@ -145,6 +145,8 @@ type Store struct {
 
 	mu    sync.Mutex              // guards fills
 	fills map[digest.Digest]*fill // fills under way, removed once committed or failed
+
+	beforeSync func() // tests: runs in a commit before the fsync
 }
 
 // Open opens (creating if needed) the store at root, removes temp files a
@@ -242,13 +244,47 @@ func (s *Store) Open(d digest.Digest) (*os.File, int64, error) {
 	return f, fi.Size(), nil
 }
 
-// Has reports whether d is committed, without noting an access.
+// Has reports whether d is committed, without noting an access. A fill
+// of d whose bytes are all in and verified counts once its commit ends:
+// its readers may have every byte before the commit (fsync, link) does,
+// and Has waits for it rather than answer false in between.
 func (s *Store) Has(d digest.Digest) bool {
 	if d.Validate() != nil {
 		return false
 	}
+	if _, err := os.Stat(s.BlobPath(d)); err == nil {
+		return true
+	}
+	if !s.awaitCommit(d) {
+		return false
+	}
 	_, err := os.Stat(s.BlobPath(d))
 	return err == nil
+}
+
+// awaitCommit waits for the commit of a verified fill of d, reporting
+// whether there was one.
+func (s *Store) awaitCommit(d digest.Digest) bool {
+	s.mu.Lock()
+	f := s.fills[d]
+	s.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	for {
+		st := f.state()
+		if !st.verified {
+			return false
+		}
+		if st.done {
+			return true
+		}
+		select {
+		case <-st.wake:
+		case <-s.ctx.Done():
+			return false
+		}
+	}
 }
 
 func sweepTmp(dir string) error {
