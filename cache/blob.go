@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	"github.com/berth-registry/berth/pkg/metrics"
 )
@@ -19,6 +20,10 @@ type Blob struct {
 	f   *fill // fill under way; nil for committed content
 	ctx context.Context
 	pos int64
+	// own is the reader's own descriptor of the fill's file (SendTo),
+	// opened at its first use; ownPos is its offset, -1 when unsure.
+	own    *os.File
+	ownPos int64
 }
 
 func newFillBlob(ctx context.Context, f *fill) *Blob {
@@ -168,6 +173,10 @@ func (b *Blob) Seek(offset int64, whence int) (int64, error) {
 
 // Close releases the Blob. A fill goes on without its readers.
 func (b *Blob) Close() error {
+	if b.own != nil {
+		b.own.Close()
+		b.own = nil
+	}
 	switch {
 	case b.f != nil:
 		b.f.leave(b)
@@ -192,4 +201,132 @@ func (b *Blob) Source() string {
 	b.f.mu.Lock()
 	defer b.f.mu.Unlock()
 	return b.f.source
+}
+
+// SendTo writes the next n bytes of the blob to w (every byte left when n
+// is negative) and moves past them, waiting for the bytes of a fill under
+// way as Read does, and with the same hold on the last byte. Bytes that
+// are on disk go to w as a section of a file: an *os.File of the reader's
+// own behind an io.LimitedReader, so a w whose ReadFrom takes files
+// (net/http's response on a TCP connection) sends them with sendfile,
+// with no copy through user space, each time as many as have landed. The
+// reader's descriptor is of the same inode the commit links into place, so
+// once the fill is verified the rest goes in one call. A fill passing
+// through (no disk space) is copied with Read. Fewer than n bytes come
+// with an error: the fill's, the context's, or w's.
+func (b *Blob) SendTo(w io.Writer, n int64) (int64, error) {
+	if n < 0 {
+		n = 1<<63 - 1
+	}
+	if b.f == nil {
+		m, err := io.Copy(w, &io.LimitedReader{R: b.file, N: n})
+		if err == nil && m < n && n != 1<<63-1 {
+			err = io.ErrUnexpectedEOF
+		}
+		return m, err
+	}
+	var sent int64
+	for sent < n {
+		st := b.f.state()
+		if st.err != nil {
+			return sent, st.err
+		}
+		limit := st.written
+		if !st.verified {
+			limit-- // hold back the last byte until the digest checks
+		}
+		switch {
+		case st.verified && b.pos >= st.written:
+			if n == 1<<63-1 {
+				return sent, nil
+			}
+			return sent, io.ErrUnexpectedEOF
+		case b.pos < limit && st.pt == nil:
+			m, err := b.sendFile(w, min(limit-b.pos, n-sent))
+			sent += m
+			if err != nil {
+				return sent, err
+			}
+			continue
+		case b.pos < limit:
+			m, err := io.CopyBuffer(writerOnly{w}, &io.LimitedReader{R: b, N: min(limit-b.pos, n-sent)}, make([]byte, 32<<10))
+			sent += m
+			if err != nil {
+				return sent, err
+			}
+			continue
+		}
+		select {
+		case <-st.wake:
+		case <-b.ctx.Done():
+			return sent, b.ctx.Err()
+		}
+	}
+	return sent, nil
+}
+
+// sendFile writes the n bytes at b.pos, all in the fill's file, to w from
+// the reader's own descriptor; without one it copies them with Read.
+func (b *Blob) sendFile(w io.Writer, n int64) (int64, error) {
+	f, err := b.section()
+	if err != nil { // no descriptor of its own: copy
+		return io.CopyBuffer(writerOnly{w}, &io.LimitedReader{R: b, N: n}, make([]byte, 32<<10))
+	}
+	m, err := io.Copy(w, &io.LimitedReader{R: f, N: n})
+	b.pos += m
+	b.ownPos += m
+	if err != nil {
+		b.ownPos = -1
+		return m, err
+	}
+	if m < n {
+		b.ownPos = -1
+		return m, fmt.Errorf("blob %s: file ends at %d: %w", b.f.d, b.pos, io.ErrUnexpectedEOF)
+	}
+	return m, nil
+}
+
+// section returns the reader's own descriptor of the fill's file at b.pos,
+// opening it the first time: a new open file description (its offset
+// is the reader's alone), of the same inode even after the temp name is
+// gone. The fill's file stays open while the reader is registered.
+func (b *Blob) section() (*os.File, error) {
+	if b.own == nil {
+		if b.f.file == nil {
+			return nil, errors.New("no file")
+		}
+		rc, err := b.f.file.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		var path string
+		if err := rc.Control(func(fd uintptr) { path = "/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10) }); err != nil {
+			return nil, err
+		}
+		if b.own, err = os.Open(path); err != nil {
+			return nil, err
+		}
+		b.ownPos = 0
+	}
+	if b.ownPos != b.pos {
+		if _, err := b.own.Seek(b.pos, io.SeekStart); err != nil {
+			b.ownPos = -1
+			return nil, err
+		}
+		b.ownPos = b.pos
+	}
+	return b.own, nil
+}
+
+// writerOnly hides a writer's ReadFrom, so a copy through it uses the
+// buffer given.
+type writerOnly struct{ io.Writer }
+
+// Failed returns the error of a fill that failed before its bytes were
+// verified, nil otherwise (and for committed content).
+func (b *Blob) Failed() error {
+	if b.f == nil {
+		return nil
+	}
+	return b.f.state().err
 }

@@ -135,12 +135,22 @@ func TestDiskFullDropsAReaderThatStops(t *testing.T) {
 	}
 	defer s.Close()
 	data, d := randomBlob(t, 3<<20)
-	stuck, err := s.Fill(t.Context(), d, FillMeta{}, (&breakingSource{data: data, cut: len(data)}).open)
+	// No byte flows before both readers have joined: on a loaded machine
+	// the stuck one could else be dropped, and the ring move past the
+	// file, before the second joins.
+	joined := make(chan struct{})
+	src := &breakingSource{data: data, cut: len(data)}
+	gated := func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		<-joined
+		return src.open(ctx, offset)
+	}
+	stuck, err := s.Fill(t.Context(), d, FillMeta{}, gated)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stuck.Close()
 	reader, err := s.Fill(t.Context(), d, FillMeta{}, nil) // joins: the opener is not called again
+	close(joined)
 	if err != nil {
 		t.Fatal(err)
 	}

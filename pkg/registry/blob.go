@@ -50,21 +50,61 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) e
 		h.servedBlob(w, rq)
 		return nil
 	}
-	er := &errReader{r: b}
-	serveContent(w, r, struct {
-		io.Reader
-		io.Seeker
-	}{er, b})
+	err = serveFilling(w, r, b)
 	h.m.Served(b.Source(), written(sw)-before)
-	if er.err != nil {
+	if err != nil {
 		// The fill failed after the body began: break the response so the
 		// client sees a broken body, never a clean end of wrong bytes.
-		h.log.Warn("blob stream broken", "digest", rq.Digest, "repo", rq.Repo, "err", er.err)
+		h.log.Warn("blob stream broken", "digest", rq.Digest, "repo", rq.Repo, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 	h.servedBlob(w, rq)
 	return nil
 }
+
+// serveFilling serves a blob still filling, with Range and HEAD, and
+// returns the fill's error if it failed after the body began.
+func serveFilling(w http.ResponseWriter, r *http.Request, b *cache.Blob) error {
+	er := &errReader{r: b}
+	content := struct {
+		io.Reader
+		io.Seeker
+	}{er, b}
+	fs := &fillSender{ResponseWriter: w, b: b, content: content}
+	serveContent(fs, r, content)
+	if er.err != nil {
+		return er.err
+	}
+	return fs.err
+}
+
+// fillSender sends the body of a blob still filling with Blob.SendTo, so
+// the bytes already on disk reach the client by sendfile rather than a
+// copy per reader: ServeContent copies content through an
+// io.LimitedReader, which fillSender's ReadFrom recognises. Anything else
+// (a multipart body) is copied as it comes. err is the fill's error, if
+// it failed mid-body.
+type fillSender struct {
+	http.ResponseWriter
+	b       *cache.Blob
+	content io.Reader
+	err     error
+}
+
+func (f *fillSender) ReadFrom(src io.Reader) (int64, error) {
+	lr, ok := src.(*io.LimitedReader)
+	if !ok || lr.R != f.content {
+		return io.Copy(f.ResponseWriter, src)
+	}
+	n, err := f.b.SendTo(f.ResponseWriter, lr.N)
+	lr.N -= n
+	if err != nil && f.b.Failed() != nil {
+		f.err = err
+	}
+	return n, err
+}
+
+func (f *fillSender) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 // errBusy answers a relay request beyond the node's copy limit.
 var errBusy = fmt.Errorf("serving its most copies of this blob to peers: ask the next node: %w", oci.ErrTooManyRequests)
