@@ -235,6 +235,9 @@ func (b *Blob) SendTo(w io.Writer, n int64) (int64, error) {
 		if !st.verified {
 			limit-- // hold back the last byte until the digest checks
 		}
+		if st.ranges && b.pos >= limit {
+			limit = b.f.readable(b.pos) // a range fill has bytes past the prefix
+		}
 		switch {
 		case st.verified && b.pos >= st.written:
 			if n == 1<<63-1 {
