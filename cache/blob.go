@@ -298,18 +298,11 @@ func (b *Blob) section() (*os.File, error) {
 		if b.f.file == nil {
 			return nil, errors.New("no file")
 		}
-		rc, err := b.f.file.SyscallConn()
+		f, err := reopen(b.f.file)
 		if err != nil {
 			return nil, err
 		}
-		var path string
-		if err := rc.Control(func(fd uintptr) { path = "/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10) }); err != nil {
-			return nil, err
-		}
-		if b.own, err = os.Open(path); err != nil {
-			return nil, err
-		}
-		b.ownPos = 0
+		b.own, b.ownPos = f, 0
 	}
 	if b.ownPos != b.pos {
 		if _, err := b.own.Seek(b.pos, io.SeekStart); err != nil {
@@ -332,4 +325,18 @@ func (b *Blob) Failed() error {
 		return nil
 	}
 	return b.f.state().err
+}
+
+// reopen opens f, an open file, again: a new open file description with
+// an offset of its own, of the same inode even once f's name is gone.
+func reopen(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var path string
+	if err := rc.Control(func(fd uintptr) { path = "/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10) }); err != nil {
+		return nil, err
+	}
+	return os.Open(path)
 }

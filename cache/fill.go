@@ -201,7 +201,7 @@ func (s *Store) Fill(ctx context.Context, d digest.Digest, meta FillMeta, open O
 	}
 	// Committed between the caller's miss and this lock? Then serve that,
 	// if it is known to be Repo's.
-	if file, size, err := s.Open(d); err == nil {
+	if file, size, err := s.openCommitted(d); err == nil {
 		if !meta.Vouched && !s.knownKey(meta.Repo, d) {
 			file.Close()
 			return nil, fmt.Errorf("blob %s for %s: %w", d, meta.Repo, ErrNotVouched)
@@ -496,7 +496,7 @@ func (s *Store) Join(ctx context.Context, d digest.Digest) (*Blob, bool) {
 		}
 		return newFillBlob(ctx, f), true
 	}
-	if file, size, err := s.Open(d); err == nil {
+	if file, size, err := s.openCommitted(d); err == nil {
 		return Committed(file, size), true
 	}
 	return nil, false

@@ -418,6 +418,16 @@ func TestFillReadersEndBeforeTheCommit(t *testing.T) {
 	if _, err := os.Stat(s.BlobPath(d)); err == nil {
 		t.Fatal("the blob is in place before its fsync")
 	}
+	// Open serves the verified file at once (a hit), before the link.
+	vf, size, err := s.Open(d)
+	if err != nil {
+		t.Fatalf("open during the commit: %v", err)
+	}
+	all, err := io.ReadAll(vf)
+	vf.Close()
+	if err != nil || size != int64(len(data)) || !bytes.Equal(all, data) {
+		t.Fatalf("open during the commit: size %d, %v", size, err)
+	}
 	// A reader arriving now joins the fill and reads every byte.
 	late, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
 	if err != nil {

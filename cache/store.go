@@ -221,11 +221,25 @@ func (s *Store) BlobPath(d digest.Digest) string {
 
 // Open returns committed content d as a read-only file with its size, and
 // notes the access. It never waits on a write lock: this is the hit path.
-// The error wraps ErrNotFound when d is not committed.
+// Content whose fill is verified and whose commit is under way counts as
+// committed: Open returns its file (the inode the commit links). The
+// error wraps ErrNotFound when d is not committed.
 func (s *Store) Open(d digest.Digest) (*os.File, int64, error) {
 	if err := d.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("open %q: %w", d, oci.ErrDigestInvalid)
 	}
+	f, size, err := s.openCommitted(d)
+	if errors.Is(err, ErrNotFound) {
+		if f, size, ok := s.openVerified(d); ok {
+			return f, size, nil
+		}
+	}
+	return f, size, err
+}
+
+// openCommitted is Open without the look at fills under way, for callers
+// that hold s.mu and have looked already.
+func (s *Store) openCommitted(d digest.Digest) (*os.File, int64, error) {
 	f, err := os.Open(s.BlobPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, fmt.Errorf("open %s: %w", d, ErrNotFound)
@@ -260,6 +274,29 @@ func (s *Store) Has(d digest.Digest) bool {
 	}
 	_, err := os.Stat(s.BlobPath(d))
 	return err == nil
+}
+
+// openVerified opens the temp file of a fill of d whose bytes are all in
+// and verified, its commit under way: the same inode the commit links
+// into place, so a client arriving between the check and the link is
+// served the verified file at once, as a hit, rather than wait for the
+// fsync. The fill holds its file open while it is registered.
+func (s *Store) openVerified(d digest.Digest) (*os.File, int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fl := s.fills[d]
+	if fl == nil || fl.file == nil {
+		return nil, 0, false
+	}
+	st := fl.state()
+	if !st.verified || st.pt != nil || st.err != nil {
+		return nil, 0, false
+	}
+	f, err := reopen(fl.file)
+	if err != nil {
+		return nil, 0, false
+	}
+	return f, st.written, true
 }
 
 // awaitCommit waits for the commit of a verified fill of d, reporting
