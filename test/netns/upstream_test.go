@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,23 +14,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/distribution/distribution/v3/configuration"
-	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/berth-registry/berth/test/upstreamtest"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // the upstream's storage
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/sirupsen/logrus"
 )
 
 // request is one request the upstream served, as /_test/state reports it.
-type request struct {
-	Method string `json:"method"`
-	Path   string `json:"path"`
-	Remote string `json:"remote"` // the client's IP
-	Range  string `json:"range,omitempty"`
-	Bytes  int64  `json:"bytes"` // body bytes sent, once the answer ended
-}
+type request = upstreamtest.Request
 
 // upstreamState is the body of GET /_test/state.
 type upstreamState struct {
@@ -39,15 +30,15 @@ type upstreamState struct {
 	Held     []request `json:"held"`     // blob bodies held half way so far
 }
 
-// upstream is a distribution registry that records every request and can
-// hold blob bodies half way (POST /_test/hold, POST /_test/release). It
-// runs as its own process inside the upstream namespace.
+// upstream is upstreamtest's registry served on the namespace's address,
+// with its state and its gate on HTTP for the test outside (GET
+// /_test/state, POST /_test/hold, POST /_test/release). It runs as its own
+// process inside the upstream namespace.
 type upstream struct {
-	next http.Handler
+	reg *upstreamtest.Registry
 
-	mu    sync.Mutex    // guards state and gate
-	state upstreamState // what was served
-	gate  chan struct{} // non-nil: blob bodies stop half way until closed
+	mu      sync.Mutex // guards release
+	release func()     // non-nil while blob bodies are held
 }
 
 // runUpstream is the "upstream" role: serve on -addr, push each
@@ -62,14 +53,8 @@ func runUpstream(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	logrus.SetOutput(io.Discard)
-	cfg := &configuration.Configuration{}
-	cfg.Storage = configuration.Storage{
-		"filesystem":  configuration.Parameters{"rootdirectory": *root},
-		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
-	}
-	cfg.Log.Level = "error"
-	u := &upstream{next: handlers.NewApp(context.Background(), cfg)}
+	u := &upstream{reg: upstreamtest.Start(*root)}
+	defer u.reg.Close()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
@@ -81,14 +66,12 @@ func runUpstream(args []string) error {
 			return err
 		}
 	}
-	u.mu.Lock()
-	u.state = upstreamState{} // count what the test does, not the pushes
-	u.mu.Unlock()
+	u.reg.Forget() // count what the test does, not the pushes
 	fmt.Println("ready")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	<-ctx.Done()
-	u.release()
+	u.unhold()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
@@ -126,109 +109,25 @@ func push(addr, spec string) error {
 func (u *upstream) mux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_test/state", func(w http.ResponseWriter, _ *http.Request) {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(u.state)
+		_ = json.NewEncoder(w).Encode(upstreamState{Requests: u.reg.Requests(), Held: u.reg.HeldRequests()})
 	})
 	mux.HandleFunc("POST /_test/hold", func(http.ResponseWriter, *http.Request) {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		if u.gate == nil {
-			u.gate = make(chan struct{})
+		if u.release == nil {
+			u.release = u.reg.Gate()
 		}
 	})
-	mux.HandleFunc("POST /_test/release", func(http.ResponseWriter, *http.Request) { u.release() })
-	mux.HandleFunc("/", u.serveRegistry)
+	mux.HandleFunc("POST /_test/release", func(http.ResponseWriter, *http.Request) { u.unhold() })
+	mux.Handle("/", u.reg.Config.Handler)
 	return mux
 }
 
-func (u *upstream) release() {
+func (u *upstream) unhold() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.gate != nil {
-		close(u.gate)
-		u.gate = nil
+	if u.release != nil {
+		u.release()
+		u.release = nil
 	}
-}
-
-func (u *upstream) serveRegistry(w http.ResponseWriter, r *http.Request) {
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	req := request{Method: r.Method, Path: r.URL.Path, Remote: host, Range: r.Header.Get("Range")}
-	u.mu.Lock()
-	u.state.Requests = append(u.state.Requests, req)
-	at := len(u.state.Requests) - 1
-	gate := u.gate
-	u.mu.Unlock()
-	cw := &countingWriter{ResponseWriter: w}
-	w = cw
-	if gate != nil && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-		w = &gatedWriter{ResponseWriter: w, gate: gate, onHold: func() {
-			u.mu.Lock()
-			u.state.Held = append(u.state.Held, req)
-			u.mu.Unlock()
-		}}
-	}
-	u.next.ServeHTTP(w, r)
-	u.mu.Lock()
-	if at < len(u.state.Requests) { // not reset meanwhile
-		u.state.Requests[at].Bytes = cw.n
-	}
-	u.mu.Unlock()
-}
-
-// countingWriter counts the body bytes written through it.
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	m, err := c.ResponseWriter.Write(p)
-	c.n += int64(m)
-	return m, err
-}
-
-func (c *countingWriter) Flush() {
-	if f, ok := c.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// gatedWriter writes the first half of a body, flushes, reports the hold
-// and blocks until gate closes.
-type gatedWriter struct {
-	http.ResponseWriter
-	gate    chan struct{}
-	onHold  func()
-	written int64
-	held    bool
-}
-
-func (g *gatedWriter) Write(p []byte) (int, error) {
-	var total int64
-	_, _ = fmt.Sscan(g.Header().Get("Content-Length"), &total)
-	if g.held || total <= 0 || g.written+int64(len(p)) <= total/2 {
-		m, err := g.ResponseWriter.Write(p)
-		g.written += int64(m)
-		return m, err
-	}
-	n := total/2 - g.written
-	m, err := g.ResponseWriter.Write(p[:n])
-	g.written += int64(m)
-	if err != nil {
-		return m, err
-	}
-	if f, ok := g.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-	g.held = true
-	g.onHold()
-	<-g.gate
-	m2, err := g.ResponseWriter.Write(p[n:])
-	g.written += int64(m2)
-	return m + m2, err
-}
-
-func (g *gatedWriter) ReadFrom(src io.Reader) (int64, error) {
-	return io.Copy(struct{ io.Writer }{g}, src) // every byte through Write
 }

@@ -7,6 +7,7 @@ package upstreamtest
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -42,6 +43,8 @@ type Registry struct {
 	corrupt atomic.Bool               // flip a byte in every blob body
 	gate    atomic.Pointer[chan bool] // when set, blob bodies stop half way until it is closed
 	halfway chan string               // the path of each blob body held half way (Halfway)
+	log     []Request                 // every request, in arrival order; guarded by mu
+	gated   []Request                 // blob GETs held half way by Gate; guarded by mu
 	errors5 atomic.Int64              // 5xx answers the registry itself gave
 }
 
@@ -84,8 +87,12 @@ func Start(dir string) *Registry {
 func (r *Registry) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		key := req.Method + " " + req.URL.Path
+		host, _, _ := net.SplitHostPort(req.RemoteAddr)
+		seen := Request{Method: req.Method, Path: req.URL.Path, Remote: host, Range: req.Header.Get("Range")}
 		r.mu.Lock()
 		r.counts[key]++
+		r.log = append(r.log, seen)
+		at := len(r.log) - 1
 		r.mu.Unlock()
 		if r.down.Load() {
 			http.Error(w, "down for the test", http.StatusServiceUnavailable)
@@ -108,7 +115,7 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 		}
 		cw := &codeWriter{ResponseWriter: w}
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
-			fw := &faultWriter{ResponseWriter: cw, r: r, path: req.URL.Path}
+			fw := &faultWriter{ResponseWriter: cw, r: r, req: seen}
 			next.ServeHTTP(fw, req)
 			r.mu.Lock()
 			r.sent[req.URL.Path] += fw.written
@@ -120,7 +127,43 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 		if cw.code >= 500 {
 			r.errors5.Add(1)
 		}
+		r.mu.Lock()
+		if at < len(r.log) { // not forgotten meanwhile
+			r.log[at].Bytes = cw.n
+		}
+		r.mu.Unlock()
 	})
+}
+
+// Request is one request the registry received.
+type Request struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Remote string `json:"remote"` // the client's IP
+	Range  string `json:"range,omitempty"`
+	Bytes  int64  `json:"bytes"` // body bytes sent, once the answer ended
+}
+
+// Requests returns every request so far, in arrival order.
+func (r *Registry) Requests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.log)
+}
+
+// HeldRequests returns the blob GETs that Gate held half way so far.
+func (r *Registry) HeldRequests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.gated)
+}
+
+// Forget drops the requests seen so far from every count and list (after
+// a test's own pushes, say).
+func (r *Registry) Forget() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.counts, r.sent, r.log, r.gated, r.ranges = map[string]int{}, map[string]int64{}, nil, nil, nil
 }
 
 // Count returns how many requests of method reached path so far.
@@ -244,7 +287,7 @@ func (r *Registry) PushIndex(t testing.TB, repo, tag string, idx v1.ImageIndex) 
 type faultWriter struct {
 	http.ResponseWriter
 	r       *Registry
-	path    string
+	req     Request
 	written int64
 	total   int64
 	flipped bool
@@ -272,8 +315,11 @@ func (f *faultWriter) Write(p []byte) (int, error) {
 		if fl, ok := f.ResponseWriter.(http.Flusher); ok {
 			fl.Flush()
 		}
+		f.r.mu.Lock()
+		f.r.gated = append(f.r.gated, f.req)
+		f.r.mu.Unlock()
 		select {
-		case f.r.halfway <- f.path:
+		case f.r.halfway <- f.req.Path:
 		default:
 		}
 		<-*g
@@ -290,10 +336,17 @@ func (f *faultWriter) ReadFrom(src io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{f}, src) // every byte through Write, where the faults are
 }
 
-// codeWriter keeps the status of an answer.
+// codeWriter keeps the status of an answer and counts its body bytes.
 type codeWriter struct {
 	http.ResponseWriter
 	code int
+	n    int64
+}
+
+func (c *codeWriter) Write(p []byte) (int, error) {
+	m, err := c.ResponseWriter.Write(p)
+	c.n += int64(m)
+	return m, err
 }
 
 func (c *codeWriter) WriteHeader(code int) {
