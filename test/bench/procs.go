@@ -161,7 +161,10 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 		return nil, "", err
 	}
 	addr := freeAddr()
-	cfg := fmt.Sprintf("defaultRegistry: %q\nregistries:\n  - name: %q\n    endpoints: [\"http://%s\"]\nlog:\n  level: warn\n",
+	// tagTTL 10m: the manifest rounds outlast the default 60 s, and a tag
+	// revalidated mid-run would be one upstream HEAD the row counts
+	// (distribution's proxy keeps tags for its own, longer TTL).
+	cfg := fmt.Sprintf("defaultRegistry: %q\ntagTTL: 10m\nregistries:\n  - name: %q\n    endpoints: [\"http://%s\"]\nlog:\n  level: warn\n",
 		upstream, upstream, upstream)
 	admin := freeAddr()
 	args := []string{"serve", "--addr", addr, "--admin-addr", admin, "--cache-dir", filepath.Join(dir, "cache")}
