@@ -25,13 +25,14 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"registries[0].endpoints[0]=registry-1.docker.io", "/registries/0/endpoints/0"},
 		{"registries[0].access=public", "/registries/0/access"},
 		{"admin.port=0", "/admin/port"},
+		{"peers.stripeSize=wide", "/peers/stripeSize"},
 	} {
 		out, err := helm(t, "template", release, chartDir, "--namespace", namespace, "--set", c.set)
 		if err == nil || !strings.Contains(err.Error(), c.path) {
 			t.Errorf("--set %s: err %v, want a schema error at %s\n%.300s", c.set, err, c.path, out)
 		}
 	}
-	for _, good := range []string{"cache.maxSize=80%", "cache.maxSize=50GiB", "cache.maxSize=1.5TB", "containerd.hostsToml.dialTimeout=1m30s", "log.level=debug"} {
+	for _, good := range []string{"cache.maxSize=80%", "cache.maxSize=50GiB", "cache.maxSize=1.5TB", "containerd.hostsToml.dialTimeout=1m30s", "log.level=debug", "peers.stripeSize=off", "peers.stripeSize=8MiB"} {
 		if _, err := helm(t, "template", release, chartDir, "--namespace", namespace, "--set", good); err != nil {
 			t.Errorf("--set %s refused: %v", good, err)
 		}

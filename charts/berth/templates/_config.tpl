@@ -26,7 +26,7 @@ and BERTH_PEERS_NODE_NAME come from the pod's IP and node (daemonset.yaml).
 {{- $_ := set $c "auth" $auth -}}
 {{- if $v.peers.enabled -}}
 {{- $join := printf "%s.%s.svc.%s:%d" (include "berth.peersService" .) .Release.Namespace $v.peers.clusterDomain (int $v.peers.port) -}}
-{{- $_ := set $c "peers" (dict "join" (list $join) "secretFile" (printf "%s/gossip-key" (include "berth.secretsDir" .)) "timeout" $v.peers.timeout "askNext" $v.peers.askNext "fanout" $v.peers.fanout) -}}
+{{- $_ := set $c "peers" (dict "join" (list $join) "secretFile" (printf "%s/gossip-key" (include "berth.secretsDir" .)) "timeout" $v.peers.timeout "askNext" $v.peers.askNext "fanout" $v.peers.fanout "stripeSize" $v.peers.stripeSize) -}}
 {{- end -}}
 {{- $c = mergeOverwrite $c (deepCopy $v.config) -}}
 {{- toYaml $c -}}
