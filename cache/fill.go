@@ -325,13 +325,14 @@ func (f *fill) latestSource() string {
 // stream resumes at the byte reached; MaxAttempts calls in a row that bring
 // no byte end the fill.
 func (s *Store) download(ctx context.Context, f *fill, h io.Writer, open Opener) error {
-	buf := make([]byte, 256<<10)
+	ph := newPipeHash(h)
+	defer ph.wait() // h holds every byte when download returns
 	for failures := 0; ; {
 		st := f.state()
 		if st.size >= 0 && st.written == st.size {
 			return nil
 		}
-		n, done, err := s.attempt(ctx, f, h, open, buf)
+		n, done, err := s.attempt(ctx, f, ph, open)
 		if done && (err == nil || ctx.Err() != nil || errors.Is(err, oci.ErrTooLarge)) {
 			return err
 		}
@@ -361,7 +362,7 @@ func (s *Store) download(ctx context.Context, f *fill, h io.Writer, open Opener)
 
 // attempt reads one stream from open. done reports that the fill is over:
 // the blob is whole (err nil) or it cannot succeed (err set).
-func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, buf []byte) (n int64, done bool, err error) {
+func (s *Store) attempt(ctx context.Context, f *fill, ph *pipeHash, open Opener) (n int64, done bool, err error) {
 	offset := f.state().written
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -383,10 +384,13 @@ func (s *Store) attempt(ctx context.Context, f *fill, h io.Writer, open Opener, 
 	f.source = source
 	f.mu.Unlock()
 	for {
+		buf := ph.next()
 		m, rerr := rc.Read(buf)
-		if m > 0 {
+		if m == 0 {
+			ph.unused(buf)
+		} else {
 			stall.Reset(s.opts.StallAfter)
-			if werr := s.append(ctx, f, buf[:m], h); werr != nil {
+			if werr := s.append(ctx, f, buf[:m], ph); werr != nil {
 				return n, true, werr
 			}
 			n += int64(m)
@@ -425,31 +429,36 @@ func (f *fill) setSize(size int64) error {
 	return nil
 }
 
-// append writes p at the end of the file and into the hash, refusing bytes
-// past the known size. A write error switches the fill to pass-through.
-func (s *Store) append(ctx context.Context, f *fill, p []byte, h io.Writer) error {
+// append writes p at the end of the file and hands it to the hash,
+// refusing bytes past the known size. A write error switches the fill to
+// pass-through. p is a buffer from ph, which append gives back.
+func (s *Store) append(ctx context.Context, f *fill, p []byte, ph *pipeHash) error {
 	st := f.state()
 	if st.size >= 0 && st.written+int64(len(p)) > st.size {
+		ph.unused(p)
 		return fmt.Errorf("blob %s: more than %d bytes: %w", f.d, st.size, oci.ErrDigestMismatch)
 	}
 	if f.limit > 0 && (f.sized || st.size < 0) && st.written+int64(len(p)) > f.limit {
+		ph.unused(p)
 		return fmt.Errorf("blob %s: more than %s (%d bytes): %w", f.d, f.limitWhy, f.limit, oci.ErrTooLarge)
 	}
-	if st.pt == nil && !s.checkRoom(f, st.written+int64(len(p))) {
+	n := int64(len(p))
+	if st.pt == nil && !s.checkRoom(f, st.written+n) {
 		_, err := s.writeAt(f.file, p, st.written)
 		if err == nil {
-			h.Write(p) // hash.Hash never fails
-			s.pending.Add(int64(len(p)))
-			f.update(func() { f.written += int64(len(p)) })
+			ph.hash(p) // readers may take these bytes before they are hashed: the last one waits for the digest
+			s.pending.Add(n)
+			f.update(func() { f.written += n })
 			return nil
 		}
 		s.passThrough(f, fmt.Errorf("write %s: %w", f.d, err))
 	}
 	if err := f.pt.waitRoom(ctx, f, len(p), s.opts.PassThroughWait); err != nil {
+		ph.unused(p)
 		return err
 	}
-	h.Write(p)
 	f.update(func() { f.pt.write(f, p) })
+	ph.hash(p)
 	return nil
 }
 

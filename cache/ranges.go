@@ -117,7 +117,9 @@ func (s *Store) fetch(ctx context.Context, f *fill, meta FillMeta, h io.Writer, 
 		}
 		return rs.First(ctx)
 	}
-	_, done, err := s.attempt(ctx, f, h, first, make([]byte, 256<<10))
+	ph := newPipeHash(h)
+	_, done, err := s.attempt(ctx, f, ph, first)
+	ph.wait() // every byte so far is hashed before the ranges' hasher goes on
 	switch {
 	case done && (err == nil || ctx.Err() != nil || !retryable(err)):
 		return err // whole (a small blob), or failed for good
