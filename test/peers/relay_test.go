@@ -155,6 +155,18 @@ func TestRelayParentKilledMidTransfer(t *testing.T) {
 		t.Fatalf("%s has no children in the plan", victim.Name)
 	}
 
+	pullKillingMidTransfer(t, up, nodes, layer, victim, 2*k)
+	if got := up.AnyBlobGETs(layer.String()); got > 2 {
+		t.Errorf("upstream saw %d GETs of the layer, want at most 2", got)
+	}
+}
+
+// pullKillingMidTransfer has every node pull layer at once, kills victim
+// once the upstream is halfway through a body, and checks that every other
+// node stored the right bytes and none served more than maxCopies copies of
+// the blob at once.
+func pullKillingMidTransfer(t *testing.T, up *upstreamtest.Registry, nodes []*node, layer digest.Digest, victim *node, maxCopies float64) {
+	t.Helper()
 	release := up.Gate()
 	defer release()
 	errs := pullAll(t, up, nodes, "team/app", layer, victim, func() {
@@ -178,11 +190,8 @@ func TestRelayParentKilledMidTransfer(t *testing.T) {
 		if ok, err := stored(nd, layer); !ok || err != nil {
 			t.Errorf("%s stored the layer: %v, %v", nd.Name, ok, err)
 		}
-		if _, over := relayCopies(t, nd, 2*k); over > 0 {
-			t.Errorf("%s served more than %d copies of a blob at once", nd.Name, 2*k)
+		if _, over := relayCopies(t, nd, maxCopies); over > 0 {
+			t.Errorf("%s served more than %v copies of a blob at once", nd.Name, maxCopies)
 		}
-	}
-	if got := up.AnyBlobGETs(layer.String()); got > 2 {
-		t.Errorf("upstream saw %d GETs of the layer, want at most 2", got)
 	}
 }

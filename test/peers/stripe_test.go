@@ -153,33 +153,7 @@ func TestStripedRelayParentKilledMidTransfer(t *testing.T) {
 		t.Fatalf("%s has no children in stripe 1's tree", victim.Name)
 	}
 
-	release := up.Gate()
-	defer release()
-	errs := pullAll(t, up, nodes, "team/app", layer, victim, func() {
-		select {
-		case <-up.Halfway():
-		case <-time.After(10 * time.Second):
-			t.Error("the upstream never held a body")
-		}
-		victim.Kill()
-		release()
-	})
-	for name, err := range errs {
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
-	}
-	for _, nd := range nodes {
-		if nd == victim {
-			continue
-		}
-		if ok, err := stored(nd, layer); !ok || err != nil {
-			t.Errorf("%s stored the layer: %v, %v", nd.Name, ok, err)
-		}
-		if _, over := relayCopies(t, nd, 2*k); over > 0 {
-			t.Errorf("%s served more than %d copies of a blob at once", nd.Name, 2*k)
-		}
-	}
+	pullKillingMidTransfer(t, up, nodes, layer, victim, 2*k)
 	// A dead node sends at most its own subtree upstream for its stripe.
 	start, end := plan.Range(1)
 	got, ranges := up.BlobBytes(layer.String())
