@@ -49,13 +49,17 @@ func (s *Server) HandleAdmin(pattern string, h http.Handler) { s.admin.Handle(pa
 
 // AdminHandler returns the admin listener's handler: /metrics, /healthz,
 // /readyz, /debug/audit, /debug/pprof/ and the routes added by HandleAdmin.
-func (s *Server) AdminHandler() http.Handler { return errcodeMux{s.admin} }
+func (s *Server) AdminHandler() http.Handler { return errcodeMux{s.admin, "admin"} }
 
 // errcodeMux answers what its ServeMux has no route for as OCI errcode
 // JSON, like every other error berth sends: 404 NAME_UNKNOWN for an
 // unknown path, 405 UNSUPPORTED (with Allow) for a method the path does
 // not take. Its redirects (a missing trailing slash) pass as they are.
-type errcodeMux struct{ *http.ServeMux }
+// Both listeners use it; listener names it in the message.
+type errcodeMux struct {
+	*http.ServeMux
+	listener string
+}
 
 func (m errcodeMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h, pattern := m.Handler(r)
@@ -63,14 +67,15 @@ func (m errcodeMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.ServeMux.ServeHTTP(w, r) // sets the request's pattern and path values
 		return
 	}
-	h.ServeHTTP(&muxErrorWriter{ResponseWriter: w, r: r}, r)
+	h.ServeHTTP(&muxErrorWriter{ResponseWriter: w, r: r, listener: m.listener}, r)
 }
 
 // muxErrorWriter replaces ServeMux's plain-text 404 and 405 bodies.
 type muxErrorWriter struct {
 	http.ResponseWriter
-	r       *http.Request
-	dropped bool // the mux's own body is discarded
+	r        *http.Request
+	listener string
+	dropped  bool // the mux's own body is discarded
 }
 
 func (e *muxErrorWriter) WriteHeader(status int) {
@@ -85,11 +90,14 @@ func (e *muxErrorWriter) WriteHeader(status int) {
 		return
 	}
 	e.dropped = true
-	h := e.Header()
-	h.Set("Content-Type", "application/json")
-	e.ResponseWriter.WriteHeader(status)
-	msg := fmt.Sprintf("no admin route %s %s", e.r.Method, e.r.URL.Path)
-	_ = json.NewEncoder(e.ResponseWriter).Encode(errcode.Errors{code.WithMessage(msg)})
+	writeErrcode(e.ResponseWriter, status, code.WithMessage(fmt.Sprintf("no %s route %s %s", e.listener, e.r.Method, e.r.URL.Path)))
+}
+
+// writeErrcode writes err as the OCI errcode JSON body of a status.
+func writeErrcode(w http.ResponseWriter, status int, err errcode.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(errcode.Errors{err})
 }
 
 func (e *muxErrorWriter) Write(p []byte) (int, error) {
@@ -106,7 +114,7 @@ func (s *Server) audit(w http.ResponseWriter, _ *http.Request) {
 	repos, err := s.store.Audit()
 	if err != nil {
 		s.log.Error("audit", "err", err)
-		http.Error(w, "audit record unavailable", http.StatusInternalServerError)
+		writeErrcode(w, http.StatusInternalServerError, errcode.ErrorCodeUnknown.WithMessage("audit record unavailable"))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -3,6 +3,8 @@ package server_test
 import (
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/berth-registry/berth/test/upstreamtest"
@@ -70,5 +72,48 @@ func TestAdminErrorsAreErrcodeJSON(t *testing.T) {
 	}
 	if resp, _ := get(t, http.MethodGet, n.AdminURL+"/debug/pprof"); resp.StatusCode != 200 || resp.Request.URL.Path != "/debug/pprof/" {
 		t.Errorf("GET /debug/pprof: %d at %s, want a redirect to /debug/pprof/", resp.StatusCode, resp.Request.URL.Path)
+	}
+}
+
+// TestRegistryPortErrorsAreErrcodeJSON: what the registry's port has no
+// route for is OCI errcode JSON like the API's own errors (404
+// NAME_UNKNOWN, 405 UNSUPPORTED with Allow), and none of it writes a
+// byte of the store.
+func TestRegistryPortErrorsAreErrcodeJSON(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, upstreamtest.New(t))
+	before := storeFiles(t, n.Store().Root())
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		code, allow  string
+	}{
+		{http.MethodGet, "/", 404, "NAME_UNKNOWN", ""},
+		{http.MethodGet, "/nothing/here", 404, "NAME_UNKNOWN", ""},
+		{http.MethodGet, "/metrics", 404, "NAME_UNKNOWN", ""},
+		{http.MethodPut, "/blobs/sha256/00", 404, "NAME_UNKNOWN", ""},
+		{http.MethodPost, "/upload", 404, "NAME_UNKNOWN", ""},
+		{http.MethodPost, "/healthz", 405, "UNSUPPORTED", "GET, HEAD"},
+		{http.MethodDelete, "/readyz", 405, "UNSUPPORTED", "GET, HEAD"},
+	} {
+		req, err := http.NewRequest(tt.method, n.URL+tt.path, strings.NewReader("bytes a client sends"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || resp.Header.Get("Content-Type") != "application/json" || errcodeOf(body) != tt.code {
+			t.Errorf("%s %s: %d %s %q, want %d application/json %s", tt.method, tt.path, resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.status, tt.code)
+		}
+		if got := resp.Header.Get("Allow"); got != tt.allow {
+			t.Errorf("%s %s: Allow %q, want %q", tt.method, tt.path, got, tt.allow)
+		}
+	}
+	if after := storeFiles(t, n.Store().Root()); !slices.Equal(before, after) {
+		t.Errorf("the store changed:\nbefore %v\nafter  %v", before, after)
 	}
 }

@@ -120,7 +120,5 @@ func adminError(w http.ResponseWriter, code errcode.ErrorCode, err error) {
 	case errcode.ErrorCodeUnknown:
 		status = http.StatusInternalServerError
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(errcode.Errors{code.WithMessage(err.Error())})
+	writeErrcode(w, status, code.WithMessage(err.Error()))
 }

@@ -120,7 +120,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 }
 
 // Handler returns the handler of the registry's listeners: /v2/,
-// /healthz and /readyz. Operator surfaces are on AdminHandler.
+// /healthz and /readyz. Operator surfaces are on AdminHandler. Every other
+// path and method is answered as OCI errcode JSON (errcodeMux), like the
+// API's own errors.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", s.api)
@@ -134,7 +136,7 @@ func (s *Server) Handler() http.Handler {
 			s.api.ServeHTTP(w, r)
 			return
 		}
-		mux.ServeHTTP(w, r)
+		errcodeMux{mux, "registry"}.ServeHTTP(w, r)
 	})
 }
 
