@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -27,16 +29,56 @@ func ChildEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// PickAddr returns a loopback host:port that was free a moment ago (a
-// process that names its own address, or a peer's, needs it before it
-// starts). Another process may take it in between.
+// PickAddr returns a loopback host:port that was free for TCP and UDP a
+// moment ago (a process that names its own address, or a peer's, needs it
+// before it starts; memberlist binds both). It picks below the kernel's
+// ephemeral range, where no outgoing connection is given a port, so only
+// another test's pick can take it in between, not the machine's traffic.
 func PickAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo := ephemeralLow()
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(pickFloor+rand.IntN(lo-pickFloor)))
+		if free(addr) {
+			return addr, nil
+		}
+	}
+	return "", fmt.Errorf("no free loopback port in %d-%d after 100 tries", pickFloor, lo-1)
+}
+
+// pickFloor is the lowest port PickAddr picks: above the well-known and
+// most fixed service ports.
+const pickFloor = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// where it cannot be read, or where it leaves too little room below).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		return "", err
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil || lo < pickFloor+1000 {
+		return 32768
+	}
+	return lo
+}
+
+// free says whether addr can be bound for TCP and for UDP now.
+func free(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
 	}
 	defer l.Close()
-	return l.Addr().String(), nil
+	p, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	return p.Close() == nil
 }
 
 // FreeAddr is PickAddr that fails t on error.
