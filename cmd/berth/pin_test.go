@@ -26,6 +26,7 @@ func TestPinLsUnpin(t *testing.T) {
 	if out, err := berthRun(t, "preload", "--no-pin", "--addr", n.URL, up.Host+"/site/app:v1"); err != nil {
 		t.Fatalf("preload: %v\n%s", err, out)
 	}
+	n.WaitStored(t) // the last blob's commit may follow its last byte
 	ref := up.Host + "/site/app:v1"
 	lsJSON := func(args ...string) []cache.ImageEntry {
 		t.Helper()

@@ -101,3 +101,18 @@ func Logger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// WaitStored waits (60s at most) until the node has no fill in flight: a
+// client gets a blob's last byte once its digest checks, before the store
+// has linked and indexed it, so a test that reads the store right after a
+// pull (ls, pin, gc on its directory) waits for the commit first.
+func (n *Node) WaitStored(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for fills := n.Store().Fills(); len(fills) > 0; fills = n.Store().Fills() {
+		if time.Now().After(deadline) {
+			t.Fatalf("fills still in flight after 60s: %+v", fills)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
