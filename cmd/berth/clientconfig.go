@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -10,8 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-registry/berth/pkg/clientconf"
-	"github.com/berth-registry/berth/pkg/config"
-	"github.com/berth-registry/berth/pkg/hoststoml"
 )
 
 // clientConfigCmd is `berth client-config`: the mirror settings of the
@@ -38,7 +37,7 @@ first URL is the registry itself, the client's fallback when berth fails)
 or NAME alone (docker.io means https://registry-1.docker.io, any other NAME
 https://NAME).`,
 	}
-	cmd.AddCommand(registriesConfCmd(), k3sCmd(), dockerCmd())
+	cmd.AddCommand(registriesConf.command(), k3sRegistries.command(), dockerDaemon.command())
 	return cmd
 }
 
@@ -67,32 +66,49 @@ func (f *clientFlags) parse() ([]clientconf.Registry, error) {
 	if f.check && f.file == "" {
 		return nil, errors.New("--check needs --file")
 	}
-	var regs []clientconf.Registry
-	var errs []error
-	for _, v := range f.registries {
-		if v == hoststoml.Default {
-			regs = append(regs, clientconf.Registry{Name: v})
-			continue
-		}
-		r, err := config.ParseRegistryFlag(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--registry %s: %w", v, err))
-			continue
-		}
-		regs = append(regs, clientconf.Registry{Name: r.Name, Server: r.Endpoints[0]})
+	hosts, err := parseRegistryFlags(f.registries)
+	regs := make([]clientconf.Registry, len(hosts))
+	for i, h := range hosts {
+		regs[i] = clientconf.Registry{Name: h.Name, Server: h.Server}
 	}
-	return regs, errors.Join(errs...)
+	return regs, err
 }
 
-// run does what the flags say with one client's merge and check.
-func (f *clientFlags) run(cmd *cobra.Command, header string,
-	merge func(existing []byte, mirror string, regs []clientconf.Registry) ([]byte, error),
-	check func(content []byte, mirror string, regs []clientconf.Registry) ([]string, error)) error {
+// clientFile is one client's mirror file: its subcommand's text, and the
+// functions that merge berth into it and check it.
+type clientFile struct {
+	use, short, long, example string
+	file                      string // where the client reads it, for --file's help
+	header                    string // the first line of a new file; "" for none
+	registryUsage             string // --registry's help, when not clientFlags'
+	defaults                  []string
+	merge                     func(existing []byte, mirror string, regs []clientconf.Registry) ([]byte, error)
+	check                     func(content []byte, mirror string, regs []clientconf.Registry) ([]string, error)
+}
+
+func (c *clientFile) command() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{Use: c.use, Short: c.short, Long: c.long, Example: c.example, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(f.registries) == 0 {
+				f.registries = c.defaults
+			}
+			return f.run(cmd.OutOrStdout(), c)
+		},
+	}
+	f.add(cmd, c.file)
+	if c.registryUsage != "" {
+		cmd.Flags().Lookup("registry").Usage = c.registryUsage
+	}
+	return cmd
+}
+
+// run does what the flags say with one client's file.
+func (f *clientFlags) run(out io.Writer, c *clientFile) error {
 	regs, err := f.parse()
 	if err != nil {
 		return err
 	}
-	out := cmd.OutOrStdout()
 	var existing []byte
 	if f.file != "" {
 		existing, err = os.ReadFile(f.file)
@@ -101,33 +117,43 @@ func (f *clientFlags) run(cmd *cobra.Command, header string,
 		}
 	}
 	if f.check {
-		problems, err := check(existing, f.mirror, regs)
-		if err != nil {
-			return err
-		}
-		if len(problems) > 0 {
-			return fmt.Errorf("%s does not send every registry through berth:\n  %s", f.file, strings.Join(problems, "\n  "))
-		}
-		fmt.Fprintf(out, "ok        %s: %d registries go through %s first\n", f.file, len(regs), f.mirror)
-		return nil
+		return f.checkFile(out, c, existing, regs)
 	}
-	data, err := merge(existing, f.mirror, regs)
+	data, err := c.merge(existing, f.mirror, regs)
 	if err != nil {
 		return err
 	}
 	if f.file == "" {
-		if header != "" {
-			fmt.Fprint(out, header)
-		}
+		fmt.Fprint(out, c.header)
 		_, err := out.Write(data)
 		return err
 	}
+	return f.writeFile(out, c, existing, data)
+}
+
+// checkFile fails, naming each problem, when --file would not send every
+// registry through berth.
+func (f *clientFlags) checkFile(out io.Writer, c *clientFile, content []byte, regs []clientconf.Registry) error {
+	problems, err := c.check(content, f.mirror, regs)
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s does not send every registry through berth:\n  %s", f.file, strings.Join(problems, "\n  "))
+	}
+	fmt.Fprintf(out, "ok        %s: %d registries go through %s first\n", f.file, len(regs), f.mirror)
+	return nil
+}
+
+// writeFile writes the merged file in place of --file, unless nothing
+// changed; a new file starts with the client's header.
+func (f *clientFlags) writeFile(out io.Writer, c *clientFile, existing, data []byte) error {
 	if string(data) == string(existing) {
 		fmt.Fprintf(out, "unchanged %s\n", f.file)
 		return nil
 	}
-	if len(existing) == 0 && header != "" {
-		data = append([]byte(header), data...)
+	if len(existing) == 0 {
+		data = append([]byte(c.header), data...)
 	}
 	if err := clientconf.WriteFile(f.file, data); err != nil {
 		return err
@@ -136,12 +162,10 @@ func (f *clientFlags) run(cmd *cobra.Command, header string,
 	return nil
 }
 
-func registriesConfCmd() *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "registries-conf",
-		Short: "registries.conf (v2) for CRI-O, Podman, skopeo and buildah",
-		Long: `Print (or merge into --file) a containers-registries.conf v2 file that makes
+var registriesConf = clientFile{
+	use:   "registries-conf",
+	short: "registries.conf (v2) for CRI-O, Podman, skopeo and buildah",
+	long: `Print (or merge into --file) a containers-registries.conf v2 file that makes
 berth the first [[registry.mirror]] of each --registry.
 
 containers/image sends no ns parameter the way containerd does, so each
@@ -152,23 +176,18 @@ hold a ':' ("invalid reference format"); berth reads it back as HOST:PORT.
 A plain HTTP berth gets insecure = true. The --file merge re-encodes the
 file: entries and settings stay, comments do not (the old file is kept).
 CRI-O reads the file at start (or on SIGHUP); Podman on every command.`,
-		Example: `  berth client-config registries-conf --mirror http://127.0.0.1:5000 \
+	example: `  berth client-config registries-conf --mirror http://127.0.0.1:5000 \
     --registry docker.io --registry quay.io --file /etc/containers/registries.conf`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.run(cmd, "# Mirrors written by `berth client-config registries-conf`.\n", clientconf.RegistriesConf, clientconf.CheckRegistriesConf)
-		},
-	}
-	f.add(cmd, "/etc/containers/registries.conf")
-	return cmd
+	file:   "/etc/containers/registries.conf",
+	header: "# Mirrors written by `berth client-config registries-conf`.\n",
+	merge:  clientconf.RegistriesConf,
+	check:  clientconf.CheckRegistriesConf,
 }
 
-func k3sCmd() *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "k3s",
-		Short: "registries.yaml for k3s and RKE2",
-		Long: `Print (or merge into --file) a k3s/RKE2 registries.yaml whose mirrors list
+var k3sRegistries = clientFile{
+	use:   "k3s",
+	short: "registries.yaml for k3s and RKE2",
+	long: `Print (or merge into --file) a k3s/RKE2 registries.yaml whose mirrors list
 berth first for each --registry ("_default" is k3s's "*", every registry
 without a mirror of its own). k3s writes containerd hosts.toml files from
 it, so requests reach berth with ns as from containerd; after berth, k3s
@@ -177,23 +196,18 @@ registry whose --registry URL is something else (a plain HTTP one) gets
 that URL listed after berth. The --file merge edits the YAML in place:
 other mirrors' endpoints, rewrites, configs (credentials, TLS) and comments
 stay. k3s reads the file at start: restart k3s (or rke2-server/agent).`,
-		Example: `  berth client-config k3s --mirror http://127.0.0.1:5000 \
+	example: `  berth client-config k3s --mirror http://127.0.0.1:5000 \
     --registry docker.io --registry registry.k8s.io --file /etc/rancher/k3s/registries.yaml`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.run(cmd, "# Mirrors written by `berth client-config k3s`.\n", clientconf.K3sRegistries, clientconf.CheckK3sRegistries)
-		},
-	}
-	f.add(cmd, "/etc/rancher/k3s/registries.yaml")
-	return cmd
+	file:   "/etc/rancher/k3s/registries.yaml",
+	header: "# Mirrors written by `berth client-config k3s`.\n",
+	merge:  clientconf.K3sRegistries,
+	check:  clientconf.CheckK3sRegistries,
 }
 
-func dockerCmd() *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "docker",
-		Short: "daemon.json for Docker (Docker Hub only)",
-		Long: `Print (or merge into --file) Docker's daemon.json with berth first in
+var dockerDaemon = clientFile{
+	use:   "docker",
+	short: "daemon.json for Docker (Docker Hub only)",
+	long: `Print (or merge into --file) Docker's daemon.json with berth first in
 registry-mirrors and, for a plain HTTP berth, in insecure-registries.
 
 Docker's registry-mirrors only ever mirrors Docker Hub: pulls from any other
@@ -202,16 +216,10 @@ whatever daemon.json says, so --registry may only be docker.io (the
 default). Docker sends no ns; berth serves such requests from its default
 registry (defaultRegistry, docker.io out of the box). The --file merge keeps
 every other key. Docker reads the file at start: restart dockerd.`,
-		Example: `  berth client-config docker --mirror http://127.0.0.1:5000 --file /etc/docker/daemon.json`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(f.registries) == 0 {
-				f.registries = []string{"docker.io"}
-			}
-			return f.run(cmd, "", clientconf.DockerDaemon, clientconf.CheckDockerDaemon)
-		},
-	}
-	f.add(cmd, "/etc/docker/daemon.json")
-	cmd.Flags().Lookup("registry").Usage = "only docker.io: Docker's registry-mirrors mirrors Docker Hub alone (the default)"
-	return cmd
+	example:       `  berth client-config docker --mirror http://127.0.0.1:5000 --file /etc/docker/daemon.json`,
+	file:          "/etc/docker/daemon.json",
+	registryUsage: "only docker.io: Docker's registry-mirrors mirrors Docker Hub alone (the default)",
+	defaults:      []string{"docker.io"},
+	merge:         clientconf.DockerDaemon,
+	check:         clientconf.CheckDockerDaemon,
 }

@@ -18,23 +18,20 @@ import (
 // make berth the mirror of each registry. The chart's opt-in init container
 // runs it on every node.
 func hostsTomlCmd() *cobra.Command {
-	var (
-		dir, mirror string
-		registries  []string
-		dial        time.Duration
-		skipVerify  bool
-		prune       bool
-		ctrdConfig  string
-		fixConfig   bool
-		prepend     bool
-		remove      bool
-		authFile    string
-		authEnv     string
-	)
+	var f hostsTomlFlags
 	cmd := &cobra.Command{
-		Use:   "hosts-toml",
-		Short: "Write containerd hosts.toml files that mirror registries through berth",
-		Long: `Write <dir>/<registry>/hosts.toml for each --registry, so containerd asks berth
+		Use:     "hosts-toml",
+		Short:   "Write containerd hosts.toml files that mirror registries through berth",
+		Long:    hostsTomlLong,
+		Example: hostsTomlExample,
+		Args:    cobra.NoArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return f.run(cmd) },
+	}
+	f.add(cmd)
+	return cmd
+}
+
+const hostsTomlLong = `Write <dir>/<registry>/hosts.toml for each --registry, so containerd asks berth
 first and falls back to the registry itself when berth cannot be reached within
 --dial-timeout. containerd's config_path must point at --dir
 (/etc/containerd/certs.d by default).
@@ -67,65 +64,91 @@ is not split there and every hosts.toml is silently ignored (containerd issues
 12415, 12636). A config that would bypass berth fails the command with the fix,
 before anything is written; --fix-containerd-config applies the fix (one line,
 the old file kept as config.toml.berth-backup) and containerd must then be
-restarted.`,
-		Example: `  berth hosts-toml --dir /etc/containerd/certs.d --mirror http://127.0.0.1:5000 \
-    --registry docker.io=https://registry-1.docker.io --registry registry.k8s.io --registry _default`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if remove {
-				if len(registries) > 0 {
-					return errors.New("--remove takes no --registry: it removes everything berth wrote in --dir")
-				}
-				results, err := hoststoml.Remove(dir)
-				printResults(cmd.OutOrStdout(), results)
-				return err
-			}
-			if mirror == "" {
-				return errors.New(`required flag "mirror" not set`)
-			}
-			auth, err := readAuthorization(authFile, authEnv)
-			if err != nil {
-				return err
-			}
-			hosts, err := parseRegistryFlags(registries)
-			if err != nil {
-				return err
-			}
-			if ctrdConfig != "" {
-				if err := checkContainerdConfig(cmd.OutOrStdout(), ctrdConfig, dir, fixConfig); err != nil {
-					return err
-				}
-			}
-			opt := hoststoml.Options{Mirror: hoststoml.UnbracketIPv4(mirror), DialTimeout: dial, SkipVerify: skipVerify,
-				Authorization: auth, Prepend: prepend}
-			results, err := hoststoml.Write(dir, hosts, opt, prune)
-			printResults(cmd.OutOrStdout(), results)
-			var skipped []string
-			for _, r := range results {
-				if r.Action == hoststoml.Skipped {
-					skipped = append(skipped, r.Path)
-				}
-			}
-			if len(skipped) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: berth is NOT the mirror of %d registries, whose hosts.toml files are not berth's: %s (--prepend puts berth first in them)\n", len(skipped), strings.Join(skipped, ", "))
-			}
-			return err
-		},
-	}
+restarted.`
+
+const hostsTomlExample = `  berth hosts-toml --dir /etc/containerd/certs.d --mirror http://127.0.0.1:5000 \
+    --registry docker.io=https://registry-1.docker.io --registry registry.k8s.io --registry _default`
+
+// hostsTomlFlags are berth hosts-toml's flags.
+type hostsTomlFlags struct {
+	dir, mirror, ctrdConfig, authFile, authEnv    string
+	registries                                    []string
+	dial                                          time.Duration
+	skipVerify, prune, fixConfig, prepend, remove bool
+}
+
+func (h *hostsTomlFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", "/etc/containerd/certs.d", "containerd's hosts directory (its registry config_path)")
-	f.StringVar(&mirror, "mirror", "", "berth's URL as containerd reaches it, e.g. http://127.0.0.1:5000 (http://[10.0.0.5]:5000 is read as http://10.0.0.5:5000)")
-	f.StringArrayVar(&registries, "registry", nil, "registry to mirror: NAME or NAME=URL[,URL...] as for serve; repeat for each")
-	f.DurationVar(&dial, "dial-timeout", hoststoml.DefaultDialTimeout, "how long containerd tries to connect to berth before falling back")
-	f.BoolVar(&skipVerify, "skip-verify", false, "let containerd skip TLS verification of an https --mirror")
-	f.BoolVar(&prune, "prune", false, "remove berth's hosts.toml of registries not listed")
-	f.StringVar(&ctrdConfig, "containerd-config", "", "containerd's config.toml to check: it must make containerd read --dir (e.g. /etc/containerd/config.toml)")
-	f.BoolVar(&fixConfig, "fix-containerd-config", false, "set config_path in --containerd-config to --dir when it would bypass berth (restart containerd afterwards)")
-	f.BoolVar(&prepend, "prepend", false, "put berth first into a hosts.toml that is not berth's, keeping the rest of it, instead of skipping it")
-	f.BoolVar(&remove, "remove", false, "remove every hosts.toml berth wrote in --dir, and the lines it prepended to others, then exit")
-	f.StringVar(&authFile, "authorization-file", "", "file holding the Authorization header value containerd sends berth (\"Bearer <token>\" or \"Basic <base64>\")")
-	f.StringVar(&authEnv, "authorization-env", "", "environment variable holding the Authorization header value containerd sends berth")
-	return cmd
+	f.StringVar(&h.dir, "dir", "/etc/containerd/certs.d", "containerd's hosts directory (its registry config_path)")
+	f.StringVar(&h.mirror, "mirror", "", "berth's URL as containerd reaches it, e.g. http://127.0.0.1:5000 (http://[10.0.0.5]:5000 is read as http://10.0.0.5:5000)")
+	f.StringArrayVar(&h.registries, "registry", nil, "registry to mirror: NAME or NAME=URL[,URL...] as for serve; repeat for each")
+	f.DurationVar(&h.dial, "dial-timeout", hoststoml.DefaultDialTimeout, "how long containerd tries to connect to berth before falling back")
+	f.BoolVar(&h.skipVerify, "skip-verify", false, "let containerd skip TLS verification of an https --mirror")
+	f.BoolVar(&h.prune, "prune", false, "remove berth's hosts.toml of registries not listed")
+	f.StringVar(&h.ctrdConfig, "containerd-config", "", "containerd's config.toml to check: it must make containerd read --dir (e.g. /etc/containerd/config.toml)")
+	f.BoolVar(&h.fixConfig, "fix-containerd-config", false, "set config_path in --containerd-config to --dir when it would bypass berth (restart containerd afterwards)")
+	f.BoolVar(&h.prepend, "prepend", false, "put berth first into a hosts.toml that is not berth's, keeping the rest of it, instead of skipping it")
+	f.BoolVar(&h.remove, "remove", false, "remove every hosts.toml berth wrote in --dir, and the lines it prepended to others, then exit")
+	f.StringVar(&h.authFile, "authorization-file", "", "file holding the Authorization header value containerd sends berth (\"Bearer <token>\" or \"Basic <base64>\")")
+	f.StringVar(&h.authEnv, "authorization-env", "", "environment variable holding the Authorization header value containerd sends berth")
+}
+
+// run writes (or, with --remove, removes) berth's hosts.toml files.
+func (h *hostsTomlFlags) run(cmd *cobra.Command) error {
+	out := cmd.OutOrStdout()
+	if h.remove {
+		if len(h.registries) > 0 {
+			return errors.New("--remove takes no --registry: it removes everything berth wrote in --dir")
+		}
+		results, err := hoststoml.Remove(h.dir)
+		printResults(out, results)
+		return err
+	}
+	opt, hosts, err := h.options()
+	if err != nil {
+		return err
+	}
+	if h.ctrdConfig != "" {
+		if err := checkContainerdConfig(out, h.ctrdConfig, h.dir, h.fixConfig); err != nil {
+			return err
+		}
+	}
+	results, err := hoststoml.Write(h.dir, hosts, opt, h.prune)
+	printResults(out, results)
+	warnSkipped(cmd.ErrOrStderr(), results)
+	return err
+}
+
+// options reads the flags (and the Authorization value) into what
+// hoststoml.Write takes.
+func (h *hostsTomlFlags) options() (hoststoml.Options, []hoststoml.Host, error) {
+	if h.mirror == "" {
+		return hoststoml.Options{}, nil, errors.New(`required flag "mirror" not set`)
+	}
+	auth, err := readAuthorization(h.authFile, h.authEnv)
+	if err != nil {
+		return hoststoml.Options{}, nil, err
+	}
+	hosts, err := parseRegistryFlags(h.registries)
+	if err != nil {
+		return hoststoml.Options{}, nil, err
+	}
+	return hoststoml.Options{Mirror: hoststoml.UnbracketIPv4(h.mirror), DialTimeout: h.dial, SkipVerify: h.skipVerify,
+		Authorization: auth, Prepend: h.prepend}, hosts, nil
+}
+
+// warnSkipped warns on w of each hosts.toml left as it was because it is
+// not berth's: berth is not the mirror of those registries.
+func warnSkipped(w io.Writer, results []hoststoml.Result) {
+	var skipped []string
+	for _, r := range results {
+		if r.Action == hoststoml.Skipped {
+			skipped = append(skipped, r.Path)
+		}
+	}
+	if len(skipped) > 0 {
+		fmt.Fprintf(w, "WARNING: berth is NOT the mirror of %d registries, whose hosts.toml files are not berth's: %s (--prepend puts berth first in them)\n", len(skipped), strings.Join(skipped, ", "))
+	}
 }
 
 // readAuthorization reads the Authorization header value from a file
