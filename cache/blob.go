@@ -94,6 +94,32 @@ func (b *Blob) Done() error {
 	}
 }
 
+// Verified blocks until every byte of the blob is in and matches its
+// digest, and returns nil; making the copy durable (fsync, link, index) may
+// still be under way, and a failure there loses only the cached copy. It
+// returns the fill's error when the fill fails first, nil at once for a
+// committed blob and as soon as the fill passes through (as Done does). It
+// fails when the Blob's context ends first.
+func (b *Blob) Verified() error {
+	if b.f == nil {
+		return nil
+	}
+	for {
+		st := b.f.state()
+		if st.err != nil {
+			return st.err
+		}
+		if st.verified || st.done || st.pt != nil {
+			return nil
+		}
+		select {
+		case <-st.wake:
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		}
+	}
+}
+
 // Read reads the next bytes, waiting for them to land when the blob is
 // still downloading. The last byte is held back until every byte is in
 // and matches the digest, so a reader never sees a clean end of bytes that
