@@ -108,7 +108,7 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		RelayRanges:      prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_stripe_copies_total", Help: "Stripe copies (byte ranges of a blob) served to peers in relay mode; also counted in berth_peer_relay_copies_total."}),
 		RelayLoops:       prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_peer_relay_hops_refused_total", Help: "Relay requests refused because they passed more berth nodes than the plan's depth allows (a relay loop)."}),
 		FillRanges:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_fill_ranges", Help: "Byte ranges (stripes) fetched at once, per fill of a large blob fetched as stripes.", Buckets: []float64{2, 3, 4, 6, 8, 16, 32, 64}}),
-		Prefetches:       counterVec("berth_prefetch_blobs_total", "Blobs (config and layers) of image manifests fetched cold for clients, prefetched before the client asks, by result: fetched, cached (already stored), failed, dropped (node shutting down).", "result"),
+		Prefetches:       counterVec("berth_prefetch_blobs_total", "Blobs (config and layers) of image manifests fetched cold for clients, prefetched before the client asks, by result: fetched, cached (already stored, or being fetched already), failed, dropped (node shutting down).", "result"),
 		top:              newTopRepos(topRepos),
 	}
 	if reg != nil {

@@ -48,9 +48,10 @@ type Mirror struct {
 	tags      singleflight.Group // one revalidation per tag at a time
 	manifests singleflight.Group // one manifest fetch per digest at a time
 
-	// Prefetch (prefetch.go): sem bounds the blobs fetched at once (nil
-	// when off); ctx ends with Close; wg counts the prefetch goroutines.
-	sem    chan struct{}
+	// Prefetch (prefetch.go): pf queues blobs in manifest order for at
+	// most PrefetchConcurrency workers; ctx ends with Close; wg counts the
+	// workers.
+	pf     prefetchQueue
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -73,9 +74,6 @@ func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 		peers = NoPeers{}
 	}
 	m := &Mirror{store: store, peers: peers, up: up, cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
-	if cfg.PrefetchConcurrency > 0 {
-		m.sem = make(chan struct{}, cfg.PrefetchConcurrency)
-	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/oci"
@@ -12,21 +13,36 @@ import (
 // Prefetch results, the values of the metric's "result" label.
 const (
 	PrefetchFetched = "fetched" // the blob was filled (or a fill under way was joined) and verified
-	PrefetchCached  = "cached"  // the store had it (or another repository's fill has it under way): nothing to do
+	PrefetchCached  = "cached"  // the store had it, or a fill of it was under way (a client's, another repository's): nothing to do
 	PrefetchFailed  = "failed"  // the fill failed; a client asking later starts afresh
 	PrefetchDropped = "dropped" // the mirror closed before the blob's turn
 )
+
+// prefetchQueue is the blobs waiting for a prefetch worker, in the order
+// their manifests listed them (config first), and how many workers run.
+type prefetchQueue struct {
+	mu      sync.Mutex
+	jobs    []prefetchJob
+	workers int
+}
+
+type prefetchJob struct {
+	req  oci.Request
+	desc oci.Descriptor
+}
 
 // prefetch starts fetching the config and layers of the image manifest a
 // client just got cold (req names it), so that they are arriving by the time
 // the client asks for them. Each blob goes through the store's Fill, the
 // same per-digest fill a client's own request joins, so the upstream sees
-// one GET per blob. At most cfg.PrefetchConcurrency blobs are fetched at
-// once; the rest wait their turn in the background. A client's own request
-// never waits for that semaphore. An index gets nothing: only the child
-// manifests clients then ask for (their platform) are prefetched.
+// one GET per blob. The blobs queue in the manifest's order, config first
+// (what a client asks for first), for at most cfg.PrefetchConcurrency
+// workers. A client's own request never waits for the queue: it starts
+// its fill at once, and the queued prefetch of that blob then costs no
+// worker. An index gets nothing: only the child manifests clients then
+// ask for (their platform) are prefetched.
 func (m *Mirror) prefetch(req oci.Request, mediaType string, data []byte) {
-	if m.sem == nil || req.Via != oci.ViaClient || oci.IsIndex(mediaType) {
+	if m.cfg.PrefetchConcurrency <= 0 || req.Via != oci.ViaClient || oci.IsIndex(mediaType) {
 		return
 	}
 	man, err := oci.DecodeManifest(data)
@@ -38,6 +54,7 @@ func (m *Mirror) prefetch(req oci.Request, mediaType string, data []byte) {
 		descs = append([]v1.Descriptor{*man.Config}, descs...)
 	}
 	seen := map[digest.Digest]bool{}
+	var jobs []prefetchJob
 	for _, desc := range descs {
 		d := desc.Digest
 		if d.Validate() != nil || seen[d] {
@@ -48,28 +65,66 @@ func (m *Mirror) prefetch(req oci.Request, mediaType string, data []byte) {
 			m.m.Prefetch(PrefetchCached)
 			continue
 		}
+		if m.ctx.Err() != nil {
+			m.m.Prefetch(PrefetchDropped)
+			continue
+		}
 		breq := req.Repo.Blob(d)
 		breq.Via, breq.Hops, breq.Client = req.Via, req.Hops, req.Client // the same asker
+		jobs = append(jobs, prefetchJob{breq, oci.Descriptor{MediaType: desc.MediaType, Digest: d, Size: desc.Size}})
+		m.log.Debug("prefetch queued", "repo", req.Repo, "digest", d, "size", desc.Size)
+	}
+	q := &m.pf
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.jobs = append(q.jobs, jobs...)
+	for q.workers < m.cfg.PrefetchConcurrency && q.workers < len(q.jobs) {
+		q.workers++
 		m.wg.Add(1)
-		go m.prefetchBlob(breq, oci.Descriptor{MediaType: desc.MediaType, Digest: d, Size: desc.Size})
+		go m.prefetchWorker()
 	}
 }
 
-// prefetchBlob fills one blob in its turn and waits for the fill to end, so
-// that the semaphore bounds the fetches under way, not their start.
-func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) {
+// prefetchWorker prefetches the queue's blobs one at a time, first queued
+// first, and ends when the queue is empty.
+func (m *Mirror) prefetchWorker() {
 	defer m.wg.Done()
-	select {
-	case m.sem <- struct{}{}:
-	case <-m.ctx.Done():
-		m.m.Prefetch(PrefetchDropped)
-		return
+	q := &m.pf
+	for {
+		q.mu.Lock()
+		if len(q.jobs) == 0 {
+			q.workers--
+			q.mu.Unlock()
+			return
+		}
+		j := q.jobs[0]
+		q.jobs[0] = prefetchJob{}
+		q.jobs = q.jobs[1:]
+		q.mu.Unlock()
+		result := PrefetchDropped
+		if m.ctx.Err() == nil {
+			result = m.prefetchBlob(j.req, j.desc)
+		}
+		m.m.Prefetch(result)
 	}
-	defer func() { <-m.sem }()
+}
+
+// prefetchBlob fills one blob and waits until its bytes are verified (not
+// for the durable commit that follows: the next blob need not wait for an
+// fsync), so that the workers bound the transfers under way. A blob stored
+// meanwhile, or already being fetched (a client asked for it before its
+// turn), needs nothing from this worker.
+func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) (result string) {
 	if m.store.Has(req.Digest) {
-		m.m.Prefetch(PrefetchCached)
-		return
+		return PrefetchCached
 	}
+	if b, ok := m.store.Join(m.ctx, req.Digest); ok {
+		b.Close()
+		m.log.Debug("prefetch skipped, under way", "repo", req.Repo, "digest", req.Digest)
+		return PrefetchCached
+	}
+	m.log.Debug("prefetch start", "repo", req.Repo, "digest", req.Digest)
+	defer func() { m.log.Debug("prefetch end", "repo", req.Repo, "digest", req.Digest, "result", result) }()
 	// The same fill a client's request makes: a client of the repository
 	// joins it, and the opener records the blob as the repository's once
 	// its source answers (cache.Known).
@@ -78,21 +133,20 @@ func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) {
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched for (or stored from) another repository: the
 		// client's own request asks this repository's sources (vouch).
-		m.m.Prefetch(PrefetchCached)
-		return
+		return PrefetchCached
 	}
 	if err == nil {
-		err = b.Done()
+		err = b.Verified()
 		b.Close()
 	}
 	switch {
 	case err == nil:
-		m.m.Prefetch(PrefetchFetched)
+		return PrefetchFetched
 	case m.ctx.Err() != nil:
-		m.m.Prefetch(PrefetchDropped)
+		return PrefetchDropped
 	default:
 		m.log.Debug("prefetch", "repo", req.Repo, "digest", req.Digest, "err", err)
-		m.m.Prefetch(PrefetchFailed)
+		return PrefetchFailed
 	}
 }
 

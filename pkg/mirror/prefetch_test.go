@@ -3,6 +3,8 @@ package mirror_test
 import (
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,6 +242,93 @@ func TestClientBlobIsNotQueuedBehindPrefetch(t *testing.T) {
 	data, err := io.ReadAll(b)
 	if err != nil || digest.FromBytes(data) != last {
 		t.Fatalf("client blob: %v, got %s", err, digest.FromBytes(data))
+	}
+	n.m.WaitPrefetch()
+	if total, each := n.blobGETs(ds); total != len(ds) {
+		t.Fatalf("blob GETs %v, want one each", each)
+	}
+}
+
+// The prefetch fetches in the manifest's order, config first: what a
+// client asks for first arrives first. With one worker the upstream sees
+// the blob GETs in exactly that order.
+func TestPrefetchFollowsManifestOrder(t *testing.T) {
+	n := newPrefetchNode(t, 1)
+	img, err := random.Image(16<<10, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.up.Push(t, "team/app", "v1", img)
+	ds := blobsOf(t, img)
+	n.up.Forget()
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	n.m.WaitPrefetch()
+	var got []string
+	for _, r := range n.up.Requests() {
+		if r.Method == http.MethodGet && strings.Contains(r.Path, "/blobs/") {
+			got = append(got, r.Path[strings.LastIndexByte(r.Path, '/')+1:])
+		}
+	}
+	var want []string
+	for _, d := range ds {
+		want = append(want, d.String())
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("upstream blob GETs in order\n%v\nwant the manifest's (config first)\n%v", got, want)
+	}
+}
+
+// A blob a client is already fetching costs its prefetch no worker: with
+// one worker and the client's fills of the config and every layer but one
+// stalled half way, the prefetch still reaches that one layer.
+func TestPrefetchSkipsBlobsUnderWay(t *testing.T) {
+	n := newPrefetchNode(t, 1)
+	img, err := random.Image(64<<10, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.up.Push(t, "team/app", "v1", img)
+	ds := blobsOf(t, img)
+	free := ds[2]          // the second layer: the client asks for all the others
+	release := n.up.Gate() // blob bodies stop half way
+	defer release()
+	var bs []*cache.Blob
+	var asked []digest.Digest
+	for _, d := range ds {
+		if d == free {
+			continue
+		}
+		b, err := n.m.Blob(t.Context(), n.repo.Blob(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		bs, asked = append(bs, b), append(asked, d)
+		select {
+		case <-n.up.Halfway():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the client's GET of %s never reached the upstream", d)
+		}
+	}
+	if _, err := n.m.Manifest(t.Context(), n.repo.Manifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-n.up.Halfway():
+		if !strings.HasSuffix(p, free.String()) {
+			t.Fatalf("halfway: %s, want the layer no client asked for, %s", p, free)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the prefetch's one worker never fetched %s: it waits on a blob the client is fetching", free)
+	}
+	release()
+	for i, b := range bs {
+		data, err := io.ReadAll(b)
+		if err != nil || digest.FromBytes(data) != asked[i] {
+			t.Fatalf("client blob %s: %v", asked[i], err)
+		}
 	}
 	n.m.WaitPrefetch()
 	if total, each := n.blobGETs(ds); total != len(ds) {
