@@ -141,7 +141,13 @@ func TestRelayParentKilledMidTransfer(t *testing.T) {
 	img := randomImage(t, 4<<20, 1)
 	up.Push(t, "team/app", "v1", img)
 	layer := blobs(t, img)[1]
-	nodes := startCluster(t, up, n, fanoutOpts(n, k))
+	opts := fanoutOpts(n, k)
+	for i := range opts {
+		// A live parent's first byte can take seconds on a loaded machine;
+		// only the kill may send a child elsewhere (its connection is cut).
+		opts[i] = nodetest.Member{Mutate: func(c *config.Config) { c.Peers.Fanout, c.Peers.Timeout = k, config.Duration(20*time.Second) }}
+	}
+	nodes := startCluster(t, up, n, opts)
 	plan := relayPlan(nodes, layer, k)
 	// The root's first child: an inner node with children of its own.
 	victimName := plan.Children(0, plan.Root(0))[0]
