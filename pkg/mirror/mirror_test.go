@@ -14,6 +14,7 @@ import (
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/berth-registry/berth/pkg/upstream"
+	"github.com/berth-registry/berth/test/mirrortest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
@@ -36,7 +37,7 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // transport is used as it is by the upstream client (not cloned), so the
-// test can close its idle connections.
+// test can close its idle connections (newPrefetchNode).
 type transport struct{ *http.Transport }
 
 const ttl = time.Minute
@@ -52,23 +53,17 @@ type node struct {
 	repo  oci.Repo
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t *testing.T) *node { return newNodeWith(t, mirror.Config{}) }
+
+// newNodeWith is newNode with cfg (its TagTTL and Now are the test's).
+func newNodeWith(t *testing.T, cfg mirror.Config) *node {
 	t.Helper()
-	up := upstreamtest.New(t)
-	store, err := cache.Open(t.TempDir(), cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	tr := transport{&http.Transport{}}
-	t.Cleanup(tr.CloseIdleConnections)
-	uc, err := upstream.New([]config.Registry{{Name: "r.test", Endpoints: []string{up.URL}}}, upstream.Options{Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := mirrortest.New(t)
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	m := mirror.New(store, nil, uc, mirror.Config{TagTTL: ttl, Now: clk.Now})
-	return &node{m: m, store: store, clock: clk, up: up, uc: uc, repo: oci.Repo{Registry: "r.test", Name: "team/app"}}
+	cfg.TagTTL, cfg.Now = ttl, clk.Now
+	m := mirror.New(p.Store, nil, p.Upstream, cfg)
+	t.Cleanup(m.Close) // registered after the store's: runs before it closes
+	return &node{m: m, store: p.Store, clock: clk, up: p.Up, uc: p.Upstream, repo: p.Repo}
 }
 
 // push puts a small image under team/app:tag and returns its manifest digest.

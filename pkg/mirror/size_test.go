@@ -9,12 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/berth-registry/berth/cache"
-	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
-	"github.com/berth-registry/berth/pkg/upstream"
-	"github.com/berth-registry/berth/test/upstreamtest"
+	"github.com/berth-registry/berth/test/mirrortest"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
 )
@@ -66,21 +63,14 @@ func (c countReader) Read(p []byte) (int, error) {
 // more fails the fill before berth reads its body, not after it read it all
 // and the digest failed.
 func TestClientFillHeldToTheManifestSize(t *testing.T) {
-	up := upstreamtest.New(t)
-	store, err := cache.Open(t.TempDir(), cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	tr := &padding{Transport: &http.Transport{}, pad: 8 << 20}
-	t.Cleanup(tr.CloseIdleConnections)
-	uc, err := upstream.New([]config.Registry{{Name: "r.test", Endpoints: []string{up.URL}}}, upstream.Options{Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := mirror.New(store, nil, uc, mirror.Config{TagTTL: ttl}) // no prefetch: the client's GET starts the fill
+	var tr *padding
+	p := mirrortest.New(t, func(base *http.Transport) http.RoundTripper {
+		tr = &padding{Transport: base, pad: 8 << 20}
+		return tr
+	})
+	up, store, repo := p.Up, p.Store, p.Repo
+	m := mirror.New(store, nil, p.Upstream, mirror.Config{TagTTL: ttl}) // no prefetch: the client's GET starts the fill
 	t.Cleanup(m.Close)
-	repo := oci.Repo{Registry: "r.test", Name: "team/app"}
 	img, err := random.Image(64<<10, 1)
 	if err != nil {
 		t.Fatal(err)

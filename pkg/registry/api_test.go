@@ -9,12 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-registry/berth/cache"
-	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/berth-registry/berth/pkg/registry"
-	"github.com/berth-registry/berth/pkg/upstream"
+	"github.com/berth-registry/berth/test/mirrortest"
 	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/distribution/distribution/v3/manifest/manifestlist"
 	"github.com/distribution/distribution/v3/manifest/schema2"
@@ -34,8 +32,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run"))
 }
 
-type transport struct{ *http.Transport }
-
 // api is the handler over a real mirror, store and upstream client, in
 // front of a real registry, served on a loopback port.
 type api struct {
@@ -46,27 +42,16 @@ type api struct {
 
 func newAPI(t *testing.T) *api {
 	t.Helper()
-	up := upstreamtest.New(t)
-	store, err := cache.Open(t.TempDir(), cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	tr := transport{&http.Transport{}}
-	t.Cleanup(tr.CloseIdleConnections)
-	uc, err := upstream.New([]config.Registry{{Name: "r.test", Endpoints: []string{up.URL}}}, upstream.Options{Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := registry.New(mirror.New(store, nil, uc, mirror.Config{}), registry.Options{
-		Router:      oci.Router{Known: uc.Known, Default: "r.test"},
-		Passthrough: uc,
+	p := mirrortest.New(t)
+	h := registry.New(mirror.New(p.Store, nil, p.Upstream, mirror.Config{}), registry.Options{
+		Router:      oci.Router{Known: p.Upstream.Known, Default: mirrortest.Registry},
+		Passthrough: p.Upstream,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
-	return &api{url: srv.URL, up: up, c: client}
+	return &api{url: srv.URL, up: p.Up, c: client}
 }
 
 func (a *api) do(t *testing.T, method, path string, hdr ...string) (*http.Response, []byte) {
