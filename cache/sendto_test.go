@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
 )
 
 // sectionWriter is a writer with a ReadFrom, as net/http's response on a
@@ -50,6 +51,21 @@ func (w *sectionWriter) ReadFrom(src io.Reader) (int64, error) {
 	n, err := w.buf.ReadFrom(src)
 	w.got <- w.buf.Len()
 	return n, err
+}
+
+// fillFed starts a fill of d in s from a source that sends data whole, as
+// fast as the fill takes it, and returns the fill's blob for the test to
+// close.
+func fillFed(t *testing.T, s *Store, d digest.Digest, data []byte) *Blob {
+	t.Helper()
+	src := newGated(data)
+	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := <-src.pw
+	go func() { pw.Write(data); pw.Close() }()
+	return b
 }
 
 // A reader of a fill under way sends the bytes on disk as file sections
@@ -104,14 +120,8 @@ func TestSendToSendsFileSectionsAsBytesLand(t *testing.T) {
 func TestSendToRange(t *testing.T) {
 	s := openStore(t)
 	data, d := randomBlob(t, 1<<20)
-	src := newGated(data)
-	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fillFed(t, s, d, data)
 	defer b.Close()
-	pw := <-src.pw
-	go func() { pw.Write(data); pw.Close() }()
 	if _, err := b.Seek(1000, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
@@ -136,14 +146,8 @@ func TestSendToWrongBytes(t *testing.T) {
 	data, d := randomBlob(t, 1<<20)
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 0xff
-	src := newGated(bad)
-	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fillFed(t, s, d, bad)
 	defer b.Close()
-	pw := <-src.pw
-	go func() { pw.Write(bad); pw.Close() }()
 	w := newSectionWriter()
 	n, err := b.SendTo(w, -1)
 	if !errors.Is(err, oci.ErrDigestMismatch) || n == int64(len(bad)) {
@@ -167,14 +171,8 @@ func TestSendToPassThrough(t *testing.T) {
 	}
 	defer s.Close()
 	data, d := randomBlob(t, 2<<20)
-	src := newGated(data)
-	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fillFed(t, s, d, data)
 	defer b.Close()
-	pw := <-src.pw
-	go func() { pw.Write(data); pw.Close() }()
 	w := newSectionWriter()
 	if n, err := b.SendTo(w, -1); err != nil || n != int64(len(data)) {
 		t.Fatalf("sent %d: %v", n, err)
