@@ -36,10 +36,6 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-// transport is used as it is by the upstream client (not cloned), so the
-// test can close its idle connections (newPrefetchNode).
-type transport struct{ *http.Transport }
-
 const ttl = time.Minute
 
 // node is a mirror over a real store and a real upstream client, in

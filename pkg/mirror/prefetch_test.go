@@ -9,11 +9,8 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/cache"
-	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
-	"github.com/berth-registry/berth/pkg/upstream"
-	"github.com/berth-registry/berth/test/upstreamtest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
@@ -21,23 +18,7 @@ import (
 
 // newPrefetchNode is newNode with prefetch at concurrency (0: off).
 func newPrefetchNode(t *testing.T, concurrency int) *node {
-	t.Helper()
-	up := upstreamtest.New(t)
-	store, err := cache.Open(t.TempDir(), cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	tr := transport{&http.Transport{}}
-	t.Cleanup(tr.CloseIdleConnections)
-	uc, err := upstream.New([]config.Registry{{Name: "r.test", Endpoints: []string{up.URL}}}, upstream.Options{Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	m := mirror.New(store, nil, uc, mirror.Config{TagTTL: ttl, Now: clk.Now, PrefetchConcurrency: concurrency})
-	t.Cleanup(m.Close) // registered last: runs before the store closes
-	return &node{m: m, store: store, clock: clk, up: up, repo: oci.Repo{Registry: "r.test", Name: "team/app"}}
+	return newNodeWith(t, mirror.Config{PrefetchConcurrency: concurrency})
 }
 
 // blobsOf returns the config and layer digests of img.
