@@ -52,13 +52,16 @@ func benchCold1(ctx context.Context, e *env, o *opts, rep *report, img *image) e
 		return err
 	}
 	times := map[string][]float64{}
+	cpus := map[string][]cpuUse{}
 	var gets []float64
 	for r := range o.rounds {
-		dt, err := timedGet(ctx, direct, l.Size)
+		dt, cpu, err := cpuTimedGet(ctx, direct, l.Size, e.upProc, nil)
 		if err != nil {
 			return err
 		}
 		times["direct"] = append(times["direct"], dt)
+		cpus["direct"] = append(cpus["direct"], cpu)
+		fmt.Printf("cold1 round %d: direct %s\n", r, cpu)
 		for _, name := range []string{berthName, proxyName} {
 			dir := filepath.Join(e.work, fmt.Sprintf("cold1-%d-%s", r, name[:4]))
 			p, addr, err := startServer(ctx, e, name, dir)
@@ -67,7 +70,7 @@ func benchCold1(ctx context.Context, e *env, o *opts, rep *report, img *image) e
 			}
 			e.up.reset()
 			url := blobURL(addr, img.Repo, l.Digest)
-			dt, err := timedGet(ctx, url, l.Size)
+			dt, cpu, err := cpuTimedGet(ctx, url, l.Size, e.upProc, p)
 			ups := e.up.blobGets.Load()
 			if err == nil {
 				_, err = get(ctx, url, l.Digest) // what it served and kept is the blob
@@ -78,18 +81,25 @@ func benchCold1(ctx context.Context, e *env, o *opts, rep *report, img *image) e
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			times[name] = append(times[name], dt)
+			cpus[name] = append(cpus[name], cpu)
 			if name == berthName {
 				gets = append(gets, float64(ups))
 			}
 			fmt.Printf("cold1 round %d: direct %.3fs, %s %.3fs (%d upstream blob GETs)\n", r, times["direct"][r], name, dt, ups)
+			fmt.Printf("cold1 round %d: %s %s\n", r, name, cpu)
 		}
 	}
+	med := map[string]cpuUse{}
+	for name, runs := range cpus {
+		med[name] = medianCPU(runs)
+	}
+	fmt.Printf("cold1 CPU seconds per GET, medians:\n%s", cpuSummary(med))
 	b, p, d := median(times[berthName]), median(times[proxyName]), median(times["direct"])
 	rep.add(&row{
 		ID: "cold1", Label: fmt.Sprintf("Cold %d MiB GET, one client", l.Size/MiB), Figure: fmt.Sprintf("cold %d MiB GET, one client: time ÷ direct from upstream", l.Size/MiB), Unit: "s",
 		Berth: b, BerthNote: fmt.Sprintf("%.0f upstream GET", maxf(gets)), Proxy: ptr(p), RefName: "direct", Reference: ptr(d),
 		RatioOf: "berth time ÷ direct time", Ratio: b / d, ProxyRatio: ptr(p / d),
-		Target: "≤ 1.10", TargetOp: "<=", TargetVal: 1.10, Samples: times,
+		Target: "≤ 1.10", TargetOp: "<=", TargetVal: 1.10, Samples: times, CPU: med,
 	})
 	return nil
 }

@@ -234,6 +234,7 @@ func run(ctx context.Context, e *env, o *opts) (*report, error) {
 	}
 	defer up.stop(10 * time.Second)
 	e.up = newCounter(upAddr, o.rate)
+	e.upProc = up
 	if o.rate > 0 {
 		e.printf("\nupstream link capped at %.0f MiB/s (all responses together)\n", o.rate)
 	}

@@ -68,6 +68,9 @@ type row struct {
 	Pass       bool                 `json:"pass"`
 	Samples    map[string][]float64 `json:"samples"`
 	LoadAvg    string               `json:"load_avg"`
+	// CPU is, per path ("direct", "berth", ...), the median CPU seconds of
+	// each process on it during one timed GET, and the wall time (cold1).
+	CPU map[string]cpuUse `json:"cpu,omitempty"`
 }
 
 func newReport(e *env, o *opts) *report {

@@ -26,6 +26,7 @@ type env struct {
 	pprofDir                     string // where heap profiles go, or "" for none
 	rev, command                 string // for the report
 	up                           *counter
+	upProc                       *proc // the upstream registry behind up
 	out                          *strings.Builder
 }
 
