@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -43,19 +44,35 @@ func (s *Store) Known(repo oci.Repo, d digest.Digest) bool { return s.knownKey(r
 
 // knownKey is Known of a repository written registry/name.
 func (s *Store) knownKey(repo string, d digest.Digest) bool {
-	k := repo + "@" + string(d)
-	if s.meta.known.Contains(k) { // a read lock: a hit takes no write lock
-		return true
+	_, found := s.knownPair(repo + "@" + string(d))
+	return found
+}
+
+// knownPair looks the known/ pair k up in memory, then in the index, and
+// returns the size recorded with it (0: none). A pair's value is written
+// once and removed with its content (forgetKnown), so memory holds it as
+// the index does.
+func (s *Store) knownPair(k string) (size int64, found bool) {
+	if n, ok := s.meta.known.Peek(k); ok { // a read lock: a hit takes no write lock
+		return n, true
 	}
-	found := false
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		found = tx.Bucket(bucketKnown).Get([]byte(k)) != nil
+		v := tx.Bucket(bucketKnown).Get([]byte(k))
+		size, found = knownSizeOf(v), v != nil
 		return nil
 	})
 	if found {
-		s.meta.known.Add(k, struct{}{})
+		s.meta.known.Add(k, size)
 	}
-	return found
+	return size, found
+}
+
+// knownSizeOf is the size a known/ value records: 8 bytes, or none (0).
+func knownSizeOf(v []byte) int64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(v))
 }
 
 // MarkKnown records that every digest in ds belongs to repo. Pairs already
@@ -89,6 +106,10 @@ func (s *Store) markKnown(repo oci.Repo, ds []digest.Digest, sizes map[digest.Di
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKnown)
 		for i, k := range keys {
+			if v := b.Get([]byte(k)); v != nil {
+				vals[i] = bytes.Clone(v) // recorded meanwhile: the first record stands, in memory too
+				continue
+			}
 			if err := b.Put([]byte(k), vals[i]); err != nil {
 				return err
 			}
@@ -98,8 +119,8 @@ func (s *Store) markKnown(repo oci.Repo, ds []digest.Digest, sizes map[digest.Di
 	if err != nil {
 		return err
 	}
-	for _, k := range keys {
-		s.meta.known.Add(k, struct{}{})
+	for i, k := range keys {
+		s.meta.known.Add(k, knownSizeOf(vals[i]))
 	}
 	return nil
 }
@@ -184,15 +205,10 @@ func (s *Store) MarkManifestKnown(repo oci.Repo, d digest.Digest, data []byte) e
 // KnownSize is the size of d that the descriptor naming it in one of
 // repo's manifests gave, when the pair was first recorded; 0 when none
 // did. A fill for repo holds its source to it (FillMeta.Size). It reads
-// the index.
+// memory, then the index, as Known does: a blob miss costs no bbolt
+// transaction when its manifest was served.
 func (s *Store) KnownSize(repo oci.Repo, d digest.Digest) int64 {
-	var n int64
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketKnown).Get([]byte(knownKey(repo, d))); len(v) == 8 {
-			n = int64(binary.BigEndian.Uint64(v))
-		}
-		return nil
-	})
+	n, _ := s.knownPair(knownKey(repo, d))
 	return n
 }
 

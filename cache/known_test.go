@@ -156,3 +156,49 @@ func TestKnownPrunedWithTheContent(t *testing.T) {
 	defer s.Close()
 	check("after a restart")
 }
+
+// TestKnownSizeFromMemory: the size a descriptor gave a pair is read from
+// memory once known (a blob miss opens no bbolt transaction), from the
+// index after a restart, stays the first one recorded, and goes with the
+// content.
+func TestKnownSizeFromMemory(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := oci.Repo{Registry: "r.test", Name: "team/app"}
+	d, unsized := digest.FromString("sized"), digest.FromString("unsized")
+	if err := s.markKnown(repo, []digest.Digest{d, unsized}, map[digest.Digest]int64{d: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.markKnown(repo, []digest.Digest{d}, map[digest.Digest]int64{d: 9}); err != nil { // a later manifest's
+		t.Fatal(err)
+	}
+	txs := s.db.Stats().TxN
+	for range 100 {
+		if n, u := s.KnownSize(repo, d), s.KnownSize(repo, unsized); n != 5 || u != 0 {
+			t.Fatalf("KnownSize %d and %d, want 5 and 0", n, u)
+		}
+	}
+	if got := s.db.Stats().TxN - txs; got != 0 {
+		t.Errorf("200 KnownSize calls on known pairs opened %d read transactions, want 0", got)
+	}
+	s.Close()
+	if s, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.KnownSize(repo, d); n != 5 || !s.Known(repo, d) {
+		t.Fatalf("after a restart: KnownSize %d, want 5", n)
+	}
+	if err := s.Put(d, "application/octet-stream", []byte("sized")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(t.Context(), GCOptions{}); err != nil || s.Has(d) {
+		t.Fatalf("gc: %v", err)
+	}
+	if n := s.KnownSize(repo, d); n != 0 {
+		t.Errorf("KnownSize %d after the content went, want 0", n)
+	}
+	s.Close()
+}

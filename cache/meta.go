@@ -17,7 +17,7 @@ import (
 type metaCache struct {
 	infos *lru.Cache[digest.Digest, Info]
 	tags  *lru.Cache[string, Tag]
-	known *lru.Cache[string, struct{}] // known.go's pairs, positives only
+	known *lru.Cache[string, int64] // known.go's pairs, positives only, with their KnownSize
 	// small committed content by digest (manifests), so a manifest hit
 	// reads no file; forget drops an entry with its info, when the
 	// content is removed (see ReadAll)
@@ -41,7 +41,7 @@ const (
 func newMetaCache() *metaCache {
 	infos, _ := lru.New[digest.Digest, Info](8192) // errors only on size <= 0
 	tags, _ := lru.New[string, Tag](8192)
-	known, _ := lru.New[string, struct{}](65536)
+	known, _ := lru.New[string, int64](65536)
 	bytes, _ := lru.New[digest.Digest, []byte](memoEntries)
 	marked, _ := lru.New[string, uint64](8192)
 	return &metaCache{infos: infos, tags: tags, known: known, bytes: bytes, marked: marked}
