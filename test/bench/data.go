@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -149,13 +150,25 @@ type counter struct {
 	reqs      atomic.Int64
 	inflight  atomic.Int64 // requests being answered
 	live      atomic.Int64 // body bytes written so far, counted as they go
+
+	evMu   sync.Mutex
+	events []upEvent // every request answered since reset, when recording
+	record bool
+}
+
+// upEvent is one request the upstream answered: the -timeline's record.
+type upEvent struct {
+	Method, Path, Range string
+	Start, End          time.Time
+	Status              int
+	Bytes               int64
 }
 
 type countWriter struct {
 	http.ResponseWriter
 	n      int64
 	status int
-	lim    *limiter
+	lims   []*limiter // each paces every write (nil entries: no limit)
 	live   *atomic.Int64
 }
 
@@ -187,7 +200,9 @@ func (l *limiter) wait(n int) {
 
 func (w *countWriter) WriteHeader(s int) { w.status = s; w.ResponseWriter.WriteHeader(s) }
 func (w *countWriter) Write(p []byte) (int, error) {
-	w.lim.wait(len(p))
+	for _, l := range w.lims {
+		l.wait(len(p))
+	}
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
 	w.live.Add(int64(n))
@@ -203,6 +218,26 @@ func (b *bufPool) Put(x []byte) { b.p.Put(&x) }
 // newCounter proxies to target (host:port), at most mibps MiB/s in all
 // when mibps > 0.
 func newCounter(target string, mibps float64) *counter {
+	return newCounterWAN(target, mibps, wan{})
+}
+
+// wan is what the counting proxy adds to every answer, to look like a
+// registry across the internet rather than on loopback: RTT before each
+// request's answer starts, and once more before a new connection's first
+// request (its TCP handshake); ConnMBps caps each response's body (one
+// response at a time per HTTP/1.1 connection: the per-connection
+// bandwidth a CDN or a long path gives one TCP stream). Zero: none.
+type wan struct {
+	RTT      time.Duration
+	ConnMBps float64 // 10^6 bytes per second
+}
+
+func (w wan) String() string {
+	return fmt.Sprintf("%g ms RTT, %g MB/s per connection", float64(w.RTT)/float64(time.Millisecond), w.ConnMBps)
+}
+
+// newCounterWAN is newCounter with w added to every answer.
+func newCounterWAN(target string, mibps float64, w wan) *counter {
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	rp.FlushInterval = -1
 	rp.BufferPool = &bufPool{p: sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}}
@@ -212,20 +247,67 @@ func newCounter(target string, mibps float64) *counter {
 	if mibps > 0 {
 		lim = &limiter{rate: mibps * MiB}
 	}
-	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		c.inflight.Add(1)
 		defer c.inflight.Add(-1)
-		cw := &countWriter{ResponseWriter: w, status: 200, lim: lim, live: &c.live}
-		rp.ServeHTTP(cw, r)
-		c.reqs.Add(1)
-		c.allBytes.Add(cw.n)
-		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") && (cw.status == 200 || cw.status == 206) {
-			c.blobBytes.Add(cw.n)
-			c.blobGets.Add(1)
+		lims := []*limiter{lim}
+		if w.ConnMBps > 0 {
+			lims = append(lims, &limiter{rate: w.ConnMBps * 1e6})
 		}
+		cw := &countWriter{ResponseWriter: rw, status: 200, lims: lims, live: &c.live}
+		t0 := time.Now()
+		// Counted also when the client goes away mid-body (the reverse
+		// proxy then panics with http.ErrAbortHandler).
+		defer func() {
+			c.evMu.Lock()
+			if c.record {
+				c.events = append(c.events, upEvent{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), Start: t0, End: time.Now(), Status: cw.status, Bytes: cw.n})
+			}
+			c.evMu.Unlock()
+			c.reqs.Add(1)
+			c.allBytes.Add(cw.n)
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") && (cw.status == 200 || cw.status == 206) {
+				c.blobBytes.Add(cw.n)
+				c.blobGets.Add(1)
+			}
+		}()
+		if w.RTT > 0 {
+			time.Sleep(w.RTT) // the request's way there and the answer's first byte's way back
+		}
+		rp.ServeHTTP(cw, r)
 	}))
+	if w.RTT > 0 {
+		c.srv.Listener = &slowStartListener{Listener: c.srv.Listener, rtt: w.RTT}
+	}
+	c.srv.Start()
 	c.Addr = strings.TrimPrefix(c.srv.URL, "http://")
 	return c
+}
+
+// slowStartListener's connections wait one RTT before their first read:
+// the TCP handshake a new connection to a distant registry costs.
+type slowStartListener struct {
+	net.Listener
+	rtt time.Duration
+}
+
+func (l *slowStartListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &slowStartConn{Conn: c, rtt: l.rtt}, nil
+}
+
+type slowStartConn struct {
+	net.Conn
+	rtt  time.Duration
+	once sync.Once
+}
+
+func (c *slowStartConn) Read(p []byte) (int, error) {
+	c.once.Do(func() { time.Sleep(c.rtt) })
+	return c.Conn.Read(p)
 }
 
 // quiesce waits (at most 10 s) until the upstream has been idle for
@@ -251,5 +333,15 @@ func (c *counter) reset() {
 	c.blobGets.Store(0)
 	c.reqs.Store(0)
 	c.live.Store(0)
+	c.evMu.Lock()
+	c.events = nil
+	c.evMu.Unlock()
 	c.srv.CloseClientConnections()
+}
+
+// taken returns the requests recorded since the last reset.
+func (c *counter) taken() []upEvent {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	return append([]upEvent(nil), c.events...)
 }

@@ -25,10 +25,15 @@ const (
 // startServer starts a fresh berth or distribution proxy (name) with its
 // cache under dir, in front of the counting upstream.
 func startServer(ctx context.Context, e *env, name, dir string) (*proc, string, error) {
+	return startServerOf(ctx, e, name, dir, e.up.Addr)
+}
+
+// startServerOf is startServer with the upstream at upAddr (host:port).
+func startServerOf(ctx context.Context, e *env, name, dir, upAddr string) (*proc, string, error) {
 	if name == berthName {
-		return startBerth(ctx, e.berth, dir, "berth", e.up.Addr, nil)
+		return startBerth(ctx, e.berth, dir, "berth", upAddr, nil)
 	}
-	return startRegistry(ctx, e.registry, dir, "dist-proxy", "http://"+e.up.Addr)
+	return startRegistry(ctx, e.registry, dir, "dist-proxy", "http://"+upAddr)
 }
 
 // timedGet GETs url once, timed, and checks the byte count.

@@ -41,11 +41,12 @@ type opts struct {
 	par         int
 	setups      []string
 	rate        float64
+	wan         wan // the -wan containerd rows' upstream
 	smoke       bool
 }
 
 // allFigures are the -figures names, in the table's order.
-var allFigures = []string{"cold1", "cold32", "hit", "manifest", "rss500", "containerd", "containerd2", "cluster"}
+var allFigures = []string{"cold1", "cold32", "hit", "manifest", "rss500", "containerd", "containerd2", "containerd-wan", "containerd2-wan", "cluster"}
 
 // init asks for SIGTERM when the process that started the bench (run.sh's
 // timeout) dies, even by SIGKILL: the bench then stops every process it
@@ -71,6 +72,7 @@ func main() {
 	flag.StringVar(&e.containerd2, "containerd2", "", "directory of containerd 2.x's containerd and ctr (the containerd2 figure)")
 	flag.StringVar(&e.work, "work", "", "work directory (data, caches, logs)")
 	flag.StringVar(&e.perfDir, "perf", "", "directory for perf record profiles of berth (hit GETs, cold runs, cluster)")
+	flag.StringVar(&e.timeline, "timeline", "", "directory for a per-blob timeline of every containerd pull (upstream GETs; berth's prefetches, fills and client requests, from its debug log)")
 	flag.StringVar(&e.pprofDir, "pprof", "", "directory for berth's heap and goroutine profiles (/debug/pprof) taken halfway through its cold runs (cold32, rss500)")
 	flag.StringVar(&e.rev, "rev", "", "berth revision, for the report")
 	flag.StringVar(&e.command, "command", "", "the command line, for the report")
@@ -94,6 +96,8 @@ func main() {
 	timeout := flag.Duration("timeout", 40*time.Minute, "bound on the whole run")
 	setups := flag.String("cluster-setups", "berth peers,berth alone,distribution proxy", "cluster setups to run (comma separated)")
 	flag.Float64Var(&o.rate, "upstream-mibps", 0, "cap the upstream link (all responses together) at this many MiB/s; 0 = no cap")
+	flag.DurationVar(&o.wan.RTT, "wan-rtt", 20*time.Millisecond, "containerd-wan rows: round trip added before each upstream answer and each new upstream connection")
+	flag.Float64Var(&o.wan.ConnMBps, "wan-mbps", 100, "containerd-wan rows: each upstream response (one per connection at a time) capped at this many MB/s (10^6 bytes)")
 	out := flag.String("out", "", "also write the tables (markdown) to this file")
 	jsonOut := flag.String("json", "", "write the result table as JSON to this file")
 	svgOut := flag.String("svg", "", "draw the result table as an SVG chart into this file")
@@ -235,6 +239,13 @@ func run(ctx context.Context, e *env, o *opts) (*report, error) {
 	defer up.stop(10 * time.Second)
 	e.up = newCounter(upAddr, o.rate)
 	e.upProc = up
+	if e.timeline != "" {
+		if err := os.MkdirAll(e.timeline, 0o755); err != nil {
+			return rep, err
+		}
+		e.up.record = true
+		berthLog = "log:\n  level: debug\n  format: json\n"
+	}
 	if o.rate > 0 {
 		e.printf("\nupstream link capped at %.0f MiB/s (all responses together)\n", o.rate)
 	}
@@ -285,20 +296,42 @@ func run(ctx context.Context, e *env, o *opts) (*report, error) {
 			return rep, err
 		}
 	}
+	ctrd := func(id string, two bool, up *counter, w wan) error {
+		k := ctrdKind{id: id, bin: e.containerd, ctr: e.ctr, config: containerdConfig, up: up, wan: w}
+		if two {
+			if e.containerd2 == "" {
+				return fmt.Errorf("%s: -containerd2 DIR not set (test/tools.sh builds it)", id)
+			}
+			k.label, k.bin, k.ctr, k.config = " (parallel Range fetch)", filepath.Join(e.containerd2, "containerd"), filepath.Join(e.containerd2, "ctr"), containerd2Config
+		}
+		return step(id, func() error { return benchContainerd(ctx, e, o, rep, data, upAddr, k) })
+	}
 	if f["containerd"] {
-		k := ctrdKind{id: "containerd", bin: e.containerd, ctr: e.ctr, config: containerdConfig}
-		if err := step("containerd", func() error { return benchContainerd(ctx, e, o, rep, data, upAddr, k) }); err != nil {
+		if err := ctrd("containerd", false, e.up, wan{}); err != nil {
 			return rep, err
 		}
 	}
 	if f["containerd2"] {
-		if e.containerd2 == "" {
-			return rep, fmt.Errorf("containerd2: -containerd2 DIR not set (test/tools.sh builds it)")
-		}
-		k := ctrdKind{id: "containerd2", label: " (parallel Range fetch)", bin: filepath.Join(e.containerd2, "containerd"),
-			ctr: filepath.Join(e.containerd2, "ctr"), config: containerd2Config}
-		if err := step("containerd2", func() error { return benchContainerd(ctx, e, o, rep, data, upAddr, k) }); err != nil {
+		if err := ctrd("containerd2", true, e.up, wan{}); err != nil {
 			return rep, err
+		}
+	}
+	if f["containerd-wan"] || f["containerd2-wan"] {
+		// The same upstream registry behind a second counting proxy that
+		// adds a round trip and a per-connection bandwidth cap: what a
+		// mirror of Docker Hub or quay.io faces, unlike loopback.
+		wanUp := newCounterWAN(upAddr, o.rate, o.wan)
+		defer wanUp.srv.Close()
+		e.printf("\ncontainerd-wan rows: upstream %s\n", o.wan)
+		if wanUp.record = e.up.record; f["containerd-wan"] {
+			if err := ctrd("containerd-wan", false, wanUp, o.wan); err != nil {
+				return rep, err
+			}
+		}
+		if f["containerd2-wan"] {
+			if err := ctrd("containerd2-wan", true, wanUp, o.wan); err != nil {
+				return rep, err
+			}
 		}
 	}
 	if f["cluster"] {

@@ -164,8 +164,8 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 	// tagTTL 10m: the manifest rounds outlast the default 60 s, and a tag
 	// revalidated mid-run would be one upstream HEAD the row counts
 	// (distribution's proxy keeps tags for its own, longer TTL).
-	cfg := fmt.Sprintf("defaultRegistry: %q\ntagTTL: 10m\nregistries:\n  - name: %q\n    endpoints: [\"http://%s\"]\nlog:\n  level: warn\n",
-		upstream, upstream, upstream)
+	cfg := fmt.Sprintf("defaultRegistry: %q\ntagTTL: 10m\nregistries:\n  - name: %q\n    endpoints: [\"http://%s\"]\n%s",
+		upstream, upstream, upstream, berthLog)
 	admin := freeAddr()
 	args := []string{"serve", "--addr", addr, "--admin-addr", admin, "--cache-dir", filepath.Join(dir, "cache")}
 	if peer != nil {

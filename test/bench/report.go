@@ -50,6 +50,7 @@ type row struct {
 	Figure     string               `json:"figure"`
 	Label      string               `json:"label"` // short, for the chart
 	Unit       string               `json:"unit"`
+	Upstream   string               `json:"upstream,omitempty"` // what the upstream adds (containerd rows): loopback, or RTT and per-connection bandwidth
 	Berth      float64              `json:"berth"`
 	BerthNote  string               `json:"berth_note,omitempty"`
 	Proxy      *float64             `json:"proxy"` // null: not measured for the proxy
@@ -91,14 +92,16 @@ func newReport(e *env, o *opts) *report {
 
 // figureRows are the row ids each -figures name yields.
 var figureRows = map[string][]string{
-	"cold1":       {"cold1"},
-	"cold32":      {"cold32", "rss32"},
-	"hit":         {"hit"},
-	"manifest":    {"manifest_tag", "manifest_digest"},
-	"rss500":      {"rss500"},
-	"containerd":  {"containerd"},
-	"containerd2": {"containerd2"},
-	"cluster":     {"cluster"},
+	"cold1":           {"cold1"},
+	"cold32":          {"cold32", "rss32"},
+	"hit":             {"hit"},
+	"manifest":        {"manifest_tag", "manifest_digest"},
+	"rss500":          {"rss500"},
+	"containerd":      {"containerd"},
+	"containerd2":     {"containerd2"},
+	"containerd-wan":  {"containerd-wan"},
+	"containerd2-wan": {"containerd2-wan"},
+	"cluster":         {"cluster"},
 }
 
 // add records a row, judging it against its target.

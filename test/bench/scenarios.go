@@ -24,6 +24,7 @@ type env struct {
 	ctrImg                       *image // the containerd figures' image, pushed once
 	perfDir                      string // where perf record writes, or "" for none
 	pprofDir                     string // where heap profiles go, or "" for none
+	timeline                     string // where containerd pull timelines go, or "" for none
 	rev, command                 string // for the report
 	up                           *counter
 	upProc                       *proc // the upstream registry behind up

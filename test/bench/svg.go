@@ -25,7 +25,7 @@ func (r *report) svg() string {
 		barX   = labelW + 10
 		barW   = 440
 		rowH   = 58
-		top    = 84
+		top    = 102
 	)
 	height := top + rowH*len(r.Rows) + 46 + 16*len(r.Missing)
 	var b strings.Builder
@@ -40,8 +40,16 @@ func (r *report) svg() string {
 		title += " (BUSY MACHINE: noisy)"
 	}
 	fmt.Fprintf(&b, `<text x="12" y="22" font-size="16" font-weight="bold">%s</text>`+"\n", esc(title))
-	fmt.Fprintf(&b, `<text x="12" y="42" fill="#444">berth %s, %d round(s): %s</text>`+"\n", esc(r.Berth), r.Rounds, esc(r.machineLine()))
-	fmt.Fprintf(&b, `<text x="12" y="60" fill="#444" font-family="DejaVu Sans Mono, monospace">%s</text>`+"\n", esc(r.Command))
+	// The machine in two lines: one runs past 980 px.
+	m := r.Machine
+	line1 := fmt.Sprintf("berth %s, %d round(s): %d cores (%s), %s, Linux %s", r.Berth, r.Rounds, m.Cores, m.CPU, m.Go, m.Kernel)
+	line2 := fmt.Sprintf("load average %s at start, %s at end", m.LoadStart, m.LoadEnd)
+	if m.Containerd != "" {
+		line2 += "; " + m.Containerd
+	}
+	fmt.Fprintf(&b, `<text x="12" y="42" fill="#444">%s</text>`+"\n", esc(line1))
+	fmt.Fprintf(&b, `<text x="12" y="59" fill="#444">%s</text>`+"\n", esc(line2))
+	fmt.Fprintf(&b, `<text x="12" y="77" fill="#444" font-family="DejaVu Sans Mono, monospace">%s</text>`+"\n", esc(r.Command))
 	for i, w := range r.Rows {
 		y := top + i*rowH
 		if i%2 == 0 {
