@@ -390,13 +390,7 @@ func TestFillReadersEndBeforeTheCommit(t *testing.T) {
 		close(syncing)
 		<-release
 	}
-	src := newGated(data)
-	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw := <-src.pw
-	go func() { pw.Write(data); pw.Close() }()
+	b, src := fillFed(t, s, d, data)
 	got := make(chan error, 1)
 	go func() {
 		all, err := readAll(t, b)

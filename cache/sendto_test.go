@@ -55,8 +55,8 @@ func (w *sectionWriter) ReadFrom(src io.Reader) (int64, error) {
 
 // fillFed starts a fill of d in s from a source that sends data whole, as
 // fast as the fill takes it, and returns the fill's blob for the test to
-// close.
-func fillFed(t *testing.T, s *Store, d digest.Digest, data []byte) *Blob {
+// close, and the source (its opens).
+func fillFed(t *testing.T, s *Store, d digest.Digest, data []byte) (*Blob, *gatedSource) {
 	t.Helper()
 	src := newGated(data)
 	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
@@ -65,7 +65,7 @@ func fillFed(t *testing.T, s *Store, d digest.Digest, data []byte) *Blob {
 	}
 	pw := <-src.pw
 	go func() { pw.Write(data); pw.Close() }()
-	return b
+	return b, src
 }
 
 // A reader of a fill under way sends the bytes on disk as file sections
@@ -120,7 +120,7 @@ func TestSendToSendsFileSectionsAsBytesLand(t *testing.T) {
 func TestSendToRange(t *testing.T) {
 	s := openStore(t)
 	data, d := randomBlob(t, 1<<20)
-	b := fillFed(t, s, d, data)
+	b, _ := fillFed(t, s, d, data)
 	defer b.Close()
 	if _, err := b.Seek(1000, io.SeekStart); err != nil {
 		t.Fatal(err)
@@ -146,7 +146,7 @@ func TestSendToWrongBytes(t *testing.T) {
 	data, d := randomBlob(t, 1<<20)
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 0xff
-	b := fillFed(t, s, d, bad)
+	b, _ := fillFed(t, s, d, bad)
 	defer b.Close()
 	w := newSectionWriter()
 	n, err := b.SendTo(w, -1)
@@ -171,7 +171,7 @@ func TestSendToPassThrough(t *testing.T) {
 	}
 	defer s.Close()
 	data, d := randomBlob(t, 2<<20)
-	b := fillFed(t, s, d, data)
+	b, _ := fillFed(t, s, d, data)
 	defer b.Close()
 	w := newSectionWriter()
 	if n, err := b.SendTo(w, -1); err != nil || n != int64(len(data)) {
