@@ -28,14 +28,31 @@ func berthRun(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// siteConfig writes dir/berth.yaml naming up as the only registry (no
+// default), extra (more of its lines) following, and returns its path.
+func siteConfig(t *testing.T, dir string, up *upstreamtest.Registry, extra string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "berth.yaml")
+	yaml := "defaultRegistry: \"\"\nregistries:\n  - name: \"" + up.Host + "\"\n    endpoints: [\"" + up.URL + "\"]\n" + extra
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // pushIndex pushes a two-platform index to up as repo:tag and returns
-// every digest of it.
+// every digest of it, the index's last.
 func pushIndex(t *testing.T, up *upstreamtest.Registry, repo, tag string) []digest.Digest {
+	return pushIndexOf(t, up, repo, tag, 32<<10)
+}
+
+// pushIndexOf is pushIndex with layers of size bytes.
+func pushIndexOf(t *testing.T, up *upstreamtest.Registry, repo, tag string, size int64) []digest.Digest {
 	t.Helper()
 	var all []digest.Digest
 	idx := v1.ImageIndex(empty.Index)
 	for _, arch := range []string{"amd64", "arm64"} {
-		img, err := random.Image(32<<10, 2)
+		img, err := random.Image(size, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,8 +165,7 @@ func TestExportPinned(t *testing.T) {
 	pinned := pushIndex(t, up, "site/app", "v1")
 	loose := pushIndex(t, up, "site/other", "v1")
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "berth.yaml")
-	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+up.Host+"\"\n    endpoints: [\""+up.URL+"\"]\n"), 0o644)
+	cfg := siteConfig(t, dir, up, "")
 	store := filepath.Join(dir, "store")
 	if out, err := berthRun(t, "preload", "--config", cfg, "--cache-dir", store, up.Host+"/site/app:v1"); err != nil {
 		t.Fatalf("preload: %v\n%s", err, out)
@@ -187,8 +203,7 @@ func TestExportImportThroughAPipe(t *testing.T) {
 	up := upstreamtest.New(t)
 	all := pushIndex(t, up, "site/app", "v1")
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "berth.yaml")
-	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+up.Host+"\"\n    endpoints: [\""+up.URL+"\"]\n"), 0o644)
+	cfg := siteConfig(t, dir, up, "")
 	store := filepath.Join(dir, "store")
 	if out, err := berthRun(t, "preload", "--config", cfg, "--cache-dir", store, up.Host+"/site/app:v1"); err != nil {
 		t.Fatalf("preload: %v\n%s", err, out)

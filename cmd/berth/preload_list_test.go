@@ -87,8 +87,7 @@ func newSite(t *testing.T) *site {
 func TestPreloadListPlatformsReferrers(t *testing.T) {
 	s := newSite(t)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "berth.yaml")
-	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+s.up.Host+"\"\n    endpoints: [\""+s.up.URL+"\"]\n"), 0o644)
+	cfg := siteConfig(t, dir, s.up, "")
 	list := filepath.Join(dir, "images.txt")
 	os.WriteFile(list, []byte("# what the site runs\n"+s.up.Host+"/site/app:v1\n"+s.up.Host+"/site/missing:v1   # not pushed\n"), 0o644)
 	store := filepath.Join(dir, "store")
@@ -159,8 +158,7 @@ func TestPreloadListPlatformsReferrers(t *testing.T) {
 func TestPreloadProgressBar(t *testing.T) {
 	s := newSite(t)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "berth.yaml")
-	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+s.up.Host+"\"\n    endpoints: [\""+s.up.URL+"\"]\n"), 0o644)
+	cfg := siteConfig(t, dir, s.up, "")
 
 	ptmx, tty, err := pty.Open()
 	if err != nil {
@@ -266,9 +264,7 @@ func TestPreloadSelectsPlatforms(t *testing.T) {
 func TestPreloadCacheDirIgnoresClientAccess(t *testing.T) {
 	s := newSite(t)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "berth.yaml")
-	os.WriteFile(cfg, []byte("defaultRegistry: \"\"\nregistries:\n  - name: \""+s.up.Host+"\"\n    endpoints: [\""+s.up.URL+"\"]\n"+
-		"    username: site\n    password: not-checked-upstream\n    rules:\n      - repos: [\"site/**\"]\n        access: deny\n"), 0o644)
+	cfg := siteConfig(t, dir, s.up, "    username: site\n    password: not-checked-upstream\n    rules:\n      - repos: [\"site/**\"]\n        access: deny\n")
 	var out bytes.Buffer
 	cmd := rootCmd()
 	cmd.SetOut(&out)

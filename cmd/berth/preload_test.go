@@ -10,11 +10,6 @@ import (
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/test/nodetest"
 	"github.com/berth-registry/berth/test/upstreamtest"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/opencontainers/go-digest"
 )
 
 // TestPreloadThenServeWithoutUpstream preloads a two-platform index
@@ -23,26 +18,8 @@ import (
 // is served entirely from the store.
 func TestPreloadThenServeWithoutUpstream(t *testing.T) {
 	up := upstreamtest.New(t)
-	var want []digest.Digest // every manifest and blob of the index
-	idx := v1.ImageIndex(empty.Index)
-	for _, arch := range []string{"amd64", "arm64"} {
-		img, err := random.Image(256<<10, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img,
-			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
-		d, _ := img.Digest()
-		cfg, _ := img.ConfigName()
-		want = append(want, digest.Digest(d.String()), digest.Digest(cfg.String()))
-		layers, _ := img.Layers()
-		for _, l := range layers {
-			ld, _ := l.Digest()
-			want = append(want, digest.Digest(ld.String()))
-		}
-	}
-	idxDigest := up.PushIndex(t, "site/app", "v1", idx)
-	want = append(want, digest.Digest(idxDigest.String()))
+	want := pushIndexOf(t, up, "site/app", "v1", 256<<10) // every manifest and blob of the index
+	idxDigest := want[len(want)-1]
 
 	// The second run revalidates the tag (1ms TTL), fails, and serves stale.
 	n := nodetest.Start(t, up, func(c *config.Config) { c.TagTTL = config.Duration(time.Millisecond) })
@@ -72,7 +49,7 @@ func TestPreloadThenServeWithoutUpstream(t *testing.T) {
 			t.Fatalf("upstream served %s %d times", d, n)
 		}
 	}
-	if pinned, err := srv.Store().PinnedSet(); err != nil || !pinned[digest.Digest(idxDigest.String())] {
+	if pinned, err := srv.Store().PinnedSet(); err != nil || !pinned[idxDigest] {
 		t.Errorf("preloaded index not pinned: %v", err)
 	}
 	up.SetDown(true) // the site loses its upstream
