@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -25,46 +26,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// containerdConfig keeps a containerd of the bench's own under one
-// directory: root, state, sockets, opt; the CRI plugin off. (containerd
-// 2.x reads this version 2 file too.)
-const containerdConfig = `version = 2
-root = "{{dir}}/root"
-state = "{{dir}}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{{dir}}/c.sock"
-[ttrpc]
-  address = "{{dir}}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{{dir}}/opt"
-`
-
-// containerd2Config is containerd 2.x's: as above, its CRI and NRI
-// plugins off too, and the transfer service fetching a layer as parallel
-// 8 MiB Range requests (concurrent_layer_fetch_buffer).
-const containerd2Config = `version = 3
-root = "{{dir}}/root"
-state = "{{dir}}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
-[grpc]
-  address = "{{dir}}/c.sock"
-[ttrpc]
-  address = "{{dir}}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{{dir}}/opt"
-[plugins."io.containerd.transfer.v1.local"]
-  max_concurrent_downloads = 4
-  concurrent_layer_fetch_buffer = 8388608
-`
+// containerdConfig and containerd2Config keep a containerd of the bench's
+// own under one directory, as test/e2e's do (test/proctest): 1.6's with
+// the CRI plugin off, 2.x's with the transfer service's parallel Range fetch.
+var containerdConfig, containerd2Config = proctest.Containerd16Config, proctest.Containerd2Config
 
 // ctrdKind is one containerd under test: the table row, its binaries and config.
 type ctrdKind struct {

@@ -7,17 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-registry/berth/test/proctest"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// containerd2Config is containerd 2.x's config: as 1.6's, with NRI and
-// the CRI plugins off, and the transfer service fetching one layer as
-// parallel 8 MiB Range requests.
-var containerd2Config = containerdConfig(3, []string{"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"}, `[plugins."io.containerd.transfer.v1.local"]
-  max_concurrent_downloads = 4
-  concurrent_layer_fetch_buffer = 8388608
-`)
+// containerd2Config is containerd 2.x's config (test/proctest): the
+// transfer service fetching one layer as parallel 8 MiB Range requests.
+var containerd2Config = proctest.Containerd2Config
 
 // containerd2Tool returns a binary of the containerd 2.x that
 // test/tools.sh builds into <tools>/containerd2/bin.

@@ -1,12 +1,13 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/test/proctest"
 )
 
 // containerd is a containerd daemon of the test's own: root, state and
@@ -23,33 +24,9 @@ func startContainerd(t testing.TB) *containerd {
 	return startContainerdBin(t, tool(t, "containerd"), tool(t, "ctr"), containerd16Config)
 }
 
-// containerd16Config is containerd 1.6's config: root, state, grpc and
-// ttrpc sockets, and the opt directory under dir; the CRI plugin off.
-var containerd16Config = containerdConfig(2, []string{"io.containerd.grpc.v1.cri"}, "")
-
-// containerdConfig is a containerd config.toml (format version 2 for 1.6,
-// 3 for 2.x) that keeps the daemon under {{dir}}: root, state, its grpc
-// and ttrpc sockets and opt, no debug or metrics listener. The disabled
-// plugins are off; extra (more plugin sections) follows as it is.
-func containerdConfig(version int, disabled []string, extra string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "version = %d\nroot = \"{{dir}}/root\"\nstate = \"{{dir}}/state\"\n", version)
-	if len(disabled) > 0 {
-		fmt.Fprintf(&b, "disabled_plugins = [\"%s\"]\n", strings.Join(disabled, `", "`))
-	}
-	b.WriteString(`[grpc]
-  address = "{{dir}}/c.sock"
-[ttrpc]
-  address = "{{dir}}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{{dir}}/opt"
-`)
-	return b.String() + extra
-}
+// The containerd configs (test/proctest): 1.6's for a pull through
+// hosts.toml, and the builder the CRI tests' variants start from.
+var containerd16Config, containerdConfig = proctest.Containerd16Config, proctest.ContainerdConfig
 
 // startContainerdBin starts the given containerd with config (in which
 // {{dir}} names its temp dir) and waits for its socket.
