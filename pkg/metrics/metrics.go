@@ -64,6 +64,15 @@ type Metrics struct {
 	Prefetches       *prometheus.CounterVec   // result: blobs of cold manifests prefetched for clients
 
 	top *topRepos // which repositories have their own Pulls series
+
+	// The series of the collectors a hit counts, resolved once per label
+	// combination (curried.go).
+	requests *curried[prometheus.Counter]  // Requests
+	duration *curried[prometheus.Observer] // RequestDuration
+	hits     *curried[prometheus.Counter]  // CacheHits
+	misses   *curried[prometheus.Counter]  // CacheMisses
+	pulls    *curried[prometheus.Counter]  // Pulls
+	served   *curried[prometheus.Counter]  // BytesServed
 }
 
 // New creates the collectors and registers them with reg. topRepos bounds
@@ -111,6 +120,12 @@ func New(reg prometheus.Registerer, topRepos int) *Metrics {
 		Prefetches:       counterVec("berth_prefetch_blobs_total", "Blobs (config and layers) of image manifests fetched cold for clients, prefetched before the client asks, by result: fetched, cached (already stored, or being fetched already), failed, dropped (node shutting down).", "result"),
 		top:              newTopRepos(topRepos),
 	}
+	m.requests = counters(3, m.Requests)
+	m.duration = newCurried(1, m.RequestDuration.WithLabelValues)
+	m.hits = counters(2, m.CacheHits)
+	m.misses = counters(2, m.CacheMisses)
+	m.pulls = counters(2, m.Pulls)
+	m.served = counters(1, m.BytesServed)
 	if reg != nil {
 		reg.MustRegister(m.RequestDuration, m.FillDuration, m.FillSize, m.GCRuns, m.GCBytes, m.LastMirror)
 		reg.MustRegister(m.Requests, m.CacheHits, m.CacheMisses, m.BytesServed, m.BytesFetched,
@@ -129,14 +144,14 @@ func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 // Hit counts a request for a configured registry answered from the store.
 func (m *Metrics) Hit(kind, registry string) {
 	if m != nil {
-		m.CacheHits.WithLabelValues(kind, registry).Inc()
+		m.hits.get(lv{a: kind, b: registry}).Inc()
 	}
 }
 
 // Miss counts a request for a configured registry the store could not answer.
 func (m *Metrics) Miss(kind, registry string) {
 	if m != nil {
-		m.CacheMisses.WithLabelValues(kind, registry).Inc()
+		m.misses.get(lv{a: kind, b: registry}).Inc()
 	}
 }
 
@@ -160,7 +175,7 @@ func (m *Metrics) LastMirrored() time.Time {
 // RequestDone observes a client request of route that took d.
 func (m *Metrics) RequestDone(route string, d time.Duration) {
 	if m != nil {
-		m.RequestDuration.WithLabelValues(route).Observe(d.Seconds())
+		m.duration.get(lv{a: route}).Observe(d.Seconds())
 	}
 }
 
@@ -199,7 +214,7 @@ func (m *Metrics) GCDone(n int64, err error) {
 // Served counts n bytes sent to a client from source.
 func (m *Metrics) Served(source string, n int64) {
 	if m != nil && n > 0 {
-		m.BytesServed.WithLabelValues(source).Add(float64(n))
+		m.served.get(lv{a: source}).Add(float64(n))
 	}
 }
 
@@ -286,7 +301,7 @@ func (m *Metrics) Stale(kind string) {
 // passed through), so a client sending random methods cannot add series.
 func (m *Metrics) Request(route, method string, code int) {
 	if m != nil {
-		m.Requests.WithLabelValues(route, MethodLabel(method), CodeLabel(code)).Inc()
+		m.requests.get(lv{route, MethodLabel(method), CodeLabel(code)}).Inc()
 	}
 }
 
@@ -302,11 +317,23 @@ func MethodLabel(method string) string {
 
 // CodeLabel is code in decimal if net/http knows its name, else "other".
 func CodeLabel(code int) string {
-	if http.StatusText(code) == "" {
-		return "other"
+	if code >= 0 && code < len(codeLabels) {
+		return codeLabels[code]
 	}
-	return strconv.Itoa(code)
+	return "other"
 }
+
+// codeLabels is CodeLabel of the codes below 600, made once: Itoa
+// allocates for each request otherwise.
+var codeLabels = func() (t [600]string) {
+	for code := range t {
+		t[code] = "other"
+		if http.StatusText(code) != "" {
+			t[code] = strconv.Itoa(code)
+		}
+	}
+	return t
+}()
 
 // Pull counts a successful manifest pull of a repository. The topN most
 // pulled repositories have their own series; the rest count as "other".
@@ -319,11 +346,12 @@ func (m *Metrics) Pull(registry, repository string) {
 	if evicted != "" {
 		reg, name, _ := strings.Cut(evicted, "/")
 		m.Pulls.DeleteLabelValues(reg, name)
+		m.pulls.forget(lv{a: reg, b: name})
 	}
 	if !own {
 		repository = "other"
 	}
-	m.Pulls.WithLabelValues(registry, repository).Inc()
+	m.pulls.get(lv{a: registry, b: repository}).Inc()
 }
 
 // RegisterBuildInfo registers berth_build_info, a gauge of 1 whose labels

@@ -89,3 +89,58 @@ func TestTopReposZero(t *testing.T) {
 		t.Errorf("topRepos 0: other = %v, want 1", got)
 	}
 }
+
+// A repository that loses its series and wins it back counts on the new
+// series: the resolved series (curried) forgets the one the vec deleted.
+func TestPullSeriesWonBackCountsAgain(t *testing.T) {
+	t.Parallel()
+	m := New(prometheus.NewRegistry(), 1)
+	m.Pull("r", "a") // a: 1, the series
+	m.Pull("r", "b")
+	m.Pull("r", "b") // b: 2 > 1, takes a's series
+	m.Pull("r", "a") // a: 2, other
+	m.Pull("r", "a") // a: 3 > 2, takes it back
+	for repo, want := range map[string]float64{"a": 1, "b": 0, "other": 2} {
+		if got := value(m.Pulls.WithLabelValues("r", repo)); got != want {
+			t.Errorf("pulls of %s: %v, want %v", repo, got, want)
+		}
+	}
+}
+
+// Counting through the resolved series adds to the vec's own series, one
+// per combination, whatever the order and concurrency.
+func TestCurriedCountsOnTheVec(t *testing.T) {
+	t.Parallel()
+	m := New(prometheus.NewRegistry(), 10)
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 1000 {
+				m.Request("manifest", "GET", 200+i%2*4) // 200 and 204
+				m.Hit("manifest", "r")
+				m.Served("local", 10)
+				m.RequestDone("manifest", 0)
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	for _, c := range []struct {
+		c    prometheus.Counter
+		want float64
+	}{
+		{m.Requests.WithLabelValues("manifest", "GET", "200"), 2000},
+		{m.Requests.WithLabelValues("manifest", "GET", "204"), 2000},
+		{m.CacheHits.WithLabelValues("manifest", "r"), 4000},
+		{m.BytesServed.WithLabelValues("local"), 40000},
+	} {
+		if got := value(c.c); got != c.want {
+			t.Errorf("%s: %v, want %v", c.c.Desc(), got, c.want)
+		}
+	}
+	if n := count(m.Requests); n != 2 {
+		t.Errorf("%d request series, want 2", n)
+	}
+}
