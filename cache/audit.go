@@ -69,11 +69,16 @@ type repoServed struct {
 	stored bool  // the index has records of it
 }
 
-func (a *auditLog) add(key string) {
+// add counts one record of the key appendAuditKey makes of its
+// arguments. The key is built on the stack: only a record not seen since
+// the last flush allocates it.
+func (a *auditLog) add(repo oci.Repo, kind, tag string, d digest.Digest) {
+	var buf [192]byte
+	key := appendAuditKey(buf[:0], repo, kind, tag, d)
 	now := time.Now().UnixNano()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	dl, ok := a.m[key]
+	dl, ok := a.m[string(key)]
 	if !ok {
 		if len(a.m) >= maxPendingAudit {
 			a.dropped++
@@ -83,7 +88,7 @@ func (a *auditLog) add(key string) {
 			a.m = map[string]*auditDelta{}
 		}
 		dl = &auditDelta{first: now}
-		a.m[key] = dl
+		a.m[string(key)] = dl
 	}
 	dl.last = now
 	dl.count++
@@ -118,7 +123,16 @@ func (a *auditLog) putBack(m map[string]*auditDelta) {
 }
 
 func auditKey(repo oci.Repo, kind, tag string, d digest.Digest) string {
-	return strings.Join([]string{repo.Registry, repo.Name, kind, tag, string(d)}, "\x00")
+	return string(appendAuditKey(nil, repo, kind, tag, d))
+}
+
+// appendAuditKey appends the audit key of a record to b: registry 0 name
+// 0 kind 0 tag 0 digest.
+func appendAuditKey(b []byte, repo oci.Repo, kind, tag string, d digest.Digest) []byte {
+	for _, part := range [...]string{repo.Registry, repo.Name, kind, tag} {
+		b = append(append(b, part...), 0)
+	}
+	return append(b, d...)
 }
 
 // repoPrefix is the start of every audit key of the repository a key
@@ -141,7 +155,7 @@ func repoPrefix(key string) string {
 // the count reaches the index with the next flush.
 func (s *Store) RecordManifest(repo oci.Repo, tag string, d digest.Digest) {
 	if !s.opts.NoTracking {
-		s.aud.add(auditKey(repo, kindManifest, tag, d))
+		s.aud.add(repo, kindManifest, tag, d)
 	}
 }
 
@@ -149,7 +163,7 @@ func (s *Store) RecordManifest(repo oci.Repo, tag string, d digest.Digest) {
 // RecordManifest.
 func (s *Store) RecordBlob(repo oci.Repo, d digest.Digest) {
 	if !s.opts.NoTracking {
-		s.aud.add(auditKey(repo, kindBlob, "", d))
+		s.aud.add(repo, kindBlob, "", d)
 	}
 }
 

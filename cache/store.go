@@ -225,7 +225,7 @@ func (s *Store) BlobPath(d digest.Digest) string {
 // committed: Open returns its file (the inode the commit links). The
 // error wraps ErrNotFound when d is not committed.
 func (s *Store) Open(d digest.Digest) (*os.File, int64, error) {
-	if err := d.Validate(); err != nil {
+	if err := oci.ValidDigest(d); err != nil {
 		return nil, 0, fmt.Errorf("open %q: %w", d, oci.ErrDigestInvalid)
 	}
 	f, size, err := s.openCommitted(d)
@@ -263,7 +263,7 @@ func (s *Store) openCommitted(d digest.Digest) (*os.File, int64, error) {
 // its readers may have every byte before the commit (fsync, link) does,
 // and Has waits for it rather than answer false in between.
 func (s *Store) Has(d digest.Digest) bool {
-	if d.Validate() != nil {
+	if oci.ValidDigest(d) != nil {
 		return false
 	}
 	if _, err := os.Stat(s.BlobPath(d)); err == nil {

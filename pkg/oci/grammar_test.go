@@ -18,13 +18,15 @@ var (
 )
 
 // FuzzGrammar: validName, ValidTag and shaDigest accept exactly what the
-// regular expressions and digest.Parse (sha256 and sha512) accept.
+// regular expressions and digest.Parse (sha256 and sha512) accept, and
+// ValidDigest exactly what digest.Validate accepts.
 func FuzzGrammar(f *testing.F) {
 	for _, s := range []string{
 		"", "a", "library/alpine", "a/b/c", "a__b", "a___b", "a--b", "a-", "-a", "a.b", "a..b", "a/", "/a", "a//b", "A", "a_b-c.d",
 		"v1", "_v", ".v", "-v", "v1.2-rc_3", strings.Repeat("t", 128), strings.Repeat("t", 129),
 		"sha256:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("A", 64), "sha256:" + strings.Repeat("a", 63),
 		"sha512:" + strings.Repeat("0", 128), "sha384:" + strings.Repeat("0", 96), "sha256:", ":",
+		"sha384:" + strings.Repeat("A", 96), "md5:" + strings.Repeat("0", 32), "sha256:" + strings.Repeat("a", 64) + "\n",
 	} {
 		f.Add(s)
 	}
@@ -40,6 +42,9 @@ func FuzzGrammar(f *testing.F) {
 		got, ok := shaDigest(s)
 		if ok != want || ok && got != d {
 			t.Errorf("shaDigest(%q) = %q %v, digest.Parse says %q %v", s, got, ok, d, err)
+		}
+		if got, want := ValidDigest(digest.Digest(s)), digest.Digest(s).Validate(); (got == nil) != (want == nil) {
+			t.Errorf("ValidDigest(%q) = %v, Validate says %v", s, got, want)
 		}
 	})
 }

@@ -45,7 +45,7 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rq oci.Reques
 	if plain(r) {
 		// What ServeContent answers to a request without Range or
 		// conditions, without its seeks, copies and header parsing.
-		hd["Accept-Ranges"] = []string{"bytes"}
+		hd["Accept-Ranges"] = acceptBytes
 		hd["Content-Length"] = []string{strconv.Itoa(len(man.Data))}
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {

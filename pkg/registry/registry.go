@@ -85,7 +85,7 @@ func New(mi *mirror.Mirror, opts Options) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	sw.Header()["Docker-Distribution-Api-Version"] = []string{"registry/2.0"} // canonical key: Set would canonicalize it per request
+	sw.Header()["Docker-Distribution-Api-Version"] = apiVersion // canonical key: Set would canonicalize it per request
 	route := "unknown"
 	client := false // a client's request, not a peer's
 	user := ""      // the client's name; "" for anonymous
@@ -112,16 +112,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", sw.status, "err", err)
 		}
 	}
+	end := time.Now()
 	h.m.Request(route, r.Method, sw.status)
-	h.m.RequestDone(route, time.Since(start))
+	h.m.RequestDone(route, end.Sub(start))
 	if client && sw.status < 300 && (route == "manifest" || route == "blob") {
-		h.m.Mirrored(time.Now())
+		h.m.Mirrored(end)
 	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) { // the arguments cost allocations even when not logged
-		h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
+		h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "ns", queryNS(r),
 			"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond),
 			"remote", r.RemoteAddr, "user_agent", r.UserAgent(), "user", user)
 	}
+}
+
+// Header values every answer of their kind carries, shared: net/http
+// copies a handler's header before writing it, and Set or Add would put a
+// new slice in place of these, never write into them.
+var (
+	apiVersion  = []string{"registry/2.0"}
+	acceptBytes = []string{"bytes"}
+)
+
+// queryNS is the request's ns parameter (the registry a mirror request is
+// for, as containerd sends it), without parsing a query it has none of:
+// most requests have no query at all.
+func queryNS(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get("ns")
 }
 
 var errLoop = fmt.Errorf("too many berth hops (%s): mirrors configured in a loop: %w", oci.HopHeader, oci.ErrDenied)
@@ -136,7 +155,7 @@ func (h *Handler) parse(r *http.Request, route *string) (oci.Request, error) {
 	if err != nil || hops >= oci.MaxHops {
 		return oci.Request{}, errLoop
 	}
-	req, err := h.opts.Router.ParseRequest(r.URL.Path, r.URL.Query().Get("ns"))
+	req, err := h.opts.Router.ParseRequest(r.URL.Path, queryNS(r))
 	*route = routeName(req, err)
 	req.Head, req.Hops = r.Method == http.MethodHead, hops
 	return req, err
