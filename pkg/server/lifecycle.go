@@ -76,6 +76,9 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 		return errors.New("serve: no listener")
 	}
 	srv := s.httpServer(s.Handler())
+	if ls.HTTP != nil {
+		ls.HTTP = newSendListener(ls.HTTP, s.cfg.Listen.WriteTimeout.D()) // sendfile.go
+	}
 	if lc := s.cfg.Listen; lc.MaxConns > 0 {
 		limit := newConnLimit(lc.MaxConns)
 		srv.ConnState = limit.connState
