@@ -52,6 +52,7 @@ type Mirror struct {
 	// most PrefetchConcurrency workers; ctx ends with Close; wg counts the
 	// workers.
 	pf     prefetchQueue
+	yield  clientFirst
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -75,6 +76,7 @@ func New(store *cache.Store, peers Peers, up Upstream, cfg Config) *Mirror {
 	}
 	m := &Mirror{store: store, peers: peers, up: up, cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.yield.init()
 	return m
 }
 
@@ -132,14 +134,17 @@ func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error)
 	// prefetch: a source that declares another size, or sends more, fails
 	// at once instead of at the digest check after all it sent.
 	meta := cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: known, Size: m.store.KnownSize(repo, d), Ranges: m.ranges(req)}
-	b, err := m.store.Fill(ctx, d, meta, m.opener(req))
+	b, err := m.store.Fill(ctx, d, meta, m.yield.client(m.opener(req)))
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched (or just stored) for another repository.
 		if err := m.vouch(ctx, req); err != nil {
 			return nil, err
 		}
 		meta.Vouched = true
-		b, err = m.store.Fill(ctx, d, meta, m.opener(req))
+		b, err = m.store.Fill(ctx, d, meta, m.yield.client(m.opener(req)))
+	}
+	if err == nil {
+		m.yield.asked(d) // a prefetch's fill that this request joined is a client's now
 	}
 	return b, err
 }

@@ -1,8 +1,11 @@
 package mirror
 
 import (
+	"context"
 	"errors"
+	"io"
 	"sync"
+	"time"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/oci"
@@ -129,7 +132,9 @@ func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) (result stri
 	// joins it, and the opener records the blob as the repository's once
 	// its source answers (cache.Known).
 	known := m.store.Known(req.Repo, req.Digest)
-	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size, Vouched: known, Ranges: m.ranges(req)}, m.opener(req))
+	live := m.yield.start(req.Digest)
+	defer m.yield.end(req.Digest, live)
+	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size, Vouched: known, Ranges: m.ranges(req)}, m.yield.prefetch(live, m.opener(req)))
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched for (or stored from) another repository: the
 		// client's own request asks this repository's sources (vouch).
@@ -148,6 +153,175 @@ func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) (result stri
 		m.log.Debug("prefetch", "repo", req.Repo, "digest", req.Digest, "err", err)
 		return PrefetchFailed
 	}
+}
+
+// prefetchYieldMax bounds how long a prefetch-only source waits for the
+// clients' fills before it reads once more, so that its upstream
+// connection does not sit idle for long (a fill whose connection is cut
+// resumes at its offset anyway).
+const prefetchYieldMax = 5 * time.Second
+
+// clientFirst gives the fills clients are reading the upstream bandwidth
+// and the CPU before the prefetch-only ones: a prefetch's source reads
+// only while no client-read source is open, until a client asks for its
+// blob; from then on it is client-read itself. On a loaded machine or a
+// shared link the transfers share one budget, and the blob a client
+// waits for would otherwise arrive at the pace of every prefetch at once
+// (a containerd pull with prefetch on took 8.6-9.1 s against 5.6-5.8 s
+// off). A prefetch still runs whenever no client fill does: before the
+// first layer request, and while the client unpacks.
+type clientFirst struct {
+	mu      sync.Mutex
+	reading int                       // client-read sources open: clients' fills, and prefetches a client asked for
+	changed chan struct{}             // closed (and replaced) when reading falls to 0 or a prefetch is asked for
+	live    map[digest.Digest]*pfLive // prefetch fills under way, from before the fill exists until it is verified
+}
+
+// pfLive is one prefetch fill; asked says a client asked for its blob.
+type pfLive struct{ asked bool }
+
+func (c *clientFirst) init() {
+	c.changed = make(chan struct{})
+	c.live = map[digest.Digest]*pfLive{}
+}
+
+// notify wakes the waiting prefetch sources; c.mu is held.
+func (c *clientFirst) notify() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// release ends one client-read source; c.mu is held.
+func (c *clientFirst) release() {
+	if c.reading--; c.reading == 0 {
+		c.notify()
+	}
+}
+
+// client makes the sources open returns count as client-read until closed.
+func (c *clientFirst) client(open cache.Opener) cache.Opener {
+	return func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		rc, size, source, err := open(ctx, offset)
+		if err != nil {
+			return rc, size, source, err
+		}
+		c.mu.Lock()
+		c.reading++
+		c.mu.Unlock()
+		return &clientSource{ReadCloser: rc, c: c}, size, source, nil
+	}
+}
+
+type clientSource struct {
+	io.ReadCloser
+	c    *clientFirst
+	once sync.Once
+}
+
+func (s *clientSource) Close() error {
+	s.once.Do(func() {
+		s.c.mu.Lock()
+		s.c.release()
+		s.c.mu.Unlock()
+	})
+	return s.ReadCloser.Close()
+}
+
+// asked notes that a client asked for d: a prefetch of d under way (or
+// about to open its source) is client-read from now on.
+func (c *clientFirst) asked(d digest.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l := c.live[d]; l != nil && !l.asked {
+		l.asked = true
+		c.notify()
+	}
+}
+
+// start registers a prefetch of d before its fill starts (so a client
+// joining the fill finds it); end removes it.
+func (c *clientFirst) start(d digest.Digest) *pfLive {
+	l := &pfLive{}
+	c.mu.Lock()
+	c.live[d] = l
+	c.mu.Unlock()
+	return l
+}
+
+func (c *clientFirst) end(d digest.Digest, l *pfLive) {
+	c.mu.Lock()
+	if c.live[d] == l {
+		delete(c.live, d)
+	}
+	c.mu.Unlock()
+}
+
+// prefetch makes the sources open returns wait for the clients' fills
+// before each read while l is not asked for.
+func (c *clientFirst) prefetch(l *pfLive, open cache.Opener) cache.Opener {
+	return func(ctx context.Context, offset int64) (io.ReadCloser, int64, string, error) {
+		rc, size, source, err := open(ctx, offset)
+		if err != nil {
+			return rc, size, source, err
+		}
+		return &prefetchSource{ReadCloser: rc, ctx: ctx, c: c, l: l}, size, source, nil
+	}
+}
+
+type prefetchSource struct {
+	io.ReadCloser
+	ctx     context.Context
+	c       *clientFirst
+	l       *pfLive
+	counted bool // counts in c.reading (guarded by c.mu)
+}
+
+func (s *prefetchSource) Read(p []byte) (int, error) {
+	s.wait()
+	return s.ReadCloser.Read(p)
+}
+
+// wait returns when s may read: its blob was asked for (s then counts as
+// client-read), no client-read source is open, ctx ended (the read then
+// fails), or prefetchYieldMax passed.
+func (s *prefetchSource) wait() {
+	c := s.c
+	var timeout <-chan time.Time
+	for {
+		c.mu.Lock()
+		if s.l.asked && !s.counted {
+			s.counted = true
+			c.reading++
+		}
+		if s.counted || c.reading == 0 {
+			c.mu.Unlock()
+			return
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(prefetchYieldMax)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-changed:
+		case <-s.ctx.Done():
+			return
+		case <-timeout:
+			return
+		}
+	}
+}
+
+func (s *prefetchSource) Close() error {
+	s.c.mu.Lock()
+	if s.counted {
+		s.counted = false
+		s.c.release()
+	}
+	s.c.mu.Unlock()
+	return s.ReadCloser.Close()
 }
 
 // Close stops the prefetches waiting for their turn and waits for the

@@ -1,16 +1,19 @@
 package mirror_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/berth-registry/berth/cache"
 	"github.com/berth-registry/berth/pkg/mirror"
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/berth-registry/berth/test/mirrortest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
@@ -314,5 +317,133 @@ func TestPrefetchSkipsBlobsUnderWay(t *testing.T) {
 	n.m.WaitPrefetch()
 	if total, each := n.blobGETs(ds); total != len(ds) {
 		t.Fatalf("blob GETs %v, want one each", each)
+	}
+}
+
+// holdBody is a transport that holds the body of one blob's upstream GET
+// after its first bytes until hold is closed (held says so), and reports
+// each other blob body's end, in order, on ended.
+type holdBody struct {
+	base  http.RoundTripper
+	blob  string
+	hold  chan struct{}
+	held  chan struct{}
+	ended chan string
+}
+
+func (h *holdBody) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := h.base.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/blobs/") {
+		return resp, err
+	}
+	d := req.URL.Path[strings.LastIndexByte(req.URL.Path, '/')+1:]
+	resp.Body = &heldBody{ReadCloser: resp.Body, h: h, d: d}
+	return resp, nil
+}
+
+type heldBody struct {
+	io.ReadCloser
+	h    *holdBody
+	d    string
+	n    int
+	done bool
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	if b.d == b.h.blob && b.n > 0 {
+		select {
+		case b.h.held <- struct{}{}:
+		default:
+		}
+		<-b.h.hold
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.n += n
+	if err == io.EOF && !b.done {
+		b.done = true
+		b.h.ended <- b.d
+	}
+	return n, err
+}
+
+// A prefetch never slows the fill a client is reading: while a client's
+// own fill of one layer is under way, the prefetch of the config and the
+// other layer (no client asked for them) reads nothing from its source
+// but waits, and a client asking for that other layer gets it at once.
+// The old prefetch read its blobs to the end beside the client's fill.
+func TestPrefetchYieldsToTheFillAClientReads(t *testing.T) {
+	hb := &holdBody{hold: make(chan struct{}), held: make(chan struct{}, 1), ended: make(chan string, 16)}
+	p := mirrortest.New(t, func(base *http.Transport) http.RoundTripper { hb.base = base; return hb })
+	m := mirror.New(p.Store, nil, p.Upstream, mirror.Config{TagTTL: ttl, PrefetchConcurrency: 4})
+	t.Cleanup(m.Close)
+	img, err := random.Image(1<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Up.Push(t, "team/app", "v1", img)
+	ds := blobsOf(t, img) // config, L1, L2
+	cfg, l1, l2 := ds[0], ds[1], ds[2]
+	hb.blob = l2.String()
+	var once sync.Once
+	release := func() { once.Do(func() { close(hb.hold) }) }
+	defer release()
+
+	b2, err := m.Blob(t.Context(), p.Repo.Blob(l2)) // the client's own fill: held after its first bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	select {
+	case <-hb.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client's fill of L2 never reached the upstream")
+	}
+	if _, err := m.Manifest(t.Context(), p.Repo.Manifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	// The prefetch of the config and L1 opens its sources; give it a
+	// window to (wrongly) read them to the end while L2 is held.
+	select {
+	case d := <-hb.ended:
+		t.Fatalf("a prefetch-only blob (%s) was read to the end while a client's fill was under way", d[:19])
+	case <-time.After(2 * time.Second):
+	}
+	// A client asking for L1 takes it out of the wait: it arrives while
+	// L2 is still held.
+	got := make(chan error, 1)
+	go func() {
+		b, err := m.Blob(t.Context(), p.Repo.Blob(l1))
+		if err != nil {
+			got <- err
+			return
+		}
+		defer b.Close()
+		data, err := io.ReadAll(b)
+		if err == nil && digest.FromBytes(data) != l1 {
+			err = fmt.Errorf("got %s", digest.FromBytes(data))
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("L1: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a client's request for a waiting prefetch did not take it out of the wait")
+	}
+	release()
+	data, err := io.ReadAll(b2)
+	if err != nil || digest.FromBytes(data) != l2 {
+		t.Fatalf("L2: %v, got %s", err, digest.FromBytes(data))
+	}
+	m.WaitPrefetch()
+	if !p.Store.Has(cfg) || !p.Store.Has(l1) {
+		t.Fatal("the prefetch did not fetch the config once the client's fills ended")
+	}
+	for _, d := range ds {
+		if got := p.Up.BlobGETs("team/app", d.String()); got != 1 {
+			t.Fatalf("blob %s: %d upstream GETs, want 1", d, got)
+		}
 	}
 }
