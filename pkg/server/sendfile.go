@@ -84,6 +84,57 @@ type sendConn struct {
 	sending bool       // a blocking send is under way
 	closed  bool
 	timeo   bool // SO_SNDTIMEO is set (once per connection)
+
+	dmu   sync.Mutex // guards armed and want
+	armed time.Time  // the write deadline Go's poller holds
+	want  time.Time  // the write deadline asked for last; zero: none
+}
+
+// SetWriteDeadline asks for a write deadline, and keeps the one armed when
+// that costs little: net/http clears the deadline after every response
+// and withWriteProgress sets it to timeout from now at the start of the
+// next, two timer changes per request on a keep-alive connection serving
+// small answers (manifest hits). A deadline later than the armed one by
+// less than an eighth of the timeout keeps the armed one (at least 7/8
+// timeout away, what the progress writer guarantees within a response),
+// and a clear is done only before the next write that would meet the
+// armed deadline (disarm). An earlier deadline is always set at once.
+func (c *sendConn) SetWriteDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.want = t
+	switch {
+	case t.IsZero():
+		return nil // disarm clears it before a write
+	case c.l.timeout > 0 && !c.armed.IsZero() && !t.Before(c.armed) && t.Sub(c.armed) < c.l.timeout/8:
+		return nil
+	}
+	c.armed = t
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets both deadlines at once.
+func (c *sendConn) SetDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.want, c.armed = t, t
+	return c.TCPConn.SetDeadline(t)
+}
+
+// disarm clears an armed write deadline that was asked to be cleared,
+// before a write.
+func (c *sendConn) disarm() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.want.IsZero() && !c.armed.IsZero() {
+		c.armed = time.Time{}
+		_ = c.TCPConn.SetWriteDeadline(time.Time{})
+	}
+}
+
+func (c *sendConn) Write(b []byte) (int, error) {
+	c.disarm()
+	return c.TCPConn.Write(b)
 }
 
 // ReadFrom sends r: a file section of at least blockingMin bytes (an
@@ -91,6 +142,7 @@ type sendConn struct {
 // blocking mode when a slot is free, anything else through TCPConn's
 // ReadFrom (sendfile or splice on a non-blocking socket).
 func (c *sendConn) ReadFrom(r io.Reader) (int64, error) {
+	c.disarm()
 	lr, ok := r.(*io.LimitedReader)
 	if !ok || lr.N < blockingMin {
 		return c.TCPConn.ReadFrom(r)

@@ -223,3 +223,34 @@ func TestSendConnReadDuringASendEnds(t *testing.T) {
 		t.Fatal("a read begun during the blocking send did not end at its deadline")
 	}
 }
+
+// A write deadline later than the armed one by less than timeout/8 keeps
+// the armed one (one timer change per connection, not two per response);
+// an earlier one is set at once; a clear takes effect before the next
+// write, so a write after it never meets the old deadline.
+func TestSendConnWriteDeadlineMovesOnlyWhenItMatters(t *testing.T) {
+	_, sc, cc := sendPair(t, 8*time.Second, 0)
+	go io.Copy(io.Discard, cc)
+	now := time.Now()
+	sc.SetWriteDeadline(now.Add(8 * time.Second))
+	sc.SetWriteDeadline(time.Time{})                                   // net/http after a response: lazy
+	sc.SetWriteDeadline(now.Add(8*time.Second + 500*time.Millisecond)) // within 1 s: kept
+	if want := now.Add(8 * time.Second); !sc.armed.Equal(want) {
+		t.Errorf("armed %v, want the first deadline kept", sc.armed.Sub(now))
+	}
+	sc.SetWriteDeadline(now.Add(10 * time.Second)) // 2 s later: set
+	if want := now.Add(10 * time.Second); !sc.armed.Equal(want) {
+		t.Errorf("armed %v, want 10s", sc.armed.Sub(now))
+	}
+	sc.SetWriteDeadline(now.Add(-time.Second)) // earlier: set, and it acts
+	if _, err := sc.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("write past an earlier deadline: %v, want a deadline error", err)
+	}
+	sc.SetWriteDeadline(time.Time{}) // cleared: the past deadline is gone before the write
+	if _, err := sc.Write([]byte("x")); err != nil {
+		t.Errorf("write after the deadline was cleared: %v", err)
+	}
+	if !sc.armed.IsZero() {
+		t.Errorf("armed %v after a clear and a write, want none", sc.armed)
+	}
+}
