@@ -210,6 +210,12 @@ func (r *report) markdown() string {
 	for _, id := range r.Missing {
 		fmt.Fprintf(&b, "| %s | not measured (the run stopped before it) | | | | | **FAIL** |\n", id)
 	}
+	for _, w := range r.Rows {
+		if len(w.CPU) > 0 {
+			fmt.Fprintf(&b, "\nCPU seconds per GET of the %s row (medians; on 2 cores a GET takes at least total ÷ 2):\n\n%s",
+				w.ID, strings.ReplaceAll(cpuSummary(w.CPU), "  ", "- "))
+		}
+	}
 	return b.String()
 }
 
