@@ -71,6 +71,7 @@ func serveFilling(w http.ResponseWriter, r *http.Request, b *cache.Blob) error {
 		io.Seeker
 	}{er, b}
 	fs := &fillSender{ResponseWriter: w, b: b, content: content}
+	defer boundUnsent(r)()
 	serveContent(fs, r, content)
 	if er.err != nil {
 		return er.err

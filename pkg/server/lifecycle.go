@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/pkg/config"
+	"github.com/berth-registry/berth/pkg/registry"
 )
 
 // Listeners are the sockets a node serves on. Any may be nil, but not
@@ -134,6 +135,8 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 		IdleTimeout:       lc.IdleTimeout.D(),
 		MaxHeaderBytes:    64 << 10, // a registry request's headers are a few hundred bytes, a token a few KiB
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// A filling blob's response waits for socket room outside ReadFrom.
+		ConnContext: registry.ConnContext,
 	}
 }
 

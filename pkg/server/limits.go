@@ -1,12 +1,14 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -265,6 +267,16 @@ func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter 
 
 // writerOnly hides ReadFrom, so io.Copy uses Write.
 type writerOnly struct{ io.Writer }
+
+// SyscallConn gives the socket's raw connection, as a *net.TCPConn does
+// (registry.ConnContext waits on it for room in the send buffer).
+func (c *limitConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("not a socket")
+	}
+	return sc.SyscallConn()
+}
 
 // ReadFrom lets a file reach the socket by sendfile through the wrapper.
 func (c *limitConn) ReadFrom(r io.Reader) (int64, error) {
