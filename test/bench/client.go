@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"sort"
+	"syscall"
 	"time"
 )
 
@@ -19,21 +21,42 @@ var client = &http.Client{Transport: &http.Transport{
 	DisableCompression: true, MaxIdleConnsPerHost: 64, ReadBufferSize: 256 << 10,
 }}
 
+// farClient is client with each socket's receive buffer fixed at 256 KiB,
+// as if every client were on a host of its own, for the peak-RSS run's 500
+// clients. On the server's host, with the kernel growing each of their
+// receive buffers to megabytes, they held up to a gigabyte of its TCP
+// memory (ss -tm), next to berth's send queues, past tcp_mem's pressure
+// mark (nstat: TCPMemoryPressures, TCPRcvQDrop), where the kernel drops
+// segments: new clients' requests, retransmitted with backoff, reached
+// berth after its 30 s read-header timeout.
+var farClient = &http.Client{Transport: &http.Transport{
+	DisableCompression: true, MaxIdleConnsPerHost: 64, ReadBufferSize: 256 << 10,
+	DialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 256<<10)
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	}}).DialContext,
+}}
+
 // get reads url to the end and returns the byte count; when want is set
 // the bytes are hashed and must match it.
 func get(ctx context.Context, url, want string) (int64, error) {
-	return getSized(ctx, url, want, 1<<20)
+	return getSized(ctx, client, url, want, 1<<20)
 }
 
-// getSized is get with reads of bufSize bytes.
-func getSized(ctx context.Context, url, want string, bufSize int) (int64, error) {
+// getSized is get through hc with reads of bufSize bytes.
+func getSized(ctx context.Context, hc *http.Client, url, want string, bufSize int) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := client.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -118,8 +118,9 @@ type coldRun struct {
 }
 
 // coldClients starts a fresh server (name) and has n clients GET the
-// cold blob at once (released together); client 0 checks the digest.
-func coldClients(ctx context.Context, e *env, name, dir string, l blob, repo string, n, bufSize int, perf string) (coldRun, error) {
+// cold blob at once through hc (released together); client 0 checks the
+// digest.
+func coldClients(ctx context.Context, e *env, hc *http.Client, name, dir string, l blob, repo string, n, bufSize int, perf string) (coldRun, error) {
 	p, addr, err := startServer(ctx, e, name, dir)
 	if err != nil {
 		return coldRun{}, err
@@ -140,7 +141,7 @@ func coldClients(ctx context.Context, e *env, name, dir string, l blob, repo str
 		if i == 0 {
 			want = l.Digest
 		}
-		got, err := getSized(ctx, blobURL(addr, repo, l.Digest), want, bufSize)
+		got, err := getSized(ctx, hc, blobURL(addr, repo, l.Digest), want, bufSize)
 		if err == nil && got != l.Size {
 			err = fmt.Errorf("client %d: %d bytes", i, got)
 		}
@@ -172,7 +173,7 @@ func benchCold(ctx context.Context, e *env, o *opts, rep *report, img *image) er
 				perf = "cold"
 			}
 			dir := filepath.Join(e.work, fmt.Sprintf("cold-%d-%s", r, name[:4]))
-			c, err := coldClients(ctx, e, name, dir, l, img.Repo, o.clients, 1<<20, perf)
+			c, err := coldClients(ctx, e, client, name, dir, l, img.Repo, o.clients, 1<<20, perf)
 			if err != nil {
 				return err
 			}
@@ -203,11 +204,12 @@ func benchCold(ctx context.Context, e *env, o *opts, rep *report, img *image) er
 }
 
 // benchRSS: o.rssClients concurrent clients of one cold blob through a
-// fresh berth; its peak RSS (VmHWM) afterwards.
+// fresh berth; its peak RSS (VmHWM) afterwards. The clients have receive
+// buffers of their own size (farClient), not grown by the server's host.
 func benchRSS(ctx context.Context, e *env, o *opts, rep *report, img *image) error {
 	l := img.Layers[0]
 	dir := filepath.Join(e.work, "rss")
-	c, err := coldClients(ctx, e, berthName, dir, l, img.Repo, o.rssClients, 64<<10, "")
+	c, err := coldClients(ctx, e, farClient, berthName, dir, l, img.Repo, o.rssClients, 64<<10, "")
 	if err != nil {
 		return err
 	}
