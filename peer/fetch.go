@@ -28,15 +28,35 @@ import (
 // upstream" (ErrNoPeer when nobody was there to ask). It blocks until a
 // peer's final response headers or failure.
 func (c *Cluster) FetchBlob(ctx context.Context, req oci.Request, offset int64) (io.ReadCloser, int64, error) {
+	return c.fetchBlob(ctx, req, offset, -1)
+}
+
+// FetchFirst returns the blob's first n bytes (all of it when it is
+// smaller) and its total size, as FetchBlob from offset 0 does, but asks
+// each source for those bytes only (a Range request). So a parent whose own
+// fetch of other bytes of the blob streams from this node (a striped fill:
+// this node's first bytes come down the one-stripe tree, its stripes down
+// the stripe trees) does not take the request for a wait on itself and
+// refuse it, and a parent sends no more than was asked for.
+func (c *Cluster) FetchFirst(ctx context.Context, req oci.Request, n int64) (io.ReadCloser, int64, error) {
+	if n <= 0 {
+		return nil, 0, fmt.Errorf("blob %s: first %d bytes: %w", req.Digest, n, oci.ErrUnavailable)
+	}
+	return c.fetchBlob(ctx, req, 0, n)
+}
+
+// fetchBlob is FetchBlob of the bytes [offset, end); end -1 for the blob's
+// end.
+func (c *Cluster) fetchBlob(ctx context.Context, req oci.Request, offset, end int64) (io.ReadCloser, int64, error) {
 	repo, d := req.Repo, req.Digest
 	if err := d.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("blob %q: %w", d, oci.ErrDigestInvalid)
 	}
-	r, err := c.relayBlob(ctx, req, offset)
+	r, err := c.relayBlob(ctx, req, offset, end)
 	if err != nil && ctx.Err() == nil && req.Via == oci.ViaClient {
 		_, holders := c.plan(d.String())
 		r, err = fetch(ctx, c, nil, holders, nil, func(ctx context.Context, cancel context.CancelCauseFunc, m member) (blobResult, error) {
-			return c.tryBlob(ctx, cancel, m, oci.ViaPeerHolder, req, offset)
+			return c.tryBlob(ctx, cancel, m, oci.ViaPeerHolder, req, offset, end)
 		}, func(r blobResult) { _ = r.body.Close() })
 	}
 	if err != nil {

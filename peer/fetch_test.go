@@ -231,3 +231,53 @@ func TestOwnerDeadThenHoldersInParallel(t *testing.T) {
 		t.Fatal("an owner that refused connections is not suspected")
 	}
 }
+
+// TestFetchFirstAsksForTheFirstBytesOnly: a striped fill's first bytes come
+// down the one-stripe tree as a Range request for those bytes alone, and
+// the fetch is recorded as streaming only them, so the parent it streams
+// from is still served another stripe by this node (before, the open-ended
+// record made this node answer that parent busy, and the stripe went to
+// the upstream a second time).
+func TestFetchFirstAsksForTheFirstBytesOnly(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, 3, nil)
+	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
+	parent := r[0]
+	var asked atomic.Value
+	parent.serve(func(w http.ResponseWriter, req *http.Request) {
+		asked.Store(req.Header.Get("Range"))
+		content(b)(w, req)
+	})
+	const n = 4 << 10
+	rc, size, err := nodes[0].c.FetchFirst(t.Context(), repo.Blob(d), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if size != int64(len(b)) {
+		t.Fatalf("size %d, want %d", size, len(b))
+	}
+	if got, _ := asked.Load().(string); got != fmt.Sprintf("bytes=0-%d", n-1) {
+		t.Fatalf("parent was asked for %q, want the first %d bytes", got, n)
+	}
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, b[:n]) {
+		t.Fatalf("read %d bytes (%v), want the first %d", len(got), err, n)
+	}
+	// While the first bytes stream from the parent, the parent asking this
+	// node for a stripe past them is admitted; for the first bytes, not.
+	ask := func(rng string) *http.Request {
+		req := httptest.NewRequest(http.MethodGet, "/v2/a/blobs/"+d.String(), nil)
+		req.Header.Set("Range", rng)
+		parent.c.sign.sign(req, modeRelay)
+		return req
+	}
+	if rel, ok := nodes[0].c.AdmitCopy(ask(fmt.Sprintf("bytes=%d-%d", n, len(b)-1)), d); !ok {
+		t.Fatal("the parent's request for a later stripe refused while the first bytes stream from it")
+	} else {
+		rel()
+	}
+	if _, ok := nodes[0].c.AdmitCopy(ask("bytes=0-99"), d); ok {
+		t.Fatal("the parent's request for the bytes streaming from it admitted")
+	}
+}

@@ -66,7 +66,7 @@ func (c *Cluster) AdmitCopy(r *http.Request, d digest.Digest) (release func(), o
 		}
 	}
 	release, ok = rl.admit(c, d, limit)
-	if ok && r.Header.Get("Range") != "" {
+	if ok && start > 0 { // a stripe (a blob's first bytes, [0, n), are no stripe)
 		c.cfg.Metrics.RelayRange()
 	}
 	return release, ok
@@ -188,13 +188,14 @@ func (c *Cluster) blobPlan(d digest.Digest) (*Plan, int) {
 	return p, p.Index(c.cfg.NodeName)
 }
 
-// relayBlob fetches blob d from offset on down the relay plan: this node's
+// relayBlob fetches blob d's bytes [offset, end) (end -1: to the blob's
+// end) down the relay plan: this node's
 // parent, then on failure (dead, stalled, refused, busy) the next sources
 // in the plan, one at a time. It returns ErrNoPeer (joined with what each
 // said) once the plan says "upstream". A source that answers busy is not
 // suspected; one that cannot be reached or stalls is (see ask, peerBody),
 // so a fill that resumes after a broken stream skips it.
-func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset int64) (blobResult, error) {
+func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end int64) (blobResult, error) {
 	d := req.Digest
 	p, self := c.blobPlan(d)
 	if self < 0 {
@@ -214,9 +215,9 @@ func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset int64) 
 			continue
 		}
 		actx, cancel := context.WithCancelCause(ctx)
-		r, err := c.tryBlob(actx, cancel, m, oci.ViaPeerRelay, req, offset)
+		r, err := c.tryBlob(actx, cancel, m, oci.ViaPeerRelay, req, offset, end)
 		if err == nil {
-			c.streamsFrom(d, m.Name, offset, -1, r.body)
+			c.streamsFrom(d, m.Name, offset, end, r.body)
 			from := "parent"
 			if i > 0 {
 				from = "failover"

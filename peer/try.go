@@ -64,10 +64,16 @@ type blobResult struct {
 	size int64
 }
 
-func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m member, via oci.Via, req oci.Request, offset int64) (blobResult, error) {
+// tryBlob asks m for the blob's bytes [offset, end) (end -1: to the end);
+// a peer may send the whole blob (200) or that range (206), and a range
+// past a smaller blob's end comes to that end.
+func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m member, via oci.Via, req oci.Request, offset, end int64) (blobResult, error) {
 	repo, d := req.Repo, req.Digest
 	hdr := http.Header{}
-	if offset > 0 {
+	switch {
+	case end > offset:
+		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(end-1, 10))
+	case offset > 0:
 		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
 	if via == oci.ViaPeerRelay {

@@ -21,6 +21,9 @@ type StripedPeers interface {
 	FirstBytes() int64
 	// Stripes returns the byte ranges a blob of size bytes is fetched as.
 	Stripes(d digest.Digest, size int64) [][2]int64
+	// FetchFirst returns a blob's first n bytes (fewer if it is smaller)
+	// and its size, asking its sources for those bytes only.
+	FetchFirst(ctx context.Context, req oci.Request, n int64) (io.ReadCloser, int64, error)
 	// FetchRange returns bytes [offset, end) of a blob of size bytes.
 	FetchRange(ctx context.Context, req oci.Request, size, offset, end int64) (io.ReadCloser, error)
 }
@@ -59,7 +62,7 @@ type rangeSource struct {
 func (r *rangeSource) First(ctx context.Context) (io.ReadCloser, int64, string, error) {
 	n, req := r.peers.FirstBytes(), r.req
 	if req.Via == oci.ViaClient || req.Via == oci.ViaPeerRelay {
-		rc, size, err := r.m.peers.FetchBlob(ctx, req, 0)
+		rc, size, err := r.peers.FetchFirst(ctx, req, n)
 		if err == nil {
 			r.m.markKnown(req.Repo, req.Digest, nil)
 			return firstBytes{io.LimitReader(rc, n), rc}, size, metrics.SourcePeer, nil

@@ -1,7 +1,6 @@
 package peers
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -78,9 +77,6 @@ func counter(t *testing.T, n *node, name, label string) float64 {
 // per stripe), every node stores the
 // right bytes, and no node serves more than 2k copies at once.
 func TestStripedRelayFetchesEachByteOnce(t *testing.T) {
-	if os.Getenv("BERTH_TEST_STRIPES") == "" {
-		t.Skip("striping is opt-in (peers.stripeSize is off by default): a stripe whose tree parent has not started it yet can still go upstream twice; BERTH_TEST_STRIPES=1 runs this check")
-	}
 	const n, k = 7, 2
 	up := upstreamtest.New(t)
 	img := randomImage(t, 4<<20, 1)
