@@ -17,8 +17,10 @@ type node struct {
 	addr string
 }
 
-// startNodes starts n nodes of one setup: "berth peers", "berth alone" or
-// "distribution proxy"; a cluster is waited on until every node sees the others.
+// startNodes starts n nodes of one setup: "berth peers" (the default
+// config), "berth peers striped" or "berth peers one tree" (peers.stripeSize
+// 32MiB or off, whatever the default), "berth alone" or "distribution
+// proxy"; a cluster is waited on until every node sees the others.
 func startNodes(ctx context.Context, e *env, setup, dir string, n int) ([]node, error) {
 	var nodes []node
 	fail := func(err error) ([]node, error) {
@@ -49,20 +51,23 @@ func startNodes(ctx context.Context, e *env, setup, dir string, n int) ([]node, 
 				seed = bind
 			}
 			p, addr, err = startBerth(ctx, e.berth, d, fmt.Sprintf("berth%d", i), e.up.Addr,
-				&peerOpts{Name: fmt.Sprintf("node%d", i), Bind: bind, Join: seed, SecretFile: secret})
+				&peerOpts{Name: fmt.Sprintf("node%d", i), Bind: bind, Join: seed, SecretFile: secret, StripeSize: stripeSizes[setup]})
 		}
 		if err != nil {
 			return fail(err)
 		}
 		nodes = append(nodes, node{p, addr})
 	}
-	if setup == "berth peers" {
+	if strings.HasPrefix(setup, "berth peers") {
 		if err := waitPeers(ctx, nodes, n-1); err != nil {
 			return fail(err)
 		}
 	}
 	return nodes, nil
 }
+
+// stripeSizes are the cluster setups that set peers.stripeSize.
+var stripeSizes = map[string]string{"berth peers striped": "32MiB", "berth peers one tree": "off"}
 
 // waitPeers polls berth_peers on every node until each sees want others.
 func waitPeers(ctx context.Context, nodes []node, want int) error {

@@ -152,6 +152,7 @@ func startRegistry(ctx context.Context, bin, dir, name, remote string) (*proc, s
 // peerOpts makes a berth node a cluster member.
 type peerOpts struct {
 	Name, Bind, Join, SecretFile string
+	StripeSize                   string // peers.stripeSize; "" keeps the default
 }
 
 // startBerth runs berth serve with only the upstream registry configured
@@ -170,6 +171,9 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 	args := []string{"serve", "--addr", addr, "--admin-addr", admin, "--cache-dir", filepath.Join(dir, "cache")}
 	if peer != nil {
 		cfg += fmt.Sprintf("peers:\n  nodeName: %q\n", peer.Name)
+		if peer.StripeSize != "" {
+			cfg += fmt.Sprintf("  stripeSize: %q\n", peer.StripeSize)
+		}
 		args = append(args, "--peer-bind", peer.Bind, "--peer-advertise", addr,
 			"--peer-join", peer.Join, "--peer-secret-file", peer.SecretFile)
 	}
