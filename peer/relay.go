@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
@@ -71,6 +72,15 @@ func (c *Cluster) AdmitCopy(r *http.Request, d digest.Digest) (release func(), o
 	}
 	return release, ok
 }
+
+// relayTimeout is how long a node waits for a relay source's first
+// response (it sends 103 Early Hints as soon as it joins or starts its own
+// fill): the stall bound, IdleTimeout, not the shorter Timeout. A source
+// in the plan is known to be fetching the blob, or to start when asked, so
+// only a dead one (refused at once) or a stalled one sends the asker, and
+// through it its subtree, to the next source; a source slow to answer on
+// a loaded machine does not send a stripe to the upstream a second time.
+func (c *Cluster) relayTimeout() time.Duration { return max(c.cfg.Timeout, c.cfg.IdleTimeout) }
 
 // maxRelayHops is the most relay hops a request may have passed: the
 // depth of the deepest tree over the live members, plus two (a failover

@@ -29,14 +29,22 @@ func (c *Cluster) CanStripe() bool {
 
 // FirstBytes is how much of a blob a fill reads in one stream (down the
 // one-stripe tree) before it knows the size and fetches the rest as the
-// plan's stripes: the smallest stripe, so those bytes lie in stripe 0 and
-// the upstream still sends each byte once.
+// plan's stripes: at most the smallest stripe, so those bytes lie in
+// stripe 0 and the upstream still sends each byte once, and at most
+// firstBytesMax, so the stripes start (each node asks its stripe parents,
+// which start theirs) as soon as the size is known rather than after a
+// whole stripe came down one tree. A blob that is not striped goes on in
+// one stream from there.
 func (c *Cluster) FirstBytes() int64 {
-	if c.cfg.StripeMin <= 0 {
-		return DefaultStripeMin
+	smallest := int64(DefaultStripeMin)
+	if c.cfg.StripeMin > 0 {
+		smallest = max(c.cfg.StripeMin-c.cfg.StripeMin%stripeAlign, stripeAlign) // stripe 0 is at least this long
 	}
-	return max(c.cfg.StripeMin-c.cfg.StripeMin%stripeAlign, stripeAlign) // stripe 0 is at least this long
+	return min(smallest, firstBytesMax)
 }
+
+// firstBytesMax bounds FirstBytes.
+const firstBytesMax = 1 << 20
 
 // Stripes returns the byte ranges, [start, end), a blob of size bytes is
 // fetched as over the live members: one (the whole blob) when it is too
@@ -137,7 +145,7 @@ func (c *Cluster) tryRange(ctx context.Context, cancel context.CancelCauseFunc, 
 		"Range":            {"bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(end-1, 10)},
 		oci.RelayHopHeader: {strconv.Itoa(req.RelayHops + 1)},
 	}
-	resp, err := c.ask(ctx, cancel, m, oci.ViaPeerRelay, http.MethodGet, blobPath(repo, d), repo.Registry, c.cfg.Timeout, hdr)
+	resp, err := c.ask(ctx, cancel, m, oci.ViaPeerRelay, http.MethodGet, blobPath(repo, d), repo.Registry, c.relayTimeout(), hdr)
 	if err != nil {
 		return nil, err
 	}

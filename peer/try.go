@@ -76,10 +76,12 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 	case offset > 0:
 		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
+	ttfb := c.cfg.Timeout
 	if via == oci.ViaPeerRelay {
 		hdr.Set(oci.RelayHopHeader, strconv.Itoa(req.RelayHops+1))
+		ttfb = c.relayTimeout()
 	}
-	resp, err := c.ask(ctx, cancel, m, via, http.MethodGet, blobPath(repo, d), repo.Registry, c.cfg.Timeout, hdr)
+	resp, err := c.ask(ctx, cancel, m, via, http.MethodGet, blobPath(repo, d), repo.Registry, ttfb, hdr)
 	if err != nil {
 		return blobResult{}, err
 	}
