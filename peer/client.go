@@ -69,8 +69,11 @@ func (c *Cluster) ask(ctx context.Context, cancel context.CancelCauseFunc, m mem
 			err = fmt.Errorf("%w (%s)", errNoAnswer, ttfb)
 		}
 		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			c.suspect(m.Name, err) // refused or unreachable: skip it until gossip catches up
+		if errors.As(err, &op) && op.Op == "dial" && !op.Timeout() && context.Cause(ctx) == nil {
+			// Refused or unreachable: skip it until gossip catches up. A dial
+			// that only took longer than this request's bound (a loaded
+			// machine) is no reason to skip the node for its other blobs.
+			c.suspect(m.Name, err)
 		}
 		cancel(err)
 		return nil, fmt.Errorf("peer %s: %w", m.Name, err)

@@ -179,7 +179,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		done:     make(chan struct{}),
 	}
 	c.sign = signer{key: c.keys.marker, node: cfg.NodeName, now: time.Now}
-	c.tr, c.client = newClient(cfg.Timeout)
+	// Each request's own first-response timer bounds its dial (ask): the
+	// longest of them is a relay source's (relayTimeout).
+	c.tr, c.client = newClient(c.relayTimeout())
 	if len(bytesTrim(cfg.Secret)) == 0 {
 		c.log.Warn("no peer secret: gossip is not encrypted and peer markers can be forged")
 	}
