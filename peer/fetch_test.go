@@ -243,13 +243,16 @@ func TestFetchFirstAsksForTheFirstBytesOnly(t *testing.T) {
 	nodes := cluster(t, 3, nil)
 	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
 	parent := r[0]
-	var asked atomic.Value
+	var asked, sizeHint atomic.Value
 	parent.serve(func(w http.ResponseWriter, req *http.Request) {
 		asked.Store(req.Header.Get("Range"))
+		sizeHint.Store(req.Header.Get(oci.RelaySizeHeader))
 		content(b)(w, req)
 	})
 	const n = 4 << 10
-	rc, size, err := nodes[0].c.FetchFirst(t.Context(), repo.Blob(d), n)
+	req := repo.Blob(d)
+	req.RelaySize = int64(len(b)) // a manifest gave it: the parent is told, to stripe its own fill at once
+	rc, size, err := nodes[0].c.FetchFirst(t.Context(), req, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +262,9 @@ func TestFetchFirstAsksForTheFirstBytesOnly(t *testing.T) {
 	}
 	if got, _ := asked.Load().(string); got != fmt.Sprintf("bytes=0-%d", n-1) {
 		t.Fatalf("parent was asked for %q, want the first %d bytes", got, n)
+	}
+	if got, _ := sizeHint.Load().(string); got != fmt.Sprint(len(b)) {
+		t.Fatalf("parent was told size %q, want %d", got, len(b))
 	}
 	got, err := io.ReadAll(rc)
 	if err != nil || !bytes.Equal(got, b[:n]) {

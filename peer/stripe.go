@@ -27,18 +27,22 @@ func (c *Cluster) CanStripe() bool {
 	return c.cfg.StripeMin >= 0 && len(c.live()) >= 2
 }
 
-// FirstBytes is how much of a blob a fill reads in one stream (down the
-// one-stripe tree) before it knows the size and fetches the rest as the
-// plan's stripes: at most the smallest stripe, so those bytes lie in
-// stripe 0 and the upstream still sends each byte once, and at most
-// firstBytesMax, so the stripes start (each node asks its stripe parents,
-// which start theirs) as soon as the size is known rather than after a
-// whole stripe came down one tree. A blob that is not striped goes on in
-// one stream from there.
-func (c *Cluster) FirstBytes() int64 {
+// FirstBytes is how much of a blob of size bytes (0: not known yet) a
+// fill reads in one stream (down the one-stripe tree) before it fetches the
+// rest as the plan's stripes. It is at most the smallest stripe, so those
+// bytes lie in stripe 0 and the upstream still sends each byte once. When
+// the size is known (a manifest gave it) it is at most firstBytesMax, so
+// the stripes start (each node asks its stripe parents, which start
+// theirs) as soon as the size is confirmed rather than after a whole
+// stripe came down one tree. When it is not, it is the whole smallest
+// stripe: a smaller blob ends in that one stream, as before striping.
+func (c *Cluster) FirstBytes(size int64) int64 {
 	smallest := int64(DefaultStripeMin)
 	if c.cfg.StripeMin > 0 {
 		smallest = max(c.cfg.StripeMin-c.cfg.StripeMin%stripeAlign, stripeAlign) // stripe 0 is at least this long
+	}
+	if size <= 0 {
+		return smallest
 	}
 	return min(smallest, firstBytesMax)
 }
@@ -142,8 +146,9 @@ func (c *Cluster) FetchRange(ctx context.Context, req oci.Request, size, offset,
 func (c *Cluster) tryRange(ctx context.Context, cancel context.CancelCauseFunc, m member, req oci.Request, size, offset, end int64) (*peerBody, error) {
 	repo, d := req.Repo, req.Digest
 	hdr := http.Header{
-		"Range":            {"bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(end-1, 10)},
-		oci.RelayHopHeader: {strconv.Itoa(req.RelayHops + 1)},
+		"Range":             {"bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(end-1, 10)},
+		oci.RelayHopHeader:  {strconv.Itoa(req.RelayHops + 1)},
+		oci.RelaySizeHeader: {strconv.FormatInt(size, 10)},
 	}
 	resp, err := c.ask(ctx, cancel, m, oci.ViaPeerRelay, http.MethodGet, blobPath(repo, d), repo.Registry, c.relayTimeout(), hdr)
 	if err != nil {

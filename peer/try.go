@@ -80,6 +80,9 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 	if via == oci.ViaPeerRelay {
 		hdr.Set(oci.RelayHopHeader, strconv.Itoa(req.RelayHops+1))
 		ttfb = c.relayTimeout()
+		if req.RelaySize > 0 {
+			hdr.Set(oci.RelaySizeHeader, strconv.FormatInt(req.RelaySize, 10))
+		}
 	}
 	resp, err := c.ask(ctx, cancel, m, via, http.MethodGet, blobPath(repo, d), repo.Registry, ttfb, hdr)
 	if err != nil {

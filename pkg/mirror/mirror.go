@@ -133,7 +133,12 @@ func (m *Mirror) Blob(ctx context.Context, req oci.Request) (*cache.Blob, error)
 	// The size a manifest of repo gave d binds the fill's source, as for a
 	// prefetch: a source that declares another size, or sends more, fails
 	// at once instead of at the digest check after all it sent.
-	meta := cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: known, Size: m.store.KnownSize(repo, d), Ranges: m.ranges(req)}
+	meta := cache.FillMeta{Repo: repo.String(), Origin: repo.Registry, Vouched: known, Size: m.store.KnownSize(repo, d)}
+	hint := meta.Size
+	if hint == 0 {
+		hint = req.RelaySize // the asking peer's: it only picks how the fill starts
+	}
+	meta.Ranges = m.ranges(req, hint)
 	b, err := m.store.Fill(ctx, d, meta, m.yield.client(m.opener(req)))
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched (or just stored) for another repository.

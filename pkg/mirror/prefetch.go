@@ -134,7 +134,7 @@ func (m *Mirror) prefetchBlob(req oci.Request, desc oci.Descriptor) (result stri
 	known := m.store.Known(req.Repo, req.Digest)
 	live := m.yield.start(req.Digest)
 	defer m.yield.end(req.Digest, live)
-	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size, Vouched: known, Ranges: m.ranges(req)}, m.yield.prefetch(live, m.opener(req)))
+	b, err := m.store.Fill(m.ctx, req.Digest, cache.FillMeta{Repo: req.Repo.String(), Size: desc.Size, Vouched: known, Ranges: m.ranges(req, desc.Size)}, m.yield.prefetch(live, m.opener(req)))
 	if errors.Is(err, cache.ErrNotVouched) {
 		// Being fetched for (or stored from) another repository: the
 		// client's own request asks this repository's sources (vouch).

@@ -16,9 +16,9 @@ import (
 type StripedPeers interface {
 	// CanStripe reports whether striping may apply (other nodes are live).
 	CanStripe() bool
-	// FirstBytes is how much of a blob a fill reads in one stream before
-	// it knows the size and stripes the rest: the smallest stripe.
-	FirstBytes() int64
+	// FirstBytes is how much of a blob of size bytes (0: not known yet) a
+	// fill reads in one stream before it stripes the rest.
+	FirstBytes(size int64) int64
 	// Stripes returns the byte ranges a blob of size bytes is fetched as.
 	Stripes(d digest.Digest, size int64) [][2]int64
 	// FetchFirst returns a blob's first n bytes (fewer if it is smaller)
@@ -38,14 +38,19 @@ type RangeUpstream interface {
 // is large enough (cache.RangeSource): each stripe from this node's parent
 // in the stripe's tree, and the stripe's root from the upstream with a
 // Range request, so the upstream serves each byte once. nil (one stream)
-// without striping peers or a range-capable upstream.
-func (m *Mirror) ranges(req oci.Request) cache.RangeSource {
+// without striping peers or a range-capable upstream, and for a blob whose
+// size a manifest gave (size > 0) and which is too small to stripe: it
+// takes one request from its one source, as before striping.
+func (m *Mirror) ranges(req oci.Request, size int64) cache.RangeSource {
 	sp, ok := m.peers.(StripedPeers)
 	up, ok2 := m.up.(RangeUpstream)
 	if !ok || !ok2 || req.Via == oci.ViaPeerHolder || !sp.CanStripe() {
 		return nil
 	}
-	return &rangeSource{m: m, req: req, peers: sp, up: up}
+	if size > 0 && len(sp.Stripes(req.Digest, size)) < 2 {
+		return nil
+	}
+	return &rangeSource{m: m, req: req, peers: sp, up: up, size: size}
 }
 
 type rangeSource struct {
@@ -53,6 +58,7 @@ type rangeSource struct {
 	req   oci.Request
 	peers StripedPeers
 	up    RangeUpstream
+	size  int64 // the manifest's size for the blob; 0 when none is known
 }
 
 // First reads the blob's first bytes in one stream, as the opener would:
@@ -60,7 +66,8 @@ type rangeSource struct {
 // the upstream with a Range request, so that the stripes that follow are
 // the upstream's only other bytes. The stream ends after FirstBytes.
 func (r *rangeSource) First(ctx context.Context) (io.ReadCloser, int64, string, error) {
-	n, req := r.peers.FirstBytes(), r.req
+	n, req := r.peers.FirstBytes(r.size), r.req
+	req.RelaySize = r.size // passed on to the parent: it stripes its own fill at once
 	if req.Via == oci.ViaClient || req.Via == oci.ViaPeerRelay {
 		rc, size, err := r.peers.FetchFirst(ctx, req, n)
 		if err == nil {

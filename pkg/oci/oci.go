@@ -66,6 +66,10 @@ type Request struct {
 	// RelayHops counts the cluster nodes a relay request passed through
 	// (RelayHopHeader): a fill it starts asks its own parent with one more.
 	RelayHops int
+	// RelaySize is the blob's size as the relay request's asker knows it
+	// (RelaySizeHeader); 0 when not given. Only a hint: it picks how a
+	// fill starts, never what its bytes must be.
+	RelaySize int64
 	Client    string // the client's name once access control let it through; "" for anonymous
 }
 

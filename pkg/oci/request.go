@@ -58,6 +58,12 @@ const MaxHops = 4
 // separate from HopHeader, which counts berths in front of each other.
 const RelayHopHeader = "X-Berth-Relay-Hops"
 
+// RelaySizeHeader carries, on a relay request, the blob's size as the
+// asking node knows it (from a manifest, or a stripe's plan), so a parent
+// that starts its own fill for the request can stripe it at once without
+// having seen the manifest. A hint only: a wrong one costs a slower start.
+const RelaySizeHeader = "X-Berth-Blob-Size"
+
 // ParseHops reads the hop count of an incoming request: 0 when the header
 // is absent. An unreadable or negative value is an error.
 func ParseHops(h http.Header) (int, error) {

@@ -173,6 +173,9 @@ func (h *Handler) admit(r *http.Request, req *oci.Request) error {
 	if req.Via == oci.ViaPeerRelay {
 		// Signed by a peer; the cluster refuses a count too deep (AdmitCopy).
 		req.RelayHops, _ = strconv.Atoi(r.Header.Get(oci.RelayHopHeader))
+		if n, err := strconv.ParseInt(r.Header.Get(oci.RelaySizeHeader), 10, 64); err == nil && n > 0 {
+			req.RelaySize = n
+		}
 	}
 	// Peers proved themselves with the cluster secret; clients prove
 	// themselves here, before any route looks at the store.
