@@ -16,7 +16,7 @@ import (
 
 // linkRate is every host's link in the relay test, both ways (tc tbf):
 // slow enough that the owner's uplink is the bottleneck of a star.
-const linkRate = "100mbit"
+const linkRate, linkBits = "100mbit", 100e6
 
 // shape limits h's link both ways: its own eth0 (its uplink) and its port
 // on the bridge (its downlink).
@@ -50,7 +50,14 @@ func TestRelayTreeTwelveNodes(t *testing.T) {
 	step := func(msg string) { t.Logf("%5.1fs %s", time.Since(began).Seconds(), msg) }
 	n := newNet(t)
 	berth := buildBerth(t, n.dir)
-	star, tree, striped, kill := randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1), randomImage(t, 8<<20, 1)
+	// The compared pulls move a blob large enough that the links, not the
+	// fills' start, set the time: at 100 Mbit/s one node's direct download
+	// of 24 MiB takes 2 s, the star about 11 times that, one tree of
+	// fan-out 2 about twice (each inner node's uplink feeds two children),
+	// the striped trees about once (every node uploads about one blob).
+	const blobSize = 24 << 20
+	star, tree, striped := randomImage(t, blobSize, 1), randomImage(t, blobSize, 1), randomImage(t, blobSize, 1)
+	kill := randomImage(t, 8<<20, 1)
 
 	up := n.addHost(t, "up", 2)
 	n.shape(t, up, "up")
@@ -111,8 +118,12 @@ func TestRelayTreeTwelveNodes(t *testing.T) {
 	if gets := upstreamStateOf(t, n, up).blobGETs(layerOf(t, striped), ""); len(gets) != k+1 {
 		t.Errorf("upstream saw %d GETs of the striped blob, want the owner's first bytes and one per stripe (%d): %+v", len(gets), k+1, gets)
 	}
-	t.Logf("12 nodes, one cold 8 MiB blob, %s links: owner star %s, relay tree (k=%d) %s, striped relay trees (k=%d, %d stripes) %s",
-		linkRate, starWall.Round(time.Millisecond), k, treeWall.Round(time.Millisecond), k, k, stripedWall.Round(time.Millisecond))
+	bits := float64(blobSize * 8)
+	direct := time.Duration(bits / linkBits * float64(time.Second))
+	t.Logf("12 nodes, one cold %d MiB blob, %s links (one node's direct download %s): owner star %s (%.2f×), relay tree (k=%d) %s (%.2f×), striped relay trees (k=%d, %d stripes) %s (%.2f×)",
+		blobSize>>20, linkRate, direct.Round(time.Millisecond), starWall.Round(time.Millisecond), starWall.Seconds()/direct.Seconds(),
+		k, treeWall.Round(time.Millisecond), treeWall.Seconds()/direct.Seconds(),
+		k, k, stripedWall.Round(time.Millisecond), stripedWall.Seconds()/direct.Seconds())
 
 	// An inner node of stripe 0's tree dies while the stripes flow: the
 	// root's first child. Its children resume the stripe at the byte
