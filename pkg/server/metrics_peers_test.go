@@ -53,13 +53,16 @@ func TestMetricsCountPeerBytes(t *testing.T) {
 		d("berth_http_requests_total", 1, lbl("route", "blob"), lbl("code", "200")),
 		d("berth_upstream_request_seconds_count", 0),
 	)
+	// No manifest gave the asker the size, so (striping on) it asks its
+	// parent for the first stripe's worth of bytes with a Range: a 206 of
+	// the whole small blob.
 	checkDeltas(t, "owner", so, scrape(t, owner.AdminURL),
 		d("berth_cache_misses_total", 1, lbl("kind", "blob")),
 		d("berth_fetched_bytes_total", s, lbl("source", "upstream")),
 		d("berth_fetched_bytes_total", s),
 		d("berth_served_bytes_total", s, lbl("source", "upstream")),
 		d("berth_served_bytes_total", s),
-		d("berth_http_requests_total", 1, lbl("route", "blob"), lbl("code", "200")),
+		d("berth_http_requests_total", 1, lbl("route", "blob"), lbl("code", "206")),
 		d("berth_upstream_request_seconds_count", 1, lbl("op", "blob")),
 	)
 	// Now both hold it: the asker answers locally.
