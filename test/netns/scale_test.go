@@ -3,6 +3,7 @@ package netns
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,19 +15,37 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// linkRate is every host's link in the relay test, both ways (tc tbf):
+// linkRate is every host's link in the relay test, both ways (tc htb):
 // slow enough that the owner's uplink is the bottleneck of a star.
 const linkRate, linkBits = "100mbit", 100e6
 
 // shape limits h's link both ways: its own eth0 (its uplink) and its port
-// on the bridge (its downlink).
+// on the bridge (its downlink). Each is an htb of linkRate whose small
+// packets (under 1 KiB: TCP ACKs, request headers) go ahead of bulk data,
+// which waits in a queue of at most 400 packets (about 50 ms). One FIFO
+// for both (a tbf with a deep queue) held a node's ACKs for its download
+// behind the data it uploads, up to the queue's whole delay, so a node
+// that uploads at its link rate downloaded at a fraction of it: a full
+// duplex port does not, and striping (every node uploads) paid for it
+// most.
 func (n *testNet) shape(t *testing.T, h host, name string) {
 	t.Helper()
-	for _, args := range [][]string{
-		{"netns", "exec", h.ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", linkRate, "burst", "64kb", "latency", "400ms"},
-		{"netns", "exec", n.bridge, "tc", "qdisc", "add", "dev", "v-" + name, "root", "tbf", "rate", linkRate, "burst", "64kb", "latency", "400ms"},
-	} {
-		n.ip(t, args...)
+	for _, at := range [][]string{{"netns", "exec", h.ns, "tc"}, {"netns", "exec", n.bridge, "tc"}} {
+		dev := "eth0"
+		if at[2] == n.bridge {
+			dev = "v-" + name
+		}
+		for _, args := range [][]string{
+			{"qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "20", "r2q", "100"},
+			{"class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", linkRate},
+			{"class", "add", "dev", dev, "parent", "1:1", "classid", "1:10", "htb", "rate", "10mbit", "ceil", linkRate, "prio", "0"},
+			{"class", "add", "dev", dev, "parent", "1:1", "classid", "1:20", "htb", "rate", "90mbit", "ceil", linkRate, "prio", "1"},
+			{"qdisc", "add", "dev", dev, "parent", "1:20", "handle", "20:", "pfifo", "limit", "400"},
+			// IPv4 total length under 1024: the small packets' class.
+			{"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "u16", "0x0000", "0xfc00", "at", "2", "flowid", "1:10"},
+		} {
+			n.ip(t, append(slices.Clone(at), args...)...)
+		}
 	}
 }
 
