@@ -24,6 +24,9 @@ type Blob struct {
 	// opened at its first use; ownPos is its offset, -1 when unsure.
 	own    *os.File
 	ownPos int64
+	// early lets this reader take the blob's last byte before the digest
+	// checks (ServeUnverified).
+	early bool
 }
 
 func newFillBlob(ctx context.Context, f *fill) *Blob {
@@ -43,6 +46,16 @@ func (b *Blob) File() *os.File { return b.file }
 
 // Filling reports whether the blob is still downloading.
 func (b *Blob) Filling() bool { return b.f != nil }
+
+// ServeUnverified lets this reader take the blob's last byte as soon as
+// it lands, before the whole digest checks: for a reader that hashes every
+// byte itself and never serves them as a clean end before its own check (a
+// cluster peer relaying the blob down its tree). Each level of a relay tree
+// then need not wait for its parent's whole blob (with stripes, for the
+// parent's other stripes) to get the last byte of the last stripe. Every
+// other byte reaches such a reader unverified anyway; a reader that is not
+// told so keeps the last byte held back.
+func (b *Blob) ServeUnverified() { b.early = true }
 
 // Wait blocks until the blob's size is known and returns it. It fails when
 // the fill fails before that, or when the Blob's context ends.
@@ -135,14 +148,14 @@ func (b *Blob) Read(p []byte) (int, error) {
 			return 0, st.err
 		}
 		limit := st.written
-		if !st.verified {
+		if !st.verified && !b.early {
 			limit-- // hold back the last byte until the digest checks
 		}
 		if st.verified && b.pos >= st.written {
 			return 0, io.EOF
 		}
 		if st.ranges && b.pos >= limit {
-			limit = b.f.readable(b.pos) // a range fill has bytes past the prefix
+			limit = b.f.readable(b.pos, !b.early) // a range fill has bytes past the prefix
 		}
 		if b.pos < limit {
 			n, err := b.readAt(p, limit, st.pt)
@@ -258,11 +271,11 @@ func (b *Blob) SendTo(w io.Writer, n int64) (int64, error) {
 			return sent, st.err
 		}
 		limit := st.written
-		if !st.verified {
+		if !st.verified && !b.early {
 			limit-- // hold back the last byte until the digest checks
 		}
 		if st.ranges && b.pos >= limit {
-			limit = b.f.readable(b.pos) // a range fill has bytes past the prefix
+			limit = b.f.readable(b.pos, !b.early) // a range fill has bytes past the prefix
 		}
 		switch {
 		case st.verified && b.pos >= st.written:

@@ -80,12 +80,12 @@ func (f *fill) present(pos int64) int64 {
 }
 
 // readable returns the end of the bytes a reader at pos may read now:
-// those present, less the blob's last byte until the digest checks.
-func (f *fill) readable(pos int64) int64 {
+// those present, less (hold) the blob's last byte until the digest checks.
+func (f *fill) readable(pos int64, hold bool) int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	end := f.present(pos)
-	if !f.verified && f.size >= 0 && end >= f.size {
+	if hold && !f.verified && f.size >= 0 && end >= f.size {
 		end = f.size - 1
 	}
 	return end

@@ -169,6 +169,21 @@ func TestRangeFillServesPresentRangesOutOfOrder(t *testing.T) {
 		t.Fatalf("the blob's last byte came before the blob was whole (%v)", err)
 	case <-time.After(100 * time.Millisecond): // nothing to wait on: the byte must not come
 	}
+	// A relay peer, which hashes what it gets and holds its own last byte,
+	// takes this one as soon as it landed, before the blob is whole.
+	early, err := s.Fill(ctx, d, FillMeta{Ranges: src}, noOpener)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early.ServeUnverified()
+	if _, err := early.Seek(last.Start, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	got = make([]byte, last.End-last.Start)
+	if _, err := io.ReadFull(early, got); err != nil || !bytes.Equal(got, data[last.Start:last.End]) {
+		t.Fatalf("a relay reader's last range with its last byte before the blob was whole: %v", err)
+	}
+	early.Close()
 	pw := <-src.gates[0]
 	go func() { pw.Write(data[100_000 : len(data)/4]); pw.Close() }() // after the first stream's bytes
 	if err := <-lastByte; err != nil {

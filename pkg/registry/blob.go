@@ -29,6 +29,11 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, rq oci.Request) e
 		return err
 	}
 	defer b.Close()
+	if rq.Via == oci.ViaPeerRelay {
+		// A relay child hashes every byte it gets and holds its own last
+		// byte until its digest checks: it need not wait for this node's.
+		b.ServeUnverified()
+	}
 	if b.Filling() && (rq.Via == oci.ViaPeerOwner || rq.Via == oci.ViaPeerRelay) {
 		// Tell the asking peer at once that this node is working on it, so
 		// its short time-to-first-byte bound is met before upstream answers.
