@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/pkg/oci"
+	"github.com/opencontainers/go-digest"
 )
 
 // rangeSource serves a blob's ranges. By default each open streams its
@@ -207,16 +208,7 @@ func TestRangeFillResumesARangeAtTheByteReached(t *testing.T) {
 	data, d := randomBlob(t, 3<<20)
 	second := int64(1 << 20)
 	src := &rangeSource{data: data, parts: 3, cuts: map[int64]int64{second: 300_001}}
-	b, err := s.Fill(t.Context(), d, FillMeta{Ranges: src}, noOpener)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := readAll(t, b)
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read: %v", err)
-	}
-	waitNoFills(t, s)
-	assertStored(t, s, d, data)
+	fillReadStored(t, s, d, data, FillMeta{Ranges: src}, noOpener)
 	want := fmt.Sprintf("%d-%d", second+300_001, 2<<20)
 	if len(src.opens) != 4 || src.opens[3] != want {
 		t.Fatalf("opens %v, want the fourth at %s", src.opens, want)
@@ -268,16 +260,7 @@ func TestRangeFillGoesOnInOneStream(t *testing.T) {
 		offsets = append(offsets, offset)
 		return io.NopCloser(bytes.NewReader(data[offset:])), int64(len(data)), "one", nil
 	}
-	b, err := s.Fill(t.Context(), d, FillMeta{Ranges: src}, open)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := readAll(t, b)
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read: %v", err)
-	}
-	waitNoFills(t, s)
-	assertStored(t, s, d, data)
+	fillReadStored(t, s, d, data, FillMeta{Ranges: src}, open)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(offsets) != 1 || offsets[0] != 1<<20 {
@@ -317,6 +300,22 @@ func TestRangeFillWithoutSizeIsOneStream(t *testing.T) {
 	got, err := readAll(t, b)
 	if err != nil || !bytes.Equal(got, data) || len(src.opens) != 0 {
 		t.Fatalf("read: %v; range opens %v", err, src.opens)
+	}
+	waitNoFills(t, s)
+	assertStored(t, s, d, data)
+}
+
+// fillReadStored fills d from meta and open, reads the whole blob as a client
+// does and checks it against data, then checks the store holds it.
+func fillReadStored(t *testing.T, s *Store, d digest.Digest, data []byte, meta FillMeta, open Opener) {
+	t.Helper()
+	b, err := s.Fill(t.Context(), d, meta, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readAll(t, b)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read: %v", err)
 	}
 	waitNoFills(t, s)
 	assertStored(t, s, d, data)

@@ -98,9 +98,7 @@ func pullAll(t *testing.T, up *upstreamtest.Registry, nodes []*node, repo string
 func TestRelayTreeBoundsCopies(t *testing.T) {
 	const n, k = 9, 2
 	up := upstreamtest.New(t)
-	img := randomImage(t, 4<<20, 1)
-	up.Push(t, "team/app", "v1", img)
-	layer := blobs(t, img)[1]
+	layer, _ := pushLayer(t, up)
 	nodes := startCluster(t, up, n, fanoutOpts(n, k))
 
 	for name, err := range pullAll(t, up, nodes, "team/app", layer, nil, nil) {
@@ -138,9 +136,7 @@ func TestRelayTreeBoundsCopies(t *testing.T) {
 func TestRelayParentKilledMidTransfer(t *testing.T) {
 	const n, k = 9, 2
 	up := upstreamtest.New(t)
-	img := randomImage(t, 4<<20, 1)
-	up.Push(t, "team/app", "v1", img)
-	layer := blobs(t, img)[1]
+	layer, _ := pushLayer(t, up)
 	opts := fanoutOpts(n, k)
 	for i := range opts {
 		// A live parent's first byte can take seconds on a loaded machine;

@@ -9,7 +9,6 @@ import (
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/test/nodetest"
 	"github.com/berth-registry/berth/test/upstreamtest"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -23,8 +22,12 @@ func stripeOpts(n, k int) map[int]nodetest.Member {
 	return o
 }
 
-func layerSize(t *testing.T, img v1.Image) int64 {
+// pushLayer pushes team/app:v1, a cold image of one 4 MiB random layer,
+// and returns that layer's digest and size.
+func pushLayer(t *testing.T, up *upstreamtest.Registry) (digest.Digest, int64) {
 	t.Helper()
+	img := randomImage(t, 4<<20, 1)
+	up.Push(t, "team/app", "v1", img)
 	ls, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +36,7 @@ func layerSize(t *testing.T, img v1.Image) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return size
+	return blobs(t, img)[1], size
 }
 
 func stripePlan(nodes []*node, d digest.Digest, size int64, k int) *peer.Plan {
@@ -79,10 +82,7 @@ func counter(t *testing.T, n *node, name, label string) float64 {
 func TestStripedRelayFetchesEachByteOnce(t *testing.T) {
 	const n, k = 7, 2
 	up := upstreamtest.New(t)
-	img := randomImage(t, 4<<20, 1)
-	up.Push(t, "team/app", "v1", img)
-	layer := blobs(t, img)[1]
-	size := layerSize(t, img)
+	layer, size := pushLayer(t, up)
 	nodes := startCluster(t, up, n, stripeOpts(n, k))
 
 	began := time.Now()
@@ -130,10 +130,7 @@ func TestStripedRelayFetchesEachByteOnce(t *testing.T) {
 func TestStripedRelayParentKilledMidTransfer(t *testing.T) {
 	const n, k = 7, 2
 	up := upstreamtest.New(t)
-	img := randomImage(t, 4<<20, 1)
-	up.Push(t, "team/app", "v1", img)
-	layer := blobs(t, img)[1]
-	size := layerSize(t, img)
+	layer, size := pushLayer(t, up)
 	nodes := startCluster(t, up, n, stripeOpts(n, k))
 	plan := stripePlan(nodes, layer, size, k)
 	// The first child of stripe 1's root: an inner node of that tree.
