@@ -154,6 +154,11 @@ func (b *berth) settle(t *testing.T, base usage, closeConns func()) {
 		time.Sleep(200 * time.Millisecond) // polling another process
 	}
 	t.Errorf("berth did not return to its baseline in 45s: now %v, baseline %v", u, base)
+	if resp, err := plain.Get(b.AdminURL + "/debug/pprof/goroutine?debug=1"); err == nil {
+		dump, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		t.Logf("berth's goroutines:\n%s", dump)
+	}
 }
 
 // blobFiles returns every digest the store holds as a file, and fails t on
