@@ -266,10 +266,13 @@ func upstreamErrors(t *testing.T, n *node, up *upstreamtest.Registry, before sam
 		d("berth_served_bytes_total", 0),
 	)
 	// The outage opened the endpoint's circuit: wait until a probe closes
-	// it (a tag the upstream lacks answers 404 again, not 503).
+	// it (a tag the upstream lacks answers 404 again, not 503). Each try
+	// names a tag never asked before: the upstream client remembers a 404
+	// (NotFoundTTL), so "nope" would answer 404 from memory with the
+	// circuit still open, and a cold client would then find it open.
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, _ := get(t, http.MethodHead, n.URL+"/v2/a/two/manifests/nope")
+	for i := 0; ; i++ {
+		resp, _ := get(t, http.MethodHead, n.URL+fmt.Sprintf("/v2/a/two/manifests/nope-%d", i))
 		if resp.StatusCode == http.StatusNotFound {
 			break
 		}
@@ -300,6 +303,11 @@ func dedup(t *testing.T, n *node, up *upstreamtest.Registry, img v1.Image) {
 				return
 			}
 			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				body, _ := io.ReadAll(resp.Body)
+				errs <- fmt.Errorf("a cold client joining the fill: %d %s", resp.StatusCode, body)
+				return
+			}
 			h := sha256.New()
 			if _, err := io.CopyN(h, resp.Body, 1); err != nil {
 				errs <- err
