@@ -170,3 +170,21 @@ func median(xs []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// spread describes a[i] ÷ b[i], GETs of the same round: its median,
+// quartiles and range. On a shared machine one round's ratio can be
+// anywhere from half to double; the median of a run moves with the load.
+func spread(a, b []float64) string {
+	var r []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			r = append(r, a[i]/b[i])
+		}
+	}
+	if len(r) == 0 {
+		return "no rounds"
+	}
+	sort.Float64s(r)
+	q := func(p float64) float64 { return r[int(p*float64(len(r)-1)+0.5)] }
+	return fmt.Sprintf("median %.2f, quartiles %.2f–%.2f, range %.2f–%.2f (%d rounds)", median(r), q(0.25), q(0.75), r[0], r[len(r)-1], len(r))
+}

@@ -272,8 +272,12 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 		}
 		stopPerf := e.perf(ctx, ts[1].p, "hit")
 		times := map[string][]float64{}
-		for range o.rounds * 3 { // a hit is short: three GETs a round
-			for _, t := range ts {
+		for i := range o.rounds * 3 { // a hit is short: three GETs a round
+			// Each round starts with the next target: a fixed order would
+			// give one server the moments after another's GET (its
+			// garbage collection, its socket teardown) every time.
+			for k := range ts {
+				t := ts[(i+k)%len(ts)]
 				dt, err := timedGet(ctx, t.url, l.Size)
 				if err != nil {
 					return err
@@ -292,6 +296,7 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 		}
 		n, b, p := median(times["nginx"]), median(times[berthName]), median(times[proxyName])
 		fmt.Printf("hit: nginx %.3fs, berth %.3fs, proxy %.3fs; upstream blob GETs %d\n", n, b, p, ups)
+		fmt.Printf("hit: nginx time ÷ berth time per round: %s\n", spread(times["nginx"], times[berthName]))
 		rep.add(&row{
 			ID: "hit", Label: fmt.Sprintf("%d MiB hit, one client", l.Size/MiB), Figure: fmt.Sprintf("%d MiB hit, one client: nginx time ÷ server time", l.Size/MiB), Unit: "s",
 			Berth: b, BerthNote: cpu[berthName], Proxy: ptr(p), ProxyNote: cpu[proxyName], RefName: "nginx", RefNote: cpu["nginx"], Reference: ptr(n),
