@@ -78,7 +78,9 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	}
 	srv := s.httpServer(s.Handler())
 	if ls.HTTP != nil {
-		ls.HTTP = newSendListener(ls.HTTP, s.cfg.Listen.WriteTimeout.D()) // sendfile.go
+		sl := newSendListener(ls.HTTP, s.cfg.Listen.WriteTimeout.D()) // sendfile.go
+		s.sendL.Store(sl)
+		ls.HTTP = sl
 	}
 	if lc := s.cfg.Listen; lc.MaxConns > 0 {
 		limit := newConnLimit(lc.MaxConns)

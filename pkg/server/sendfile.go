@@ -58,7 +58,7 @@ type sendListener struct {
 	sends   atomic.Int64  // blocking sends begun, for tests
 }
 
-func newSendListener(ln net.Listener, timeout time.Duration) net.Listener {
+func newSendListener(ln net.Listener, timeout time.Duration) *sendListener {
 	return &sendListener{Listener: ln, timeout: timeout, slots: make(chan struct{}, maxBlockingSends)}
 }
 

@@ -20,7 +20,7 @@ func sendPair(t *testing.T, timeout time.Duration, clientRcvBuf int) (*sendListe
 	if err != nil {
 		t.Fatal(err)
 	}
-	sl := newSendListener(ln, timeout).(*sendListener)
+	sl := newSendListener(ln, timeout)
 	t.Cleanup(func() { sl.Close() })
 	dialed := make(chan *net.TCPConn, 1)
 	go func() {

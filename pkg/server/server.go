@@ -46,9 +46,10 @@ type Server struct {
 	hist    history        // the status page's hit ratio samples (ui.go)
 	certs   *certReloader  // nil without listen.tls
 
-	storeOpen atomic.Bool    // the store is open: New to Close
-	draining  atomic.Bool    // Serve is shutting down
-	closers   []func() error // run in reverse by Close
+	storeOpen atomic.Bool                  // the store is open: New to Close
+	sendL     atomic.Pointer[sendListener] // Serve's HTTP listener (sendfile.go), for tests
+	draining  atomic.Bool                  // Serve is shutting down
+	closers   []func() error               // run in reverse by Close
 }
 
 // New builds a node from a validated cfg. It opens the store (sweeping and
