@@ -165,7 +165,8 @@ func TestMetricsCountPullsExactly(t *testing.T) {
 	}
 	upBefore, s0 := up.Total(), scrape(t, n.AdminURL)
 
-	pullAll() // cold: everything from upstream
+	pullAll()       // cold: everything from upstream
+	n.WaitStored(t) // a client has a blob's last byte once it checks; the commit (fsync, link) follows
 	s1 := scrape(t, n.AdminURL)
 	nb := float64(len(blobs))
 	checkDeltas(t, "cold pull", s0, s1,
