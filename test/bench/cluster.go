@@ -66,6 +66,24 @@ func startNodes(ctx context.Context, e *env, setup, dir string, n int) ([]node, 
 	return nodes, nil
 }
 
+// keepLogs copies the node logs (*.log) under dir into to, flat.
+func keepLogs(dir, to string) {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster logs:", err)
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(to, filepath.Base(filepath.Dir(l))+"-"+filepath.Base(l)), b, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cluster logs:", err)
+		}
+	}
+}
+
 // stripeSizes are the cluster setups that set peers.stripeSize.
 var stripeSizes = map[string]string{"berth peers striped": "32MiB", "berth peers one tree": "off"}
 
@@ -143,6 +161,9 @@ func benchCluster(ctx context.Context, e *env, o *opts, rep *report, img *image)
 				}
 			}
 			stopNodes(nodes)
+			if e.clusterLogs != "" {
+				keepLogs(dir, filepath.Join(e.clusterLogs, fmt.Sprintf("rep%d-%s", r, strings.ReplaceAll(setup, " ", "-"))))
+			}
 			os.RemoveAll(dir)
 			if err != nil {
 				return fmt.Errorf("%s: %w", setup, err)

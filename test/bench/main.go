@@ -73,6 +73,7 @@ func main() {
 	flag.StringVar(&e.work, "work", "", "work directory (data, caches, logs)")
 	flag.StringVar(&e.perfDir, "perf", "", "directory for perf record profiles of berth (hit GETs, cold runs, cluster)")
 	flag.StringVar(&e.timeline, "timeline", "", "directory for a per-blob timeline of every containerd pull (upstream GETs; berth's prefetches, fills and client requests, from its debug log)")
+	flag.StringVar(&e.clusterLogs, "cluster-logs", "", "directory for the berth nodes' debug logs of every cluster run (one subdirectory per run), to find why a node went upstream")
 	flag.StringVar(&e.pprofDir, "pprof", "", "directory for berth's heap and goroutine profiles (/debug/pprof) taken halfway through its cold runs (cold32, rss500)")
 	flag.StringVar(&e.rev, "rev", "", "berth revision, for the report")
 	flag.StringVar(&e.command, "command", "", "the command line, for the report")
@@ -244,6 +245,12 @@ func run(ctx context.Context, e *env, o *opts) (*report, error) {
 			return rep, err
 		}
 		e.up.record = true
+		berthLog = "log:\n  level: debug\n  format: json\n"
+	}
+	if e.clusterLogs != "" {
+		if err := os.MkdirAll(e.clusterLogs, 0o755); err != nil {
+			return rep, err
+		}
 		berthLog = "log:\n  level: debug\n  format: json\n"
 	}
 	if o.rate > 0 {

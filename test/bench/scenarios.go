@@ -25,6 +25,7 @@ type env struct {
 	perfDir                      string // where perf record writes, or "" for none
 	pprofDir                     string // where heap profiles go, or "" for none
 	timeline                     string // where containerd pull timelines go, or "" for none
+	clusterLogs                  string // where the cluster runs' node logs (debug) go, or "" for none
 	rev, command                 string // for the report
 	up                           *counter
 	upProc                       *proc // the upstream registry behind up
