@@ -42,6 +42,7 @@ type Registry struct {
 	held    atomic.Int64              // requests held while silent
 	corrupt atomic.Bool               // flip a byte in every blob body
 	gate    atomic.Pointer[chan bool] // when set, blob bodies stop half way until it is closed
+	gateMid atomic.Bool               // the gate holds only ranges that start past byte 0 (GateRanges)
 	halfway chan string               // the path of each blob body held half way (Halfway)
 	log     []Request                 // every request, in arrival order; guarded by mu
 	gated   []Request                 // blob GETs held half way by Gate; guarded by mu
@@ -245,7 +246,15 @@ func (r *Registry) SetCorrupt(c bool) { r.corrupt.Store(c) }
 func (r *Registry) Halfway() <-chan string { return r.halfway }
 
 // Gate makes blob bodies stop half way until the returned func is called.
-func (r *Registry) Gate() (release func()) {
+func (r *Registry) Gate() (release func()) { return r.setGate(false) }
+
+// GateRanges is Gate for the blob GETs of a range that starts past byte 0
+// only (a striped fill's stripes; its first bytes and whole-blob GETs
+// flow).
+func (r *Registry) GateRanges() (release func()) { return r.setGate(true) }
+
+func (r *Registry) setGate(mid bool) (release func()) {
+	r.gateMid.Store(mid)
 	ch := make(chan bool)
 	r.gate.Store(&ch)
 	var once sync.Once
@@ -302,7 +311,7 @@ func (f *faultWriter) Write(p []byte) (int, error) {
 		p[len(p)/2] ^= 0xff
 		f.flipped = true
 	}
-	if g := f.r.gate.Load(); g != nil && f.total > 0 && f.written+int64(len(p)) > f.total/2 {
+	if g := f.r.gate.Load(); g != nil && f.total > 0 && f.written+int64(len(p)) > f.total/2 && (!f.r.gateMid.Load() || midRange(f.req.Range)) {
 		n := f.total/2 - f.written
 		if n > 0 {
 			m, err := f.ResponseWriter.Write(p[:n])
@@ -334,6 +343,12 @@ func (f *faultWriter) Write(p []byte) (int, error) {
 
 func (f *faultWriter) ReadFrom(src io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{f}, src) // every byte through Write, where the faults are
+}
+
+// midRange reports whether a Range header asks for bytes from past 0.
+func midRange(h string) bool {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	return ok && !strings.HasPrefix(spec, "0-") && !strings.HasPrefix(spec, "-")
 }
 
 // codeWriter keeps the status of an answer and counts its body bytes.
