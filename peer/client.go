@@ -97,7 +97,8 @@ func statusError(m member, resp *http.Response, notFound error) error {
 }
 
 // peerBody is a peer's response body, cut by the idle timeout (an
-// idle.Body): a Read blocked longer than it fails and suspects the peer.
+// idle.Body): a Read blocked longer than it fails and counts a stall of
+// the peer on the blob (see stalled).
 // The bytes are not hashed here: the store hashes every byte it writes
 // once, and calls Blame when the blob fails its digest, which suspects the
 // peer. It is not safe for concurrent use (like any body).
@@ -107,6 +108,7 @@ type peerBody struct {
 	peer    string
 	d       digest.Digest
 	n       int64
+	moved   bool   // a byte came: the peer's stalls on the blob are forgotten
 	err     error  // sticky
 	onClose func() // run once by Close; nil for none
 }
@@ -122,12 +124,16 @@ func (b *peerBody) Read(p []byte) (int, error) {
 	n, err := b.Body.Read(p)
 	if n > 0 {
 		b.n += int64(n)
+		if !b.moved {
+			b.moved = true
+			b.c.progressed(b.peer, b.d.String())
+		}
 	}
 	switch {
 	case err == io.EOF:
 	case errors.Is(err, errStalled):
 		err = fmt.Errorf("%s from peer %s: %w", b.d, b.peer, err)
-		b.c.suspect(b.peer, err)
+		b.c.stalled(b.peer, b.d.String(), err)
 	case err != nil:
 		err = fmt.Errorf("%s from peer %s: %w", b.d, b.peer, err)
 	}

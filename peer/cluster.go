@@ -59,7 +59,7 @@ type Config struct {
 	OwnerTimeout  time.Duration // time to the owner's first response for a manifest or tag (it may go upstream first); 0 means 3s
 	HeaderTimeout time.Duration // after a first (1xx) response, time to the final headers; 0 means 30s
 	IdleTimeout   time.Duration // a Read of a peer's body blocked this long fails and suspects the peer; 0 means the config default (peers.idleTimeout)
-	SuspectFor    time.Duration // how long a peer that stalled, lied or refused connections is skipped; 0 means 30s
+	SuspectFor    time.Duration // how long a peer that lied or refused connections is skipped (and a blob's stalls are remembered); 0 means 30s
 	Gossip        Gossip        // membership timing
 }
 
@@ -133,9 +133,10 @@ type Cluster struct {
 	selfMu sync.Mutex // guards self (its HTTP address is fixed up after start)
 	self   member
 
-	mu       sync.Mutex           // guards members and suspects
-	members  map[string]member    // live nodes besides this one, by name
-	suspects map[string]time.Time // peer name -> skipped until
+	mu       sync.Mutex            // guards members, suspects and slow
+	members  map[string]member     // live nodes besides this one, by name
+	suspects map[string]time.Time  // peer name -> skipped until
+	slow     map[slowKey]*slowMark // a peer's stalls in a row on one blob
 
 	relays relays // copies of blobs being served to peers
 
@@ -176,6 +177,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		self:     member{Name: cfg.NodeName, HTTP: cfg.Advertise},
 		members:  map[string]member{},
 		suspects: map[string]time.Time{},
+		slow:     map[slowKey]*slowMark{},
 		done:     make(chan struct{}),
 	}
 	c.sign = signer{key: c.keys.marker, node: cfg.NodeName, now: time.Now}
@@ -373,6 +375,79 @@ func (c *Cluster) suspected(name string) bool {
 		return false
 	}
 	return ok
+}
+
+// slowLimit is how many times in a row a peer may send nothing of a blob
+// for IdleTimeout before this node passes it over for that blob (see
+// stalled).
+const slowLimit = 3
+
+// slowKey is one peer and one blob (its digest).
+type slowKey struct{ peer, key string }
+
+// slowMark counts a peer's stalls in a row on one blob.
+type slowMark struct {
+	stalls int
+	until  time.Time // forgotten after
+}
+
+// stalled records that peer sent nothing of blob key for IdleTimeout. A
+// peer that stalls is slow, not dead: it answered, so it is fetching the
+// blob itself (a relay parent waits on its own source, which a loaded
+// machine or upstream can make slow), and the bytes it has not sent yet
+// would come from the upstream a second time if this node went there
+// instead. So a stall neither suspects the peer for its other blobs nor
+// passes it over for this one: it is asked again, at the byte reached,
+// until it stalled slowLimit times in a row without a byte in between
+// (stuck, not slow). A dead peer is no stall: its connections break or
+// are refused (suspect), or gossip drops it.
+func (c *Cluster) stalled(peer, key string, why error) {
+	c.mu.Lock()
+	if len(c.slow) >= 256 { // forget the old marks of blobs not asked again
+		for k, m := range c.slow {
+			if time.Now().After(m.until) {
+				delete(c.slow, k)
+			}
+		}
+	}
+	m := c.slow[slowKey{peer, key}]
+	if m == nil || time.Now().After(m.until) {
+		m = &slowMark{}
+		c.slow[slowKey{peer, key}] = m
+	}
+	m.stalls++
+	m.until = time.Now().Add(c.cfg.SuspectFor)
+	stalls := m.stalls
+	c.mu.Unlock()
+	if stalls >= slowLimit {
+		c.log.Warn("peer passed over for a blob", "peer", peer, "digest", key, "stalls", stalls, "for", c.cfg.SuspectFor, "err", why)
+		return
+	}
+	c.log.Info("peer slow, asked again", "peer", peer, "digest", key, "stalls", stalls, "err", why)
+}
+
+// progressed forgets peer's stalls on blob key: it sent a byte.
+func (c *Cluster) progressed(peer, key string) {
+	c.mu.Lock()
+	delete(c.slow, slowKey{peer, key})
+	c.mu.Unlock()
+}
+
+// passOver reports whether this node skips peer for key: the peer is
+// suspected (refused connections or lied), or stalled slowLimit times in
+// a row on it.
+func (c *Cluster) passOver(peer, key string) bool {
+	if c.suspected(peer) {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.slow[slowKey{peer, key}]
+	if m != nil && time.Now().After(m.until) {
+		delete(c.slow, slowKey{peer, key})
+		return false
+	}
+	return m != nil && m.stalls >= slowLimit
 }
 
 func (c *Cluster) setPeersGauge(n int) {

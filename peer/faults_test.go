@@ -3,9 +3,11 @@ package peer
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -61,13 +63,23 @@ func TestEarlyHintsExtendTheWait(t *testing.T) {
 	}
 }
 
-func TestStallFailsAndSuspects(t *testing.T) {
+// TestStallIsAskedAgainThenPassedOver: an owner whose stream stalls is
+// slow, not dead: it is not suspected, and a resume asks it again, until it
+// stalled slowLimit times in a row on the blob; then the resume goes to a
+// holder.
+func TestStallIsAskedAgainThenPassedOver(t *testing.T) {
 	t.Parallel()
 	nodes := cluster(t, 3, nil) // IdleTimeout 2s
 	b, d, r := blobFor(t, nodes, notSelfOwned(nodes))
 	r[0].serve(func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Length", "65536")
-		_, _ = w.Write(b[:1000])
+		if req.Header.Get("Range") == "" {
+			w.Header().Set("Content-Length", "65536")
+			_, _ = w.Write(b[:1000])
+		} else { // a resume at byte 1000: headers, then nothing
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 1000-%d/%d", len(b)-1, len(b)))
+			w.Header().Set("Content-Length", strconv.Itoa(len(b)-1000))
+			w.WriteHeader(http.StatusPartialContent)
+		}
 		w.(http.Flusher).Flush()
 		<-req.Context().Done()
 	})
@@ -76,19 +88,27 @@ func TestStallFailsAndSuspects(t *testing.T) {
 		t.Fatalf("fetch: %d bytes, err %v; want 1000 bytes and a stall", len(got), err)
 	}
 	owner := r[0].c.Name()
-	if !nodes[0].c.suspected(owner) {
-		t.Fatal("the stalling owner is not suspected")
+	if nodes[0].c.suspected(owner) || nodes[0].c.passOver(owner, d.String()) {
+		t.Fatal("the owner is passed over after one stall")
 	}
-	// Resuming goes to a holder, not the suspect.
 	for _, nd := range r[1:] {
 		nd.serve(content(b))
+	}
+	for i := 2; i <= slowLimit; i++ {
+		if _, _, err := readBlob(t, nodes[0].c, d, 1000); !errors.Is(err, errStalled) {
+			t.Fatalf("resume %d: err %v, want the owner asked again and a stall", i-1, err)
+		}
+	}
+	if nodes[0].c.suspected(owner) || !nodes[0].c.passOver(owner, d.String()) {
+		t.Fatalf("after %d stalls: suspected %v, passed over for the blob %v; want false, true", slowLimit,
+			nodes[0].c.suspected(owner), nodes[0].c.passOver(owner, d.String()))
 	}
 	got, _, err = readBlob(t, nodes[0].c, d, 1000)
 	if err != nil || !bytes.Equal(got, b[1000:]) {
 		t.Fatalf("resume: %d bytes, err %v", len(got), err)
 	}
-	if n := r[0].hits.Load(); n != 1 {
-		t.Fatalf("the suspect was asked %d times, want 1", n)
+	if n := r[0].hits.Load(); n != slowLimit {
+		t.Fatalf("the slow owner was asked %d times, want %d", n, slowLimit)
 	}
 }
 

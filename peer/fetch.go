@@ -21,10 +21,11 @@ import (
 // (this node is the root, or every source failed) and a client asks, it
 // asks the next AskNext ranked nodes in holder mode, in parallel, and takes
 // the first that has it; a fill for a relay request goes upstream at once,
-// as an owner's did. Suspected peers are skipped. The bytes are not
+// as an owner's did. Suspected peers are skipped, and peers that stalled
+// slowLimit times in a row on the blob. The bytes are not
 // verified here: the caller (the store's fill) hashes them once and calls
 // the body's Blame when the blob fails its digest, which suspects the peer.
-// A Read blocked longer than IdleTimeout fails. Any error means "go
+// A Read blocked longer than IdleTimeout fails (a stall, see stalled). Any error means "go
 // upstream" (ErrNoPeer when nobody was there to ask). It blocks until a
 // peer's final response headers or failure.
 func (c *Cluster) FetchBlob(ctx context.Context, req oci.Request, offset int64) (io.ReadCloser, int64, error) {
@@ -126,19 +127,19 @@ func (c *Cluster) ResolveTag(ctx context.Context, req oci.Request) (oci.Descript
 }
 
 // plan ranks the live nodes for key and picks whom to ask: the owner (nil
-// when it is this node or suspected) and up to AskNext holders, the next
-// ranked nodes besides this one that are not suspected.
+// when it is this node or passed over) and up to AskNext holders, the next
+// ranked nodes besides this one that are not passed over (passOver).
 func (c *Cluster) plan(key string) (owner *member, holders []member) {
 	ranked := rank(key, c.live())
 	self := c.cfg.NodeName
-	if ranked[0].Name != self && !c.suspected(ranked[0].Name) {
+	if ranked[0].Name != self && !c.passOver(ranked[0].Name, key) {
 		owner = &ranked[0]
 	}
 	for _, m := range ranked[1:] {
 		if len(holders) >= c.cfg.AskNext {
 			break
 		}
-		if m.Name != self && !c.suspected(m.Name) {
+		if m.Name != self && !c.passOver(m.Name, key) {
 			holders = append(holders, m)
 		}
 	}

@@ -203,8 +203,10 @@ func (c *Cluster) blobPlan(d digest.Digest) (*Plan, int) {
 // parent, then on failure (dead, stalled, refused, busy) the next sources
 // in the plan, one at a time. It returns ErrNoPeer (joined with what each
 // said) once the plan says "upstream". A source that answers busy is not
-// suspected; one that cannot be reached or stalls is (see ask, peerBody),
-// so a fill that resumes after a broken stream skips it.
+// suspected; one that cannot be reached is (see ask), so a fill that
+// resumes after a broken stream skips it. One whose stream stalled is
+// asked again until it stalled slowLimit times in a row on the blob (see
+// stalled): it is slow, and the upstream would send its bytes twice.
 func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end int64) (blobResult, error) {
 	d := req.Digest
 	p, self := c.blobPlan(d)
@@ -221,7 +223,7 @@ func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end in
 			break
 		}
 		m, ok := byName[p.Nodes[src]]
-		if !ok || c.suspected(m.Name) {
+		if !ok || c.passOver(m.Name, d.String()) {
 			continue
 		}
 		actx, cancel := context.WithCancelCause(ctx)

@@ -80,7 +80,9 @@ func (c *Cluster) stripePlan(d digest.Digest, size int64) (*Plan, int) {
 // of a blob of size bytes, from a peer: down the tree of the stripe that
 // holds offset, over the live members now. It asks this node's parent in
 // that tree in relay mode, then on failure (dead, stalled, busy) the next
-// sources of the plan one at a time, skipping suspected ones, and fails
+// sources of the plan one at a time, skipping suspected ones and those
+// that stalled slowLimit times in a row on the blob (a parent that stalled
+// fewer times is slow, not dead: it is asked again), and fails
 // with ErrNoPeer once the plan says "upstream" (this node is the stripe's
 // root, or every source failed): the caller asks upstream for the range.
 // The body's Blame suspects the peer when the blob fails its digest.
@@ -113,7 +115,7 @@ func (c *Cluster) FetchRange(ctx context.Context, req oci.Request, size, offset,
 			break
 		}
 		m, ok := byName[p.Nodes[src]]
-		if !ok || c.suspected(m.Name) {
+		if !ok || c.passOver(m.Name, d.String()) {
 			continue
 		}
 		actx, cancel := context.WithCancelCause(ctx)

@@ -122,6 +122,60 @@ func TestStripedRelayFetchesEachByteOnce(t *testing.T) {
 	}
 }
 
+// TestStripedRelaySlowRootSendsNoStripeUpstreamTwice: seven nodes with
+// fan-out 2 and a 2 s peers.idleTimeout pull a cold 4 MiB blob at once
+// while the upstream holds every stripe root's Range GET half way for 3 s:
+// each root is slow, not dead (alive, still fetching), and its children's
+// streams from it send nothing for longer than the idle timeout. They ask
+// the root again rather than the upstream, so the upstream still sends
+// each byte once (a child that passed over its slow root for the upstream
+// made it send that stripe again).
+func TestStripedRelaySlowRootSendsNoStripeUpstreamTwice(t *testing.T) {
+	const n, k = 7, 2
+	const idle, hold = 2 * time.Second, 3 * time.Second
+	up := upstreamtest.New(t)
+	layer, size := pushLayer(t, up)
+	opts := stripeOpts(n, k)
+	for i, m := range opts {
+		mutate := m.Mutate
+		m.Mutate = func(c *config.Config) { mutate(c); c.Peers.IdleTimeout = config.Duration(idle) }
+		opts[i] = m
+	}
+	nodes := startCluster(t, up, n, opts)
+
+	release := up.GateRanges()
+	defer release()
+	go func() {
+		held := 0
+		for held < k {
+			select {
+			case <-up.Halfway():
+				held++
+			case <-t.Context().Done():
+				return
+			}
+		}
+		time.Sleep(hold) // the roots are slow: that is the test
+		release()
+	}()
+	for name, err := range pullAll(t, up, nodes, "team/app", layer, nil, nil) {
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if held := len(up.HeldRequests()); held < k {
+		t.Fatalf("the upstream held %d stripe GETs, want %d", held, k)
+	}
+	if got, ranges := up.BlobBytes(layer.String()); got != size {
+		t.Errorf("upstream sent %d bytes of the layer, want %d (each byte once); ranges %q", got, size, ranges)
+	}
+	for _, nd := range nodes {
+		if ok, err := stored(nd, layer); !ok || err != nil {
+			t.Errorf("%s stored the layer: %v, %v", nd.Name, ok, err)
+		}
+	}
+}
+
 // TestStripedRelayParentKilledMidTransfer kills an inner node of a
 // stripe's tree while the stripes flow: its children resume that stripe at
 // the byte reached from the next source of the plan, every other node gets
