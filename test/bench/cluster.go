@@ -51,7 +51,7 @@ func startNodes(ctx context.Context, e *env, setup, dir string, n int) ([]node, 
 				seed = bind
 			}
 			p, addr, err = startBerth(ctx, e.berth, d, fmt.Sprintf("berth%d", i), e.up.Addr,
-				&peerOpts{Name: fmt.Sprintf("node%d", i), Bind: bind, Join: seed, SecretFile: secret, StripeSize: stripeSizes[setup]})
+				&peerOpts{Name: fmt.Sprintf("node%d", i), Bind: bind, Join: seed, SecretFile: secret, StripeSize: stripeSizes[setup], IdleTimeout: e.clusterIdle})
 		}
 		if err != nil {
 			return fail(err)

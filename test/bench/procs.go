@@ -153,6 +153,7 @@ func startRegistry(ctx context.Context, bin, dir, name, remote string) (*proc, s
 type peerOpts struct {
 	Name, Bind, Join, SecretFile string
 	StripeSize                   string // peers.stripeSize; "" keeps the default
+	IdleTimeout                  string // peers.idleTimeout; "" keeps the default
 }
 
 // startBerth runs berth serve with only the upstream registry configured
@@ -173,6 +174,9 @@ func startBerth(ctx context.Context, bin, dir, name, upstream string, peer *peer
 		cfg += fmt.Sprintf("peers:\n  nodeName: %q\n", peer.Name)
 		if peer.StripeSize != "" {
 			cfg += fmt.Sprintf("  stripeSize: %q\n", peer.StripeSize)
+		}
+		if peer.IdleTimeout != "" {
+			cfg += fmt.Sprintf("  idleTimeout: %q\n", peer.IdleTimeout)
 		}
 		args = append(args, "--peer-bind", peer.Bind, "--peer-advertise", addr,
 			"--peer-join", peer.Join, "--peer-secret-file", peer.SecretFile)

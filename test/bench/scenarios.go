@@ -26,6 +26,7 @@ type env struct {
 	pprofDir                     string // where heap profiles go, or "" for none
 	timeline                     string // where containerd pull timelines go, or "" for none
 	clusterLogs                  string // where the cluster runs' node logs (debug) go, or "" for none
+	clusterIdle                  string // peers.idleTimeout of the cluster nodes, or "" for the default
 	rev, command                 string // for the report
 	up                           *counter
 	upProc                       *proc // the upstream registry behind up
