@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -64,6 +65,30 @@ func startNodes(ctx context.Context, e *env, setup, dir string, n int) ([]node, 
 		}
 	}
 	return nodes, nil
+}
+
+// pauseNodes stops (SIGSTOP) nodes 1, 2, ... in turn for d every 5 s
+// until done is closed, and lets each go on (SIGCONT): a node that gets no
+// CPU for d, as on a loaded machine, is a slow parent to its children.
+func pauseNodes(nodes []node, d time.Duration, done <-chan struct{}) {
+	for i := 1; ; i++ {
+		select {
+		case <-done:
+			return
+		case <-time.After(5*time.Second - d):
+		}
+		pid := nodes[i%len(nodes)].p.pid()
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			fmt.Fprintln(os.Stderr, "pause:", err)
+			return
+		}
+		time.Sleep(d) // the node gets no CPU: that is the point
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			fmt.Fprintln(os.Stderr, "pause:", err)
+			return
+		}
+		fmt.Printf("paused node%d for %s\n", i%len(nodes), d)
+	}
 }
 
 // keepLogs copies the node logs (*.log) under dir into to, flat.
@@ -146,7 +171,17 @@ func benchCluster(ctx context.Context, e *env, o *opts, rep *report, img *image)
 			if r == 0 && setup != "distribution proxy" {
 				stopPerf = e.perfNodes(ctx, nodes, "cluster-"+strings.ReplaceAll(setup, " ", "-"))
 			}
+			paused := make(chan struct{})
+			pulled := make(chan struct{})
+			go func() {
+				defer close(paused)
+				if e.clusterPause > 0 && strings.HasPrefix(setup, "berth peers") {
+					pauseNodes(nodes, e.clusterPause, pulled)
+				}
+			}()
 			wall, err := concurrently(n, func(i int) error { return pullImage(ctx, nodes[i].addr, img, par) })
+			close(pulled)
+			<-paused
 			stopPerf()
 			c := clusterResult{wall: wall, ratio: float64(e.up.blobBytes.Load()) / float64(img.Bytes), gets: e.up.blobGets.Load()}
 			for _, nd := range nodes {

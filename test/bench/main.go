@@ -75,6 +75,7 @@ func main() {
 	flag.StringVar(&e.timeline, "timeline", "", "directory for a per-blob timeline of every containerd pull (upstream GETs; berth's prefetches, fills and client requests, from its debug log)")
 	flag.StringVar(&e.clusterLogs, "cluster-logs", "", "directory for the berth nodes' debug logs of every cluster run (one subdirectory per run), to find why a node went upstream")
 	flag.StringVar(&e.clusterIdle, "cluster-idle-timeout", "", "peers.idleTimeout of the cluster nodes (a short one makes a parent slowed by the load stall, to check that no stall sends a byte upstream twice); empty keeps the default")
+	flag.DurationVar(&e.clusterPause, "cluster-pause", 0, "during each berth cluster pull, stop (SIGSTOP) one node in turn this long every 5 s, as a machine too loaded to run it would (keep it under gossip's failure detection, ~2.5 s, or the node is dropped as dead)")
 	flag.StringVar(&e.pprofDir, "pprof", "", "directory for berth's heap and goroutine profiles (/debug/pprof) taken halfway through its cold runs (cold32, rss500)")
 	flag.StringVar(&e.rev, "rev", "", "berth revision, for the report")
 	flag.StringVar(&e.command, "command", "", "the command line, for the report")

@@ -20,14 +20,15 @@ import (
 type env struct {
 	berth, registry, nginx, work string
 	wrk, containerd, ctr         string
-	containerd2                  string // directory of containerd 2.x's binaries
-	ctrImg                       *image // the containerd figures' image, pushed once
-	perfDir                      string // where perf record writes, or "" for none
-	pprofDir                     string // where heap profiles go, or "" for none
-	timeline                     string // where containerd pull timelines go, or "" for none
-	clusterLogs                  string // where the cluster runs' node logs (debug) go, or "" for none
-	clusterIdle                  string // peers.idleTimeout of the cluster nodes, or "" for the default
-	rev, command                 string // for the report
+	containerd2                  string        // directory of containerd 2.x's binaries
+	ctrImg                       *image        // the containerd figures' image, pushed once
+	perfDir                      string        // where perf record writes, or "" for none
+	pprofDir                     string        // where heap profiles go, or "" for none
+	timeline                     string        // where containerd pull timelines go, or "" for none
+	clusterLogs                  string        // where the cluster runs' node logs (debug) go, or "" for none
+	clusterIdle                  string        // peers.idleTimeout of the cluster nodes, or "" for the default
+	clusterPause                 time.Duration // each berth node in turn is stopped (SIGSTOP) this long every 5 s of a cluster pull; 0 for none
+	rev, command                 string        // for the report
 	up                           *counter
 	upProc                       *proc // the upstream registry behind up
 	out                          *strings.Builder
