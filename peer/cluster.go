@@ -426,6 +426,29 @@ func (c *Cluster) stalled(peer, key string, why error) {
 	c.log.Info("peer slow, asked again", "peer", peer, "digest", key, "stalls", stalls, "err", why)
 }
 
+// askAgain reports whether a relay source that failed with err is to be
+// asked again for blob key rather than passed over for the next source
+// (and at last the upstream): it sent no answer in time (a stall before
+// the body, counted as one), is still a live member, and has not stalled
+// slowLimit times in a row on the blob. A node a loaded machine does not
+// run accepts the connection (the kernel does) and answers late; a dead
+// one refuses it or leaves the membership.
+func (c *Cluster) askAgain(peer, key string, err error) bool {
+	if !errors.Is(err, errNoAnswer) || !c.isMember(peer) {
+		return false
+	}
+	c.stalled(peer, key, err)
+	return !c.passOver(peer, key)
+}
+
+// isMember reports whether peer is a live member now.
+func (c *Cluster) isMember(peer string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.members[peer]
+	return ok
+}
+
 // progressed forgets peer's stalls on blob key: it sent a byte.
 func (c *Cluster) progressed(peer, key string) {
 	c.mu.Lock()

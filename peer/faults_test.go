@@ -15,7 +15,11 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-func TestSilentOwnerCostsTheTimeout(t *testing.T) {
+// TestSilentOwnerIsAskedAgainThenPassedOver: an owner that accepts the
+// connection but never answers (as one a loaded machine does not run) is
+// slow, not dead: it is asked again, slowLimit times in all, each for the
+// relay timeout, and then the next node of the plan is asked.
+func TestSilentOwnerIsAskedAgainThenPassedOver(t *testing.T) {
 	t.Parallel()
 	nodes := cluster(t, 3, nil)
 	b, d, r := blobFor(t, nodes, func(r []*node) bool { return r[0] != nodes[0] })
@@ -31,8 +35,8 @@ func TestSilentOwnerCostsTheTimeout(t *testing.T) {
 	if err != nil || !bytes.Equal(got, b) {
 		t.Fatalf("fetch: %d bytes, err %v", len(got), err)
 	}
-	if got := r[0].seen(); len(got) != 1 || got[0] != oci.ViaPeerRelay {
-		t.Fatalf("owner saw %v", got)
+	if got := r[0].seen(); len(got) != slowLimit || got[0] != oci.ViaPeerRelay {
+		t.Fatalf("owner saw %v, want %d relay requests", got, slowLimit)
 	}
 	if got := holder.seen(); len(got) != 1 || got[0] != via {
 		t.Fatalf("next node saw %v, want one %s-mode request", got, via)

@@ -228,6 +228,11 @@ func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end in
 		}
 		actx, cancel := context.WithCancelCause(ctx)
 		r, err := c.tryBlob(actx, cancel, m, oci.ViaPeerRelay, req, offset, end)
+		for err != nil && ctx.Err() == nil && c.askAgain(m.Name, d.String(), err) {
+			c.log.Debug("relay source slow, asked again", "peer", m.Name, "digest", d, "offset", offset, "err", err)
+			actx, cancel = context.WithCancelCause(ctx)
+			r, err = c.tryBlob(actx, cancel, m, oci.ViaPeerRelay, req, offset, end)
+		}
 		if err == nil {
 			c.streamsFrom(d, m.Name, offset, end, r.body)
 			from := "parent"

@@ -120,6 +120,11 @@ func (c *Cluster) FetchRange(ctx context.Context, req oci.Request, size, offset,
 		}
 		actx, cancel := context.WithCancelCause(ctx)
 		body, err := c.tryRange(actx, cancel, m, req, size, offset, end)
+		for err != nil && ctx.Err() == nil && c.askAgain(m.Name, d.String(), err) {
+			c.log.Debug("stripe source slow, asked again", "peer", m.Name, "digest", d, "stripe", s, "offset", offset, "err", err)
+			actx, cancel = context.WithCancelCause(ctx)
+			body, err = c.tryRange(actx, cancel, m, req, size, offset, end)
+		}
 		if err == nil {
 			c.streamsFrom(d, m.Name, offset, end, body)
 			from := "parent"
