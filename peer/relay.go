@@ -77,9 +77,11 @@ func (c *Cluster) AdmitCopy(r *http.Request, d digest.Digest) (release func(), o
 // response (it sends 103 Early Hints as soon as it joins or starts its own
 // fill): the stall bound, IdleTimeout, not the shorter Timeout. A source
 // in the plan is known to be fetching the blob, or to start when asked, so
-// only a dead one (refused at once) or a stalled one sends the asker, and
+// only a dead one (refused at once, or gone from the membership) or a stuck
+// one (slowLimit stalls or late answers in a row) sends the asker, and
 // through it its subtree, to the next source; a source slow to answer on
-// a loaded machine does not send a stripe to the upstream a second time.
+// a loaded machine is asked again and does not send a stripe to the
+// upstream a second time.
 func (c *Cluster) relayTimeout() time.Duration { return max(c.cfg.Timeout, c.cfg.IdleTimeout) }
 
 // maxRelayHops is the most relay hops a request may have passed: the
@@ -204,9 +206,10 @@ func (c *Cluster) blobPlan(d digest.Digest) (*Plan, int) {
 // in the plan, one at a time. It returns ErrNoPeer (joined with what each
 // said) once the plan says "upstream". A source that answers busy is not
 // suspected; one that cannot be reached is (see ask), so a fill that
-// resumes after a broken stream skips it. One whose stream stalled is
-// asked again until it stalled slowLimit times in a row on the blob (see
-// stalled): it is slow, and the upstream would send its bytes twice.
+// resumes after a broken stream skips it. A live one whose stream stalled
+// or that sent no answer in time is asked again until it did so slowLimit
+// times in a row on the blob (see askAgain, stalled): it is slow, and the
+// upstream would send its bytes twice.
 func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end int64) (blobResult, error) {
 	d := req.Digest
 	p, self := c.blobPlan(d)

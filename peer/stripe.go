@@ -81,8 +81,9 @@ func (c *Cluster) stripePlan(d digest.Digest, size int64) (*Plan, int) {
 // holds offset, over the live members now. It asks this node's parent in
 // that tree in relay mode, then on failure (dead, stalled, busy) the next
 // sources of the plan one at a time, skipping suspected ones and those
-// that stalled slowLimit times in a row on the blob (a parent that stalled
-// fewer times is slow, not dead: it is asked again), and fails
+// that stalled slowLimit times in a row on the blob (a live source that
+// stalled or sent no answer in time fewer times is slow, not dead: it is
+// asked again, see askAgain and stalled), and fails
 // with ErrNoPeer once the plan says "upstream" (this node is the stripe's
 // root, or every source failed): the caller asks upstream for the range.
 // The body's Blame suspects the peer when the blob fails its digest.
