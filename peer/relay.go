@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +54,7 @@ func (c *Cluster) AdmitCopy(r *http.Request, d digest.Digest) (release func(), o
 		c.log.Debug("relay request refused: too many hops", "peer", asker, "digest", d, "hops", r.Header.Get(oci.RelayHopHeader), "limit", c.maxRelayHops())
 		return nil, false
 	}
-	start, end := askedRange(r.Header.Get("Range"))
+	start, end := oci.FirstRange(r.Header.Get("Range"))
 	limit := 2 * c.cfg.Fanout
 	rl := &c.relays
 	rl.mu.Lock()
@@ -101,24 +100,19 @@ func (c *Cluster) maxRelayHops() int {
 	return depth + 2
 }
 
-// askedRange reads a Range header's first range: [start, end), end -1
-// for open-ended; the whole blob when there is none or it is unreadable.
-func askedRange(h string) (start, end int64) {
-	spec, ok := strings.CutPrefix(h, "bytes=")
-	if !ok {
-		return 0, -1
+// relayHops is the relay hop count to send with a request for bytes
+// [offset, end) (end -1: to the end) of a fill started by req: one more
+// than req passed when those bytes overlap the ones req asked for, else
+// one. A fill started by a request for one stripe asks for every stripe,
+// and each stripe's chain of parents is its own tree's: counted across
+// stripes, a fill started late on a loaded node (at the end of another
+// stripe's chain) was refused by every parent and fetched its stripes from
+// the upstream a second time.
+func relayHops(req oci.Request, offset, end int64) int {
+	if req.RelayHops > 0 && overlap(req.RelayStart, req.RelayEnd, offset, end) {
+		return req.RelayHops + 1
 	}
-	spec, _, _ = strings.Cut(spec, ",")
-	a, b, _ := strings.Cut(spec, "-")
-	start, err := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
-	if err != nil || start < 0 {
-		return 0, -1
-	}
-	last, err := strconv.ParseInt(strings.TrimSpace(b), 10, 64)
-	if err != nil || last < start {
-		return start, -1
-	}
-	return start, last + 1
+	return 1
 }
 
 // overlap reports whether [a, b) and [c, d) share a byte; an end of -1

@@ -1,8 +1,12 @@
 package peer
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,5 +149,72 @@ func TestAdmitCopyStripesMayCross(t *testing.T) {
 	body.onClose()
 	if len(c.relays.from) != 0 {
 		t.Fatalf("streams still recorded after close: %v", c.relays.from)
+	}
+}
+
+// TestStripeHopsCountAlongTheirOwnBytes: a fill started by a relay
+// request deep in one stripe's chain (hops at the cluster's limit) asks for
+// the other stripes with a hop count of one, as each stripe's chain is its
+// own tree's, and for the bytes its starter asked for with one more. Counted
+// across stripes, every parent refused a fill started late on a loaded node
+// (too many hops) and it fetched its stripes from the upstream a second
+// time.
+func TestStripeHopsCountAlongTheirOwnBytes(t *testing.T) {
+	t.Parallel()
+	const stripeMin = 64 << 10
+	nodes := cluster(t, 3, func(c *Config) { c.StripeMin = stripeMin })
+	b := make([]byte, 4*stripeMin)
+	var d digest.Digest
+	var p *Plan
+	names := []string{nodes[0].c.Name(), nodes[1].c.Name(), nodes[2].c.Name()}
+	for i := range 1000 { // a blob whose stripes 0 and 1 have roots other than nodes[0]
+		b[0] = byte(i)
+		b[1] = byte(i >> 8)
+		d = digest.FromBytes(b)
+		p = NewPlan(d.String(), names, int64(len(b)), PlanOptions{StripeMin: stripeMin})
+		if p.Stripes() >= 2 && p.Root(0) != p.Index(names[0]) && p.Root(1) != p.Index(names[0]) {
+			break
+		}
+	}
+	var mu sync.Mutex
+	var hops []string
+	for _, nd := range nodes[1:] {
+		nd.serve(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			hops = append(hops, r.Header.Get(oci.RelayHopHeader))
+			mu.Unlock()
+			content(b)(w, r)
+		})
+	}
+	limit := nodes[0].c.maxRelayHops()
+	req := repo.Blob(d)
+	req.Via, req.RelayHops, req.RelayStart, req.RelayEnd = oci.ViaPeerRelay, limit, 0, 1 // asked for stripe 0's first byte
+	fetch := func(s int) string {
+		t.Helper()
+		mu.Lock()
+		hops = nil
+		mu.Unlock()
+		start, end := p.Range(s)
+		rc, err := nodes[0].c.FetchRange(t.Context(), req, int64(len(b)), start, end)
+		if err != nil {
+			t.Fatalf("stripe %d: %v", s, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, b[start:end]) {
+			t.Fatalf("stripe %d: %d bytes, %v", s, len(got), err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(hops) != 1 {
+			t.Fatalf("stripe %d: %d requests, want 1", s, len(hops))
+		}
+		return hops[0]
+	}
+	if got := fetch(1); got != "1" {
+		t.Errorf("another stripe asked with %s relay hops, want 1 (its own chain starts here)", got)
+	}
+	if got, want := fetch(0), strconv.Itoa(limit+1); got != want {
+		t.Errorf("the starter's stripe asked with %s relay hops, want %s", got, want)
 	}
 }

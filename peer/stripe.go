@@ -155,7 +155,7 @@ func (c *Cluster) tryRange(ctx context.Context, cancel context.CancelCauseFunc, 
 	repo, d := req.Repo, req.Digest
 	hdr := http.Header{
 		"Range":             {"bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(end-1, 10)},
-		oci.RelayHopHeader:  {strconv.Itoa(req.RelayHops + 1)},
+		oci.RelayHopHeader:  {strconv.Itoa(relayHops(req, offset, end))},
 		oci.RelaySizeHeader: {strconv.FormatInt(size, 10)},
 	}
 	resp, err := c.ask(ctx, cancel, m, oci.ViaPeerRelay, http.MethodGet, blobPath(repo, d), repo.Registry, c.relayTimeout(), hdr)

@@ -78,7 +78,7 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 	}
 	ttfb := c.cfg.Timeout
 	if via == oci.ViaPeerRelay {
-		hdr.Set(oci.RelayHopHeader, strconv.Itoa(req.RelayHops+1))
+		hdr.Set(oci.RelayHopHeader, strconv.Itoa(relayHops(req, offset, end)))
 		ttfb = c.relayTimeout()
 		if req.RelaySize > 0 {
 			hdr.Set(oci.RelaySizeHeader, strconv.FormatInt(req.RelaySize, 10))

@@ -35,3 +35,24 @@ func ContentRangeAt(v string, offset int64) (total int64, err error) {
 	}
 	return total, nil
 }
+
+// FirstRange reads a Range header's first range: [start, end), end -1 for
+// open-ended; the whole blob (0, -1) when there is none or it is
+// unreadable.
+func FirstRange(h string) (start, end int64) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return 0, -1
+	}
+	spec, _, _ = strings.Cut(spec, ",")
+	a, b, _ := strings.Cut(spec, "-")
+	start, err := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
+	if err != nil || start < 0 {
+		return 0, -1
+	}
+	last, err := strconv.ParseInt(strings.TrimSpace(b), 10, 64)
+	if err != nil || last < start {
+		return start, -1
+	}
+	return start, last + 1
+}

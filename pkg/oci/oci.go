@@ -64,8 +64,12 @@ type Request struct {
 	Via  Via  // who asks: a client, or a peer as owner, holder or relay parent
 	Hops int  // berths the request passed before this one (HopHeader)
 	// RelayHops counts the cluster nodes a relay request passed through
-	// (RelayHopHeader): a fill it starts asks its own parent with one more.
-	RelayHops int
+	// (RelayHopHeader): a fill it starts asks its own parent with one more
+	// for those bytes, [RelayStart, RelayEnd) (its Range; RelayEnd -1: to
+	// the blob's end), and with one for other bytes (another stripe: the
+	// chain along those bytes starts there).
+	RelayHops            int
+	RelayStart, RelayEnd int64
 	// RelaySize is the blob's size as the relay request's asker knows it
 	// (RelaySizeHeader); 0 when not given. Only a hint: it picks how a
 	// fill starts, never what its bytes must be.

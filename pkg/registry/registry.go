@@ -173,6 +173,7 @@ func (h *Handler) admit(r *http.Request, req *oci.Request) error {
 	if req.Via == oci.ViaPeerRelay {
 		// Signed by a peer; the cluster refuses a count too deep (AdmitCopy).
 		req.RelayHops, _ = strconv.Atoi(r.Header.Get(oci.RelayHopHeader))
+		req.RelayStart, req.RelayEnd = oci.FirstRange(r.Header.Get("Range"))
 		if n, err := strconv.ParseInt(r.Header.Get(oci.RelaySizeHeader), 10, 64); err == nil && n > 0 {
 			req.RelaySize = n
 		}
