@@ -21,6 +21,9 @@ func TestZeroConfigTakesTheConfigDefaults(t *testing.T) {
 	if c.Fanout != def.Fanout || DefaultFanout != def.Fanout {
 		t.Fatalf("fanout: zero Config %d, DefaultFanout %d; config default %d", c.Fanout, DefaultFanout, def.Fanout)
 	}
+	if sm, err := config.StripeMin(def.StripeSize); err != nil || sm != DefaultStripeMin || c.StripeMin != DefaultStripeMin {
+		t.Fatalf("stripe size: zero Config %d, DefaultStripeMin %d; config default %q (%d, %v)", c.StripeMin, DefaultStripeMin, def.StripeSize, sm, err)
+	}
 	if c.RejoinInterval != 0 {
 		t.Fatalf("zero RejoinInterval became %s; 0 means off, as in the config", c.RejoinInterval)
 	}
