@@ -58,7 +58,7 @@ type Config struct {
 
 	OwnerTimeout  time.Duration // time to the owner's first response for a manifest or tag (it may go upstream first); 0 means 3s
 	HeaderTimeout time.Duration // after a first (1xx) response, time to the final headers; 0 means 30s
-	IdleTimeout   time.Duration // a Read of a peer's body blocked this long fails and suspects the peer; 0 means the config default (peers.idleTimeout)
+	IdleTimeout   time.Duration // a Read of a peer's body blocked this long fails, a stall of the peer on that blob (see stalled); 0 means the config default (peers.idleTimeout)
 	SuspectFor    time.Duration // how long a peer that lied or refused connections is skipped (and a blob's stalls are remembered); 0 means 30s
 	Gossip        Gossip        // membership timing
 }
@@ -377,9 +377,9 @@ func (c *Cluster) suspected(name string) bool {
 	return ok
 }
 
-// slowLimit is how many times in a row a peer may send nothing of a blob
-// for IdleTimeout before this node passes it over for that blob (see
-// stalled).
+// slowLimit is how many times in a row a peer may stall on a blob (send
+// nothing of it for IdleTimeout, or no answer in time) before this node
+// passes it over for that blob (see stalled, askAgain).
 const slowLimit = 3
 
 // slowKey is one peer and one blob (its digest).
