@@ -2,13 +2,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -183,10 +183,14 @@ func (s *Server) shutdown(ctx context.Context, srv *http.Server) error {
 
 // readyz answers 200 when the node can serve: its store is open, its
 // configuration loaded, it is not shutting down, and it has joined its
-// cluster (or runs alone by choice). Otherwise 503 with every reason.
+// cluster (or runs alone by choice), with a text body saying when it last
+// mirrored. Otherwise 503 with every reason as JSON (notReadyBody).
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if why := s.notReady(); len(why) > 0 {
-		http.Error(w, "not ready: "+strings.Join(why, "; "), http.StatusServiceUnavailable)
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(notReadyBody{Ready: false, Reasons: why})
 		return
 	}
 	fmt.Fprintln(w, "ready")
@@ -203,6 +207,14 @@ func lastMirror(t, now time.Time) string {
 	return t.UTC().Format(time.RFC3339) + " (" + now.Sub(t).Round(time.Second).String() + " ago)"
 }
 
+// notReadyBody is /readyz's 503 answer: {"ready":false,"reasons":[...]},
+// one reason per failed condition, in the order notReady checks them.
+type notReadyBody struct {
+	Ready   bool     `json:"ready"`
+	Reasons []string `json:"reasons"`
+}
+
+// notReady returns why the node cannot serve; none when it can.
 func (s *Server) notReady() []string {
 	var why []string
 	if s.cfg == nil {

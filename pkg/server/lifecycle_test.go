@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,7 +174,23 @@ func TestHealthAndReadiness(t *testing.T) {
 	check("/readyz", 200, "ready") // alone by choice: no peers configured
 	srv.Close()
 	check("/healthz", 200, "ok")
-	check("/readyz", 503, "store closed")
+	// Not ready: a JSON body a probe's log or an operator's curl can read,
+	// naming every reason.
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var got struct {
+		Ready   *bool    `json:"ready"`
+		Reasons []string `json:"reasons"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("/readyz when not ready: %d %q: %v, want JSON", rec.Code, rec.Body, err)
+	}
+	if ct := rec.Header().Get("Content-Type"); rec.Code != 503 || ct != "application/json" {
+		t.Errorf("/readyz when not ready: %d %s, want 503 application/json", rec.Code, ct)
+	}
+	if got.Ready == nil || *got.Ready || !slices.Contains(got.Reasons, "store closed") {
+		t.Errorf("/readyz when not ready: %s, want ready false and the reason store closed", rec.Body)
+	}
 }
 
 func TestReadyOnlyOnceJoined(t *testing.T) {
