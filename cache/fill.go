@@ -276,6 +276,10 @@ func (s *Store) run(f *fill, meta FillMeta, open Opener) {
 	// finds the committed file, or starts afresh after a failure.
 	s.mu.Lock()
 	delete(s.fills, f.d)
+	if len(s.fills) == 0 && s.idle != nil {
+		close(s.idle) // WaitFills
+		s.idle = nil
+	}
 	s.mu.Unlock()
 	f.update(func() { f.done, f.err, f.commitErr = true, err, commitErr })
 	if err == nil {
@@ -545,6 +549,31 @@ func (s *Store) Join(ctx context.Context, d digest.Digest) (*Blob, bool) {
 		return Committed(file, size), true
 	}
 	return nil, false
+}
+
+// WaitFills blocks until no fill is under way (each one committed or
+// failed), or ctx ends: then it returns ctx's error and the fills go on
+// until Close cancels them. A fill started meanwhile is waited for too.
+// It may run concurrently with everything else; a node's graceful stop
+// calls it once its listeners are closed.
+func (s *Store) WaitFills(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		if len(s.fills) == 0 {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.idle == nil {
+			s.idle = make(chan struct{})
+		}
+		idle := s.idle
+		s.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // FillInfo is one fill under way, as the status page shows it.

@@ -446,3 +446,39 @@ func TestFillReadersEndBeforeTheCommit(t *testing.T) {
 		t.Fatalf("source opened %d times", n)
 	}
 }
+
+// WaitFills returns once every fill under way has ended (stored here), and
+// with ctx's error while one still runs; it leaves that fill alone.
+func TestWaitFillsUntilTheLastFillEnds(t *testing.T) {
+	s := openStore(t)
+	if err := s.WaitFills(t.Context()); err != nil {
+		t.Fatalf("no fills: %v", err)
+	}
+	data, d := randomBlob(t, 1<<20)
+	src := newGated(data)
+	b, err := s.Fill(t.Context(), d, FillMeta{}, src.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	pw := <-src.pw
+	pw.Write(data[:1000])
+	ended, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.WaitFills(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a fill under way, ctx ended: %v, want context.Canceled", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitFills(t.Context()) }()
+	pw.Write(data[1000:])
+	pw.Close()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("WaitFills did not return after the fill ended")
+	}
+	assertStored(t, s, d, data) // stored before WaitFills returned
+}

@@ -143,8 +143,9 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // fills and the flusher
 
-	mu    sync.Mutex              // guards fills
+	mu    sync.Mutex              // guards fills and idle
 	fills map[digest.Digest]*fill // fills under way, removed once committed or failed
+	idle  chan struct{}           // closed when fills turns empty; made by WaitFills, nil when none waits
 
 	beforeSync func() // tests: runs in a commit before the fsync
 }

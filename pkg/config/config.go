@@ -20,7 +20,7 @@ type Config struct {
 	Log             Log        `yaml:"log"`
 	Metrics         Metrics    `yaml:"metrics"`
 	Prefetch        Prefetch   `yaml:"prefetch"`
-	ShutdownGrace   Duration   `yaml:"shutdownGrace"` // how long in-flight responses may finish on SIGTERM
+	ShutdownGrace   Duration   `yaml:"shutdownGrace"` // how long in-flight responses and fills may finish on SIGTERM
 	// Offline makes berth contact no upstream at all: tags resolve from the
 	// store, and what it lacks is a miss (MANIFEST_UNKNOWN, BLOB_UNKNOWN).
 	Offline bool `yaml:"offline"`

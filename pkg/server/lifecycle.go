@@ -63,11 +63,15 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 // Serve serves on ls until ctx ends, then shuts down gracefully: /readyz
 // turns 503, the listeners close (nothing new is accepted), the node leaves
 // the gossip cluster so that peers stop ranking it, and responses under way
-// finish within the shutdown grace; after it, connections are cut and the
-// error says so. Requests do not see ctx end: a download being served goes
-// on to its last byte. Serve returns when every response has ended; the
-// caller then calls Close. A TLS listener needs listen.tls.certFile and
-// keyFile in the configuration.
+// and then fills under way (those no client waits for any more, and
+// prefetches already started; queued prefetches are dropped) finish
+// within the shutdown grace, one bound for both. Requests do not see ctx
+// end: a download being served goes on to its last byte. After the grace,
+// connections are cut and a warning says what was still running; that is
+// still a clean stop (nil). Serve returns when every response has ended;
+// the caller then calls Close, which cancels the fills still running and
+// removes their temp files (the store holds only verified blobs). A TLS
+// listener needs listen.tls.certFile and keyFile in the configuration.
 func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	if ls.TLS != nil && s.certs == nil {
 		return errors.New("serve tls: no certificate configured (listen.tls.certFile, keyFile)")
@@ -117,7 +121,7 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	case err = <-errs: // a listener broke: shut the rest down too
 		serving--
 	}
-	err = errors.Join(err, s.shutdown(ctx, srv))
+	s.shutdown(ctx, srv)
 	if admin != nil {
 		// The admin listener outlives the drain, so it can be watched, then
 		// stops at once: scrapes and profiles are not downloads.
@@ -149,8 +153,10 @@ func serveErr(err error) error {
 	return err
 }
 
-// shutdown drains srv within the grace and leaves the cluster meanwhile.
-func (s *Server) shutdown(ctx context.Context, srv *http.Server) error {
+// shutdown drains srv, then the store's fills, within the grace, and
+// leaves the cluster meanwhile. What the grace cuts is logged, not
+// returned: a bounded stop is a clean one.
+func (s *Server) shutdown(ctx context.Context, srv *http.Server) {
 	s.draining.Store(true)
 	grace := s.cfg.ShutdownGrace.D()
 	if grace <= 0 {
@@ -168,17 +174,19 @@ func (s *Server) shutdown(ctx context.Context, srv *http.Server) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
-	err := srv.Shutdown(sctx)
-	if err != nil {
+	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
-		err = fmt.Errorf("shutdown: responses still running after %s were cut: %w", grace, err)
+		s.log.Warn("shutdown grace passed: responses still running were cut", "grace", grace)
+	}
+	s.mirror.Close() // no queued prefetch starts a fill now
+	if err := s.store.WaitFills(sctx); err != nil {
+		s.log.Warn("shutdown grace passed: fills still running are cancelled", "grace", grace, "fills", len(s.store.Fills()))
 	}
 	wg.Wait()
 	if leaveErr != nil {
 		s.log.Warn("leave cluster", "err", leaveErr)
 	}
 	s.log.Info("stopped serving")
-	return err
 }
 
 // readyz answers 200 when the node can serve: its store is open, its
