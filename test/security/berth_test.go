@@ -1,6 +1,7 @@
 package security
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,12 +11,16 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/test/proctest"
+	"github.com/berth-registry/berth/test/upstreamtest"
 	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
 
 // berth is a berth process serving on a loopback port.
-type berth struct{ *proctest.Berth }
+type berth struct {
+	*proctest.Berth
+	admin *http.Client // usage's client: one admin connection, kept alive
+}
 
 // startBerth runs `berth serve` on cfg (a config file as a YAML tree;
 // listen.addr, admin.addr and cache.dir are filled in unless set) until
@@ -28,7 +33,11 @@ func startBerth(t *testing.T, cfg map[string]any) *berth {
 	if _, ok := cfg["shutdownGrace"]; !ok {
 		cfg["shutdownGrace"] = "5s"
 	}
-	return &berth{proctest.RunBerth(t, needBerth(t), cfg)}
+	b := &berth{Berth: proctest.RunBerth(t, needBerth(t), cfg)}
+	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}
+	t.Cleanup(tr.CloseIdleConnections)
+	b.admin = &http.Client{Transport: tr, Timeout: time.Minute}
+	return b
 }
 
 // startBerthAt is startBerth listening on addr.
@@ -115,13 +124,25 @@ func (u usage) String() string {
 	return fmt.Sprintf("%d goroutines, %d fds, %d temp files", u.Goroutines, u.FDs, u.TempFiles)
 }
 
-// usage measures berth: goroutines from its Go collector, fds from /proc,
-// temp files in the store's tmp/.
+// usage measures berth: goroutines from its goroutine profile, fds from
+// /proc, temp files in the store's tmp/. Both counts must not move while
+// berth is idle, or a baseline taken at a low moment is never met again:
+//   - not go_goroutines: a /metrics scrape counts its own Gather workers,
+//     from one to one per collector as the scheduler lets them start;
+//   - over one admin connection kept alive (b.admin), so no sample counts
+//     the socket and goroutines of the previous sample's connection, which
+//     berth may still be closing; the profile counts this connection's two
+//     (its handler and net/http's background read) every time.
+//
+// The old way read 12 to 17 goroutines and 12 to 14 fds on an idle berth,
+// its least in 1 or 2 samples of 40 (TestUsageHoldsStillWhileIdle, load
+// 7-26): a baseline of 12 taken before the slow-reader test was met by no
+// sample for 45 s after it ("14 goroutines", fds at the baseline), though
+// berth kept no goroutine of the test.
 func (b *berth) usage(t *testing.T) usage {
 	t.Helper()
 	var u usage
-	_, g := series(b.scrape(t), "go_goroutines")
-	u.Goroutines = int(g)
+	u.Goroutines = b.goroutines(t)
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", b.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +151,27 @@ func (b *berth) usage(t *testing.T) usage {
 	tmp, _ := os.ReadDir(filepath.Join(b.CacheDir, "tmp"))
 	u.TempFiles = len(tmp)
 	return u
+}
+
+// goroutines counts berth's goroutines: the total of its goroutine
+// profile (runtime.NumGoroutine's count, taken at one stop of the world).
+func (b *berth) goroutines(t *testing.T) int {
+	t.Helper()
+	resp, err := b.admin.Get(b.AdminURL + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatalf("goroutine profile: %v", err)
+	}
+	var n int
+	if _, err := fmt.Sscanf(first, "goroutine profile: total %d", &n); err != nil {
+		t.Fatalf("goroutine profile %q: %v", first, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body) // the connection stays for the next sample
+	return n
 }
 
 // settle waits (bounded) until berth is back at base: no more goroutines
@@ -197,5 +239,35 @@ func (b *berth) wantNotStored(t *testing.T, ds ...digest.Digest) {
 		if files[d] {
 			t.Errorf("the store holds %s", d)
 		}
+	}
+}
+
+// TestUsageHoldsStillWhileIdle: settle waits until a sample reads no more
+// than one baseline sample, so on an idle berth the least reading must be
+// the usual one: a baseline taken at the least is met again at once. A
+// rare higher reading (a timer's goroutine running) only costs settle one
+// more poll; a count that moves with the measuring itself fails the leak
+// checks of a berth that leaks nothing.
+func TestUsageHoldsStillWhileIdle(t *testing.T) {
+	t.Parallel()
+	up := upstreamtest.New(t)
+	b := startBerth(t, map[string]any{"defaultRegistry": up.Host,
+		"registries": []any{map[string]any{"name": up.Host, "endpoints": []string{up.URL}}}})
+	const n = 40
+	var samples []usage
+	least := usage{Goroutines: 1 << 20, FDs: 1 << 20}
+	for range n {
+		u := b.usage(t)
+		samples = append(samples, u)
+		least.Goroutines, least.FDs = min(least.Goroutines, u.Goroutines), min(least.FDs, u.FDs)
+	}
+	atLeast := 0
+	for _, u := range samples {
+		if u.Goroutines <= least.Goroutines && u.FDs <= least.FDs {
+			atLeast++
+		}
+	}
+	if atLeast < n/2 {
+		t.Errorf("%d of %d samples of an idle berth read its least usage (%v), want most: %v", atLeast, n, least, samples)
 	}
 }
