@@ -131,10 +131,18 @@ func coldClients(ctx context.Context, e *env, hc *http.Client, name, dir string,
 	if perf != "" && name == berthName {
 		stopPerf = e.perf(ctx, p, perf)
 	}
-	if e.pprofDir != "" && name == berthName {
-		done := make(chan struct{})
+	if (e.pprofDir != "" || e.smaps) && name == berthName {
+		label := fmt.Sprintf("%s-%d-clients", name, n)
+		done, sampled := make(chan struct{}), make(chan struct{})
+		defer func() { <-sampled }()
 		defer close(done)
-		go e.profileHalfway(ctx, p, l.Size, fmt.Sprintf("%s-%d-clients", name, n), done)
+		if e.pprofDir != "" {
+			go e.profileHalfway(ctx, p, l.Size, label, done)
+		}
+		go func() {
+			defer close(sampled)
+			samplePeak(ctx, p.pid(), e.pprofDir, label, done)
+		}()
 	}
 	wall, err := concurrently(n, func(i int) error {
 		want := ""
@@ -436,14 +444,17 @@ func (e *env) profileHalfway(ctx context.Context, p *proc, size int64, name stri
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	for _, prof := range []string{"heap", "goroutine"} {
+	for _, prof := range []string{"heap?gc=1", "goroutine", "heap?debug=1"} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/debug/pprof/"+prof, nil)
 		resp, err := client.Do(req)
 		if err != nil {
 			fmt.Println("pprof:", err)
 			return
 		}
-		file := filepath.Join(e.pprofDir, name+"."+prof+".pb.gz")
+		file := filepath.Join(e.pprofDir, name+"."+strings.TrimSuffix(prof, "?gc=1")+".pb.gz")
+		if prof == "heap?debug=1" {
+			file = filepath.Join(e.pprofDir, name+".memstats.txt")
+		}
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err == nil && resp.StatusCode == http.StatusOK {
@@ -457,5 +468,8 @@ func (e *env) profileHalfway(ctx context.Context, p *proc, size int64, name stri
 		}
 		hwm, _ := p.status()
 		fmt.Printf("pprof: %s (berth VmHWM so far %.1f MiB)\n", file, float64(hwm)/MiB)
+		if prof == "heap?debug=1" {
+			fmt.Print(memstatsSummary(string(b)))
+		}
 	}
 }

@@ -24,6 +24,7 @@ type env struct {
 	ctrImg                       *image        // the containerd figures' image, pushed once
 	perfDir                      string        // where perf record writes, or "" for none
 	pprofDir                     string        // where heap profiles go, or "" for none
+	smaps                        bool          // print what berth's peak RSS of its cold runs is made of
 	timeline                     string        // where containerd pull timelines go, or "" for none
 	clusterLogs                  string        // where the cluster runs' node logs (debug) go, or "" for none
 	clusterIdle                  string        // peers.idleTimeout of the cluster nodes, or "" for the default
