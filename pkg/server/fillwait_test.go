@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,6 +47,65 @@ func TestFillingBlobQueuesLittleInAStalledClientsSocket(t *testing.T) {
 		t.Errorf("a stalled client of a filling blob: %d bytes queued in the server's socket, want at most 512 KiB unsent plus the client's window", queued)
 	}
 	t.Logf("a stalled client of a filling blob: %d bytes queued in the server's socket", queued)
+}
+
+// TestWaitingClientsOfAFillingBlobCostTwoGoroutinesEach: a client of a
+// blob in flight costs the two goroutines net/http gives its connection
+// (the handler and its background read) and none of berth's. At 500
+// clients their stacks are 10 MB of berth's peak RSS (test/bench -figures
+// rss500 -pprof); one more goroutine per client would add 1-4 MiB. Counted
+// once the clients' handlers serve the blob, from a batch to the next, not
+// timed. Not parallel, so that no other test's goroutines come and go.
+func TestWaitingClientsOfAFillingBlobCostTwoGoroutinesEach(t *testing.T) {
+	up := upstreamtest.New(t)
+	path, _ := pushBigLayer(t, up, "big/goroutines")
+	n := startNode(t, up)
+	release := up.Gate() // 8 MiB land; the fill and its clients wait for the rest
+	t.Cleanup(release)
+	const batch = 8
+	var before int
+	for stage := 1; stage <= 2; stage++ {
+		for range batch {
+			rawGet(t, n.URL, path)
+		}
+		waitFillingHandlers(t, stage*batch)
+		if stage == 1 {
+			before = runtime.NumGoroutine()
+		}
+	}
+	if added := runtime.NumGoroutine() - before; added > 2*batch {
+		var dump strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&dump, 1)
+		t.Errorf("%d more clients of a filling blob added %d goroutines, want at most 2 each:\n%s", batch, added, dump.String())
+	}
+}
+
+// waitFillingHandlers waits (a minute at most) until want handlers serve a
+// blob still filling (in Blob.SendTo: waiting for its bytes or sending them).
+func waitFillingHandlers(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var dump strings.Builder
+		if err := pprof.Lookup("goroutine").WriteTo(&dump, 1); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		_, groups, _ := strings.Cut(dump.String(), "\n") // after "goroutine profile: total N"
+		for _, g := range strings.Split(groups, "\n\n") {
+			if strings.Contains(g, "cache.(*Blob).SendTo+") { // the function itself, not one it started
+				n, _ := strconv.Atoi(strings.Fields(g)[0]) // "N @ 0x..." counts goroutines with this stack
+				got += n
+			}
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handlers serve the filling blob after a minute, want %d", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // pushBigLayer pushes repo:v1, an image of one 16 MiB random layer, and
