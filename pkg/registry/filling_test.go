@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/berth-registry/berth/cache"
+	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -103,6 +104,79 @@ func TestServeFillingOverTCP(t *testing.T) {
 		resp.Body.Close()
 		if err != nil || !bytes.Equal(got, tc.want) {
 			t.Fatalf("range %q: %d bytes, %v", tc.rng, len(got), err)
+		}
+	}
+}
+
+// A plain GET of a filling blob (wholeGet: sendWhole, without
+// http.ServeContent) gets the same answer ServeContent gives it: status,
+// headers and every byte; a HEAD, a Range or a condition still goes to
+// ServeContent.
+func TestWholeGetOfAFillingBlobAnswersAsServeContent(t *testing.T) {
+	b1, data1, pw1 := fillingBlob(t, 3<<20) // each server its own fill of the same size
+	b2, data2, pw2 := fillingBlob(t, 3<<20)
+	whole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		size, err := b1.Wait()
+		if err != nil || !wholeGet(r) {
+			panic(http.ErrAbortHandler)
+		}
+		w.Header().Set("Content-Type", "application/octet-stream") // as blob sets it
+		writeWholeHeader(w, size)
+		if err := sendWhole(w, r, b1, size); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}))
+	defer whole.Close()
+	viaServeContent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if err := serveFilling(w, r, b2); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}))
+	defer viaServeContent.Close()
+	for _, f := range []struct {
+		pw   *io.PipeWriter
+		data []byte
+	}{{pw1, data1}, {pw2, data2}} {
+		go func() { f.pw.Write(f.data[:1<<20]); f.pw.Write(f.data[1<<20:]); f.pw.Close() }()
+	}
+	var answers [2]*http.Response
+	for i, srv := range []struct {
+		url  string
+		data []byte
+	}{{whole.URL, data1}, {viaServeContent.URL, data2}} {
+		resp, err := whole.Client().Get(srv.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, srv.data) {
+			t.Fatalf("GET %s: %d bytes, %v: want the blob", srv.url, len(got), err)
+		}
+		resp.Header.Del("Date")
+		answers[i] = resp
+	}
+	if diff := cmp.Diff(answers[1].Header, answers[0].Header); diff != "" || answers[0].StatusCode != answers[1].StatusCode {
+		t.Errorf("sendWhole: %d, ServeContent: %d; header (-ServeContent +sendWhole):\n%s", answers[0].StatusCode, answers[1].StatusCode, diff)
+	}
+	for _, tc := range []struct {
+		name, method, header string
+		want                 bool
+	}{
+		{"plain GET", http.MethodGet, "", true},
+		{"HEAD", http.MethodHead, "", false},
+		{"Range", http.MethodGet, "Range", false},
+		{"If-None-Match", http.MethodGet, "If-None-Match", false},
+		{"If-Range", http.MethodGet, "If-Range", false},
+		{"If-Modified-Since", http.MethodGet, "If-Modified-Since", false},
+	} {
+		r := httptest.NewRequest(tc.method, "/v2/a/blobs/x", nil)
+		if tc.header != "" {
+			r.Header.Set(tc.header, "x")
+		}
+		if got := wholeGet(r); got != tc.want {
+			t.Errorf("%s: wholeGet %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

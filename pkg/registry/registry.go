@@ -86,22 +86,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header()["Docker-Distribution-Api-Version"] = apiVersion // canonical key: Set would canonicalize it per request
-	route := "unknown"
-	client := false // a client's request, not a peer's
-	user := ""      // the client's name; "" for anonymous
-	err := func() error {
-		req, err := h.parse(r, &route)
-		if err != nil {
-			return err
-		}
-		if err := h.admit(r, &req); err != nil {
-			return err
-		}
-		client, user = req.Via == oci.ViaClient, req.Client
-		return h.route(req)(sw, r, req)
-	}()
+	var d done
+	d.route = "unknown"
+	err := h.serve(sw, r, &d)
+	h.finish(sw, r, err, &d, start)
+}
+
+// done is what a request's serving learnt for finish.
+type done struct {
+	route  string
+	client bool   // a client's request, not a peer's
+	user   string // the client's name; "" for anonymous
+}
+
+// serve parses, admits and routes r. It and finish are kept out of
+// ServeHTTP (noinline), so that their locals are not in the frame that
+// stays on the stack under every response: a client of a blob in flight
+// waits at the bottom of the call chain for as long as the blob takes,
+// and writing its header (net/http's chunkWriter.writeHeader takes 2.8
+// KiB) took the goroutine's stack past 8 KiB to 16 KiB.
+//
+//go:noinline
+func (h *Handler) serve(sw *statusWriter, r *http.Request, d *done) error {
+	req, err := h.parse(r, &d.route)
 	if err != nil {
-		if client && h.opts.Access != nil && errors.Is(err, oci.ErrUnauthorized) {
+		return err
+	}
+	if err := h.admit(r, &req); err != nil {
+		return err
+	}
+	d.client, d.user = req.Via == oci.ViaClient, req.Client
+	if req.Kind == oci.KindBlob {
+		return h.blob(sw, r, req) // not through a method value: its wrapper is one more frame
+	}
+	return h.route(req)(sw, r, req)
+}
+
+// finish writes err, if any, counts the request and logs it.
+//
+//go:noinline
+func (h *Handler) finish(sw *statusWriter, r *http.Request, err error, d *done, start time.Time) {
+	if err != nil {
+		if d.client && h.opts.Access != nil && errors.Is(err, oci.ErrUnauthorized) {
 			// An upstream's 401 (a Refusal from Check brings its own).
 			if ch := h.opts.Access.Challenge(); ch != "" {
 				sw.Header().Set("WWW-Authenticate", ch)
@@ -113,15 +139,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	end := time.Now()
-	h.m.Request(route, r.Method, sw.status)
-	h.m.RequestDone(route, end.Sub(start))
-	if client && sw.status < 300 && (route == "manifest" || route == "blob") {
+	h.m.Request(d.route, r.Method, sw.status)
+	h.m.RequestDone(d.route, end.Sub(start))
+	if d.client && sw.status < 300 && (d.route == "manifest" || d.route == "blob") {
 		h.m.Mirrored(end)
 	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) { // the arguments cost allocations even when not logged
 		h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "ns", queryNS(r),
 			"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond),
-			"remote", r.RemoteAddr, "user_agent", r.UserAgent(), "user", user)
+			"remote", r.RemoteAddr, "user_agent", r.UserAgent(), "user", d.user)
 	}
 }
 
