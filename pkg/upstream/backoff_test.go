@@ -100,7 +100,7 @@ func TestBackOffInMetricsAndHealth(t *testing.T) {
 	}
 	down.Store(false)
 	ep := c.regs["example.test"].endpoints[0]
-	c.regs["example.test"].probe(ep) // what the first request after the back-off starts
+	c.regs["example.test"].probe(ep, make(chan struct{})) // what the first request after the back-off starts
 	if got := gauge(t, m.UpstreamBackoffs.WithLabelValues("example.test", host)); got != 0 {
 		t.Errorf("backoff gauge after a good probe %v, want 0", got)
 	}

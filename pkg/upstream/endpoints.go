@@ -21,8 +21,10 @@ import (
 // request is sent to it until a probe (GET /v2/, in the background) finds
 // it answering again. The first request after the back-off starts that
 // probe and goes elsewhere meanwhile, so a silent upstream costs one
-// timeout, not one per request; with every endpoint open a call fails at
-// once (and the mirror answers tags from the cache). Each failed probe
+// timeout, not one per request. With every endpoint open a call fails at
+// once (and the mirror answers tags from the cache), except while a probe
+// is under way: then it waits for the probe's answer, at most probeWait,
+// so the first request after a registry came back is served, not failed. Each failed probe
 // doubles the back-off, with jitter, up to a cap (see newBackOff): a
 // registry down for an hour is probed a dozen times, not 120, and the nodes
 // of a cluster opened by one outage do not probe in step. An answer resets
@@ -33,6 +35,7 @@ type endpoint struct {
 	mu          sync.Mutex                  // guards the fields below
 	failedUntil time.Time                   // open until then (zero: closed, healthy); a probe is due after it
 	probing     bool                        // a probe is under way
+	probeDone   chan struct{}               // closed when the last probe started ended
 	backoff     *backoff.ExponentialBackOff // the lengths of one outage's back-offs
 	current     time.Duration               // the back-off under way; 0 while closed
 	// For the status page (Client.Health).
@@ -44,17 +47,21 @@ type endpoint struct {
 
 // ask reports whether ep may be sent a request now, and whether the
 // caller should probe it (its back-off is over and nobody probes it yet).
-func (ep *endpoint) ask(now time.Time) (ok, probe bool) {
+// When ep may not be asked and a probe is under way or to be started,
+// done is closed once that probe ended (see registry.probe).
+func (ep *endpoint) ask(now time.Time) (ok, probe bool, done chan struct{}) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	switch {
 	case ep.failedUntil.IsZero():
-		return true, false
-	case ep.probing || now.Before(ep.failedUntil):
-		return false, false
+		return true, false, nil
+	case ep.probing:
+		return false, false, ep.probeDone
+	case now.Before(ep.failedUntil):
+		return false, false, nil
 	}
-	ep.probing = true
-	return false, true
+	ep.probing, ep.probeDone = true, make(chan struct{})
+	return false, true, ep.probeDone
 }
 
 // fail records a failure after err. A closed endpoint opens for the first
@@ -126,27 +133,63 @@ func healthError(err error) string {
 	return msg
 }
 
+// probeWait bounds how long a call waits for a probe under way when every
+// endpoint is open: a registry that is back answers GET /v2/ well within
+// it, and a silent one costs the calls that come while it is probed this
+// much, once per back-off, not the probe's whole timeout.
+const probeWait = 2 * time.Second
+
 // order returns the endpoints that may be asked, in configured order, and
-// starts a probe of each open endpoint whose back-off is over.
-func (r *registry) order() []*endpoint {
+// starts a probe of each open endpoint whose back-off is over. When none
+// may be asked but a probe is under way, it waits for the probes (at most
+// probeWait, or until ctx ends) and returns the endpoints found answering.
+func (r *registry) order(ctx context.Context) []*endpoint {
+	healthy, probes := r.ask()
+	if len(healthy) > 0 || len(probes) == 0 {
+		return healthy
+	}
+	deadline := time.NewTimer(probeWait)
+	defer deadline.Stop()
+	for _, done := range probes {
+		select {
+		case <-done:
+		case <-deadline.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+		if healthy, _ = r.ask(); len(healthy) > 0 {
+			return healthy
+		}
+	}
+	return nil
+}
+
+// ask returns the endpoints that may be asked now and, for the others, the
+// probes under way (started here when due) as channels closed when each ends.
+func (r *registry) ask() (healthy []*endpoint, probes []<-chan struct{}) {
 	now := time.Now()
-	var healthy []*endpoint
 	for _, ep := range r.endpoints {
-		ok, probe := ep.ask(now)
+		ok, probe, done := ep.ask(now)
 		if ok {
 			healthy = append(healthy, ep)
 		}
 		if probe {
-			go r.probe(ep)
+			go r.probe(ep, done)
+		}
+		if done != nil {
+			probes = append(probes, done)
 		}
 	}
-	return healthy
+	return healthy, probes
 }
 
 // probe asks ep for /v2/ without credentials: any answer below 500 (200,
 // or 401 asking for a token) closes it again; no answer, or a 5xx, keeps
 // it open for another back-off. It is bounded by the registry's timeouts.
-func (r *registry) probe(ep *endpoint) {
+// done is closed once ep is marked either way.
+func (r *registry) probe(ep *endpoint, done chan<- struct{}) {
+	defer close(done)
 	ctx, cancel := context.WithTimeout(context.Background(), r.probeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.url.String()+"/v2/", nil)
@@ -236,7 +279,7 @@ func (r *registry) try(ctx context.Context, cl call) (*http.Response, *endpoint,
 		return nil, nil, fmt.Errorf("registry %s is offline (this mirror never contacts it) and %s/%s is not in its store: %w: %w", r.name, cl.repo.Name, cl.path, notFound, oci.ErrOffline)
 	}
 	var lastErr error
-	eps, tooMany := r.order(), 0
+	eps, tooMany := r.order(ctx), 0
 	if len(eps) == 0 { // no request made: no upstream error to count
 		return nil, nil, fmt.Errorf("upstream %s: every endpoint failed recently and is backing off until a probe finds it answering: %w", r.name, oci.ErrUnavailable)
 	}

@@ -282,7 +282,8 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 // An open endpoint is not asked until a probe finds it answering, even
 // when it is the registry's only one; the first call after the back-off
-// starts the probe and fails at once.
+// starts the probe and waits for its answer, so a registry that is back
+// serves that call instead of failing it.
 func TestOpenEndpointWaitsForAProbe(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
@@ -315,15 +316,54 @@ func TestOpenEndpointWaitsForAProbe(t *testing.T) {
 		t.Fatalf("an open endpoint was asked %d times, want 1", n)
 	}
 	down.Store(false)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := c.HeadManifest(ctx, repo.Manifest("v1"))
-		if err == nil {
-			break
+	time.Sleep(backoff * 3 / 2) // past the first back-off and its jitter (±25%)
+	if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); err != nil {
+		t.Fatalf("the first call after the back-off, the registry back: %v", err)
+	}
+}
+
+// A probe of a registry still silent holds the calls that wait for it at
+// most probeWait, not the probe's own timeout: they fail with
+// ErrUnavailable, and the probe goes on in the background.
+func TestSilentProbeHoldsCallsAtMostProbeWait(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	up.push(t, "team/app", "v1", 100)
+	var down, silent atomic.Bool
+	release := make(chan struct{})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case silent.Load():
+			select { // as an upstream that drops packets, until the test ends
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		case down.Load():
+			writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE", "maintenance")
+			return
 		}
-		if !errors.Is(err, oci.ErrUnavailable) || time.Now().After(deadline) {
-			t.Fatalf("after the back-off: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // the probe runs in the background
+		up.front.Config.Handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	t.Cleanup(func() { close(release) })
+	const backoff = 200 * time.Millisecond
+	rc := config.Registry{Name: "example.test", Endpoints: []string{front.URL}, FailBackoff: config.Duration(backoff)}
+	rc.Timeouts.ResponseHeader = config.Duration(time.Minute) // the probe's bound is far longer than probeWait
+	c := newClient(t, rc)
+	ctx, repo := testCtx(t), repoOf(c, "team/app")
+
+	down.Store(true)
+	if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnavailable) {
+		t.Fatalf("503: %v", err)
+	}
+	silent.Store(true)
+	time.Sleep(backoff * 3 / 2)
+	start := time.Now()
+	if _, err := c.HeadManifest(ctx, repo.Manifest("v1")); !errors.Is(err, oci.ErrUnavailable) {
+		t.Fatalf("a call waiting on a silent probe: %v", err)
+	}
+	if took := time.Since(start); took < probeWait || took > probeWait+5*time.Second {
+		t.Fatalf("a call waited %v on a silent probe, want about %v", took, probeWait)
 	}
 }
