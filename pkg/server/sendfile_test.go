@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -252,5 +253,62 @@ func TestSendConnWriteDeadlineMovesOnlyWhenItMatters(t *testing.T) {
 	}
 	if !sc.armed.IsZero() {
 		t.Errorf("armed %v after a clear and a write, want none", sc.armed)
+	}
+}
+
+// corked reads TCP_CORK of c's socket.
+func corked(t *testing.T, c *sendConn) bool {
+	t.Helper()
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK) }); err != nil || gerr != nil {
+		t.Fatalf("TCP_CORK: %v %v", err, gerr)
+	}
+	return v != 0
+}
+
+// A blocking send is corked while it runs (full segments only: uncorked,
+// with TCP_NODELAY, each 64 KiB step of the kernel's sendfile went out as
+// a segment and a runt) and uncorked after, so the tail and the next
+// response on the connection go at once; the client gets every byte.
+func TestSendConnCorksTheBlockingSend(t *testing.T) {
+	_, sc, cc := sendPair(t, 5*time.Second, 64<<10)
+	f, data := randomFile(t, 8<<20)
+	if corked(t, sc) {
+		t.Fatal("corked before the send")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := sc.ReadFrom(&io.LimitedReader{R: f, N: int64(len(data))})
+		done <- err
+	}()
+	head := make([]byte, 1)
+	if _, err := io.ReadFull(cc, head); err != nil { // the send is under way and, with the client not reading, blocked
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !corked(t, sc) {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocking send is not corked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(cc, int64(len(data)-1)))
+		got <- b
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if b := <-got; !bytes.Equal(append(head, b...), data) {
+		t.Fatalf("client got %d bytes, not the file", 1+len(b))
+	}
+	if corked(t, sc) {
+		t.Fatal("still corked after the send: the next response would wait for the cork's 200 ms")
 	}
 }
