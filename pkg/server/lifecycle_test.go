@@ -64,30 +64,45 @@ func waitRefused(t *testing.T, addr string) {
 	}
 }
 
-func TestShutdownLetsADownloadUnderWayFinish(t *testing.T) {
-	up := upstreamtest.New(t)
-	img, err := random.Image(32<<20, 1)
+// oneLayer pushes repo:v1, an image of one random layer of size bytes,
+// and returns the layer's digest.
+func oneLayer(t *testing.T, up *upstreamtest.Registry, repo string, size int64) string {
+	t.Helper()
+	img, err := random.Image(size, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	up.Push(t, "big/app", "v1", img)
+	up.Push(t, repo, "v1", img)
 	layers, _ := img.Layers()
 	d, _ := layers[0].Digest()
+	return d.String()
+}
 
+// running runs srv on a new listener until stop (a SIGTERM) and returns
+// its address and Run's result, once it returns.
+func running(t *testing.T, srv *server.Server) (addr string, stop context.CancelFunc, done <-chan error) {
+	t.Helper()
+	ln := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx, ln) }()
+	return ln.Addr().String(), cancel, ran
+}
+
+func TestShutdownLetsADownloadUnderWayFinish(t *testing.T) {
+	up := upstreamtest.New(t)
+	d := oneLayer(t, up, "big/app", 32<<20)
 	srv, err := server.New(testConfig(t, up), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ln := listen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
+	addr, stop, done := running(t, srv)
 
-	resp, first, release := heldDownload(t, up, "http://"+ln.Addr().String()+"/v2/big/app/blobs/"+d.String())
-	cancel() // SIGTERM
-	waitRefused(t, ln.Addr().String())
+	resp, first, release := heldDownload(t, up, "http://"+addr+"/v2/big/app/blobs/"+d)
+	stop() // SIGTERM
+	waitRefused(t, addr)
 	rec := httptest.NewRecorder()
 	srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "shutting down") {
@@ -105,7 +120,7 @@ func TestShutdownLetsADownloadUnderWayFinish(t *testing.T) {
 	if _, err := io.Copy(h, resp.Body); err != nil {
 		t.Fatalf("body after shutdown began: %v", err)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d.String() {
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d {
 		t.Fatalf("body %s, want %s", got, d)
 	}
 	select {
@@ -116,7 +131,7 @@ func TestShutdownLetsADownloadUnderWayFinish(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after the last response")
 	}
-	if !srv.Store().Has(digest.Digest(d.String())) {
+	if !srv.Store().Has(digest.Digest(d)) {
 		t.Fatal("the blob downloaded during shutdown was not stored")
 	}
 }
@@ -126,25 +141,18 @@ func TestShutdownLetsADownloadUnderWayFinish(t *testing.T) {
 // stored, and the blob survives the Close that follows.
 func TestShutdownGivesFillsTheGrace(t *testing.T) {
 	up := upstreamtest.New(t)
-	img, _ := random.Image(8<<20, 1)
-	up.Push(t, "big/app", "v1", img)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
+	d := oneLayer(t, up, "big/app", 8<<20)
 	srv, err := server.New(testConfig(t, up), nil) // a 10s grace
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ln := listen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
+	addr, stop, done := running(t, srv)
 
-	resp, _, release := heldDownload(t, up, "http://"+ln.Addr().String()+"/v2/big/app/blobs/"+d.String())
+	resp, _, release := heldDownload(t, up, "http://"+addr+"/v2/big/app/blobs/"+d)
 	resp.Body.Close() // the client leaves; the fill goes on
-	cancel()
-	waitRefused(t, ln.Addr().String())
+	stop()
+	waitRefused(t, addr)
 	select {
 	case err := <-done:
 		t.Fatalf("Run returned (%v) with a fill under way, long before its grace", err)
@@ -160,7 +168,7 @@ func TestShutdownGivesFillsTheGrace(t *testing.T) {
 		t.Fatal("Run did not return after the fill ended")
 	}
 	srv.Close() // cancels what still runs: nothing should
-	if !srv.Store().Has(digest.Digest(d.String())) {
+	if !srv.Store().Has(digest.Digest(d)) {
 		t.Fatal("the blob filled during shutdown was not stored")
 	}
 }
@@ -171,14 +179,7 @@ func TestShutdownGivesFillsTheGrace(t *testing.T) {
 // started on the same store serves it whole.
 func TestShutdownCutsResponsesAndFillsAfterTheGrace(t *testing.T) {
 	up := upstreamtest.New(t)
-	img, _ := random.Image(8<<20, 1)
-	up.Push(t, "big/app", "v1", img)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
-	img2, _ := random.Image(8<<20, 1)
-	up.Push(t, "big/other", "v1", img2)
-	layers2, _ := img2.Layers()
-	d2, _ := layers2[0].Digest()
+	d, d2 := oneLayer(t, up, "big/app", 8<<20), oneLayer(t, up, "big/other", 8<<20)
 	cfg := testConfig(t, up)
 	const grace = 500 * time.Millisecond
 	cfg.ShutdownGrace = config.Duration(grace)
@@ -187,19 +188,15 @@ func TestShutdownCutsResponsesAndFillsAfterTheGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ln := listen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
+	addr, stop, done := running(t, srv)
 
-	base := "http://" + ln.Addr().String() + "/v2/"
-	resp, _, release := heldDownload(t, up, base+"big/app/blobs/"+d.String())
+	base := "http://" + addr + "/v2/"
+	resp, _, release := heldDownload(t, up, base+"big/app/blobs/"+d)
 	defer release()
-	left, _, _ := heldDownload(t, up, base+"big/other/blobs/"+d2.String())
+	left, _, _ := heldDownload(t, up, base+"big/other/blobs/"+d2)
 	left.Body.Close() // a fill no client waits for
 	start := time.Now()
-	cancel()
+	stop()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -223,7 +220,7 @@ func TestShutdownCutsResponsesAndFillsAfterTheGrace(t *testing.T) {
 	if len(tmp) > 0 {
 		t.Errorf("%d temp files left after the fills were cancelled", len(tmp))
 	}
-	for _, dg := range []string{d.String(), d2.String()} {
+	for _, dg := range []string{d, d2} {
 		if srv.Store().Has(digest.Digest(dg)) {
 			t.Errorf("the store holds %s, cut half way", dg)
 		}
@@ -236,7 +233,7 @@ func TestShutdownCutsResponsesAndFillsAfterTheGrace(t *testing.T) {
 	}
 	ln2 := listen(t)
 	defer serve(t, again, server.Listeners{HTTP: ln2})()
-	for path, dg := range map[string]string{"big/app": d.String(), "big/other": d2.String()} {
+	for path, dg := range map[string]string{"big/app": d, "big/other": d2} {
 		resp, body := get(t, http.MethodGet, "http://"+ln2.Addr().String()+"/v2/"+path+"/blobs/"+dg)
 		if resp.StatusCode != 200 || digest.FromBytes(body).String() != dg {
 			t.Errorf("after a restart, %s: %d, %d bytes of another digest", dg, resp.StatusCode, len(body))
