@@ -210,12 +210,34 @@ func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end in
 	if self < 0 {
 		return blobResult{}, ErrNoPeer
 	}
+	r, m, from, err := askSources(ctx, c, p, 0, self, d, func(ctx context.Context, cancel context.CancelCauseFunc, m member) (blobResult, error) {
+		return c.tryBlob(ctx, cancel, m, oci.ViaPeerRelay, req, offset, end)
+	})
+	if from != "" {
+		c.cfg.Metrics.RelayFetch(from, p.Depth(0, self))
+	}
+	if err != nil {
+		return blobResult{}, err
+	}
+	c.streamsFrom(d, m, offset, end, r.body)
+	return r, nil
+}
+
+// askSources asks the sources of stripe s of plan p for this node (self),
+// for blob d, one at a time with try, and returns the first answer, the
+// peer that gave it and how it came ("parent", "failover"); "upstream"
+// with ErrNoPeer (joined with what each source said) once the plan says
+// so or every source failed; "" with ctx's error when ctx ended. Suspected sources are skipped, and those that
+// stalled slowLimit times in a row on the blob; a live source that stalled
+// or sent no answer in time fewer times is asked again (askAgain): it is
+// slow, and the upstream would send its bytes a second time.
+func askSources[T any](ctx context.Context, c *Cluster, p *Plan, s, self int, d digest.Digest, try func(context.Context, context.CancelCauseFunc, member) (T, error)) (r T, peer, from string, err error) {
 	byName := map[string]member{}
 	for _, m := range c.live() {
 		byName[m.Name] = m
 	}
 	var errs []error
-	for i, src := range p.Sources(0, self) {
+	for i, src := range p.Sources(s, self) {
 		if src == Upstream {
 			break
 		}
@@ -223,31 +245,30 @@ func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end in
 		if !ok || c.passOver(m.Name, d.String()) {
 			continue
 		}
-		actx, cancel := context.WithCancelCause(ctx)
-		r, err := c.tryBlob(actx, cancel, m, oci.ViaPeerRelay, req, offset, end)
-		for err != nil && ctx.Err() == nil && c.askAgain(m.Name, d.String(), err) {
-			c.log.Debug("relay source slow, asked again", "peer", m.Name, "digest", d, "offset", offset, "err", err)
-			actx, cancel = context.WithCancelCause(ctx)
-			r, err = c.tryBlob(actx, cancel, m, oci.ViaPeerRelay, req, offset, end)
+		for {
+			actx, cancel := context.WithCancelCause(ctx)
+			r, err = try(actx, cancel, m)
+			if err == nil || ctx.Err() != nil || !c.askAgain(m.Name, d.String(), err) {
+				break
+			}
+			c.log.Debug("relay source slow, asked again", "peer", m.Name, "digest", d, "stripe", s, "err", err)
 		}
 		if err == nil {
-			c.streamsFrom(d, m.Name, offset, end, r.body)
-			from := "parent"
+			from = "parent"
 			if i > 0 {
 				from = "failover"
 			}
-			c.cfg.Metrics.RelayFetch(from, p.Depth(0, self))
-			return r, nil
+			c.log.Debug("relay from peer", "peer", m.Name, "digest", d, "stripe", s, "from", from)
+			return r, m.Name, from, nil
 		}
 		if ctx.Err() != nil {
-			return blobResult{}, ctx.Err()
+			return r, "", "", ctx.Err() // no source's fault: nothing counted
 		}
-		c.log.Debug("relay source failed", "peer", m.Name, "digest", d, "offset", offset, "err", err)
+		c.log.Debug("relay source failed", "peer", m.Name, "digest", d, "stripe", s, "err", err)
 		errs = append(errs, err)
 	}
-	c.cfg.Metrics.RelayFetch("upstream", p.Depth(0, self))
 	if len(errs) == 0 {
-		return blobResult{}, ErrNoPeer
+		return r, "", "upstream", ErrNoPeer
 	}
-	return blobResult{}, fmt.Errorf("%w: %w", ErrNoPeer, errors.Join(errs...))
+	return r, "", "upstream", fmt.Errorf("%w: %w", ErrNoPeer, errors.Join(errs...))
 }

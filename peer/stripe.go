@@ -2,7 +2,6 @@ package peer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -106,47 +105,17 @@ func (c *Cluster) FetchRange(ctx context.Context, req oci.Request, size, offset,
 		}
 		s++
 	}
-	byName := map[string]member{}
-	for _, m := range c.live() {
-		byName[m.Name] = m
+	body, m, from, err := askSources(ctx, c, p, s, self, d, func(ctx context.Context, cancel context.CancelCauseFunc, m member) (*peerBody, error) {
+		return c.tryRange(ctx, cancel, m, req, size, offset, end)
+	})
+	if from != "" {
+		c.cfg.Metrics.RelayStripe(from, p.Depth(s, self))
 	}
-	var errs []error
-	for i, src := range p.Sources(s, self) {
-		if src == Upstream {
-			break
-		}
-		m, ok := byName[p.Nodes[src]]
-		if !ok || c.passOver(m.Name, d.String()) {
-			continue
-		}
-		actx, cancel := context.WithCancelCause(ctx)
-		body, err := c.tryRange(actx, cancel, m, req, size, offset, end)
-		for err != nil && ctx.Err() == nil && c.askAgain(m.Name, d.String(), err) {
-			c.log.Debug("stripe source slow, asked again", "peer", m.Name, "digest", d, "stripe", s, "offset", offset, "err", err)
-			actx, cancel = context.WithCancelCause(ctx)
-			body, err = c.tryRange(actx, cancel, m, req, size, offset, end)
-		}
-		if err == nil {
-			c.streamsFrom(d, m.Name, offset, end, body)
-			from := "parent"
-			if i > 0 {
-				from = "failover"
-			}
-			c.cfg.Metrics.RelayStripe(from, p.Depth(s, self))
-			c.log.Debug("stripe from peer", "peer", m.Name, "digest", d, "stripe", s, "offset", offset, "end", end, "from", from)
-			return body, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		c.log.Debug("stripe source failed", "peer", m.Name, "digest", d, "stripe", s, "offset", offset, "err", err)
-		errs = append(errs, err)
+	if err != nil {
+		return nil, err
 	}
-	c.cfg.Metrics.RelayStripe("upstream", p.Depth(s, self))
-	if len(errs) == 0 {
-		return nil, ErrNoPeer
-	}
-	return nil, fmt.Errorf("%w: %w", ErrNoPeer, errors.Join(errs...))
+	c.streamsFrom(d, m, offset, end, body)
+	return body, nil
 }
 
 // tryRange asks m for bytes [offset, end) in relay mode; only a 206 of
