@@ -134,6 +134,7 @@ func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, up
 	up := k.up
 	ref := up.Addr + "/" + img.Repo + ":" + img.Tag
 	var berthCPU []float64
+	pathCPU := map[string][]float64{} // every process's on the pull's path
 	pull := func(name, mirror string, r int, p *proc) (float64, int64, error) {
 		c, err := startContainerd(ctx, k)
 		if err != nil {
@@ -177,6 +178,7 @@ func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, up
 		if name == berthName {
 			berthCPU = append(berthCPU, cpu1[1])
 		}
+		pathCPU[name] = append(pathCPU[name], cpu1[0]+cpu1[1]+cpu1[2]+cpu1[3]+cpu1[4])
 		if e.timeline != "" {
 			log := ""
 			file := filepath.Join(e.timeline, fmt.Sprintf("%s-%d-%s.txt", k.id, r, strings.Fields(name)[0]))
@@ -236,6 +238,7 @@ func benchContainerd(ctx context.Context, e *env, o *opts, rep *report, data, up
 		Figure:   fmt.Sprintf("containerd %s%s pull (ctr, unpacked) of a cold %d-layer %d MiB image, upstream %s: time ÷ direct pull", version, k.label, o.layers, img.Bytes/MiB, upstream),
 		Upstream: upstream, Unit: "s",
 		Berth: b, BerthNote: fmt.Sprintf("%.0f upstream blob GETs, berth CPU %.2f s", maxf(gets), median(berthCPU)), Proxy: ptr(p), RefName: "direct", Reference: ptr(d),
+		RefNote: fmt.Sprintf("%.2f CPU s in all, %d cores %.0f%% busy", median(pathCPU["direct"]), runtime.NumCPU(), 100*median(pathCPU["direct"])/float64(runtime.NumCPU())/d),
 		RatioOf: "pull ÷ direct pull; " + short, Ratio: b / d, ProxyRatio: ptr(p / d),
 		Target: "≤ 1.00", TargetOp: "<=", TargetVal: 1.0, Samples: times,
 	})

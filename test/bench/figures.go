@@ -20,6 +20,7 @@ import (
 const (
 	berthName = "berth"
 	proxyName = "distribution proxy"
+	floorName = "Go net/http file server"
 )
 
 // startServer starts a fresh berth or distribution proxy (name) with its
@@ -100,6 +101,9 @@ func benchCold1(ctx context.Context, e *env, o *opts, rep *report, img *image) e
 	}
 	fmt.Printf("cold1 CPU seconds per GET, medians:\n%s", cpuSummary(med))
 	b, p, d := median(times[berthName]), median(times[proxyName]), median(times["direct"])
+	hash := hashSeconds(l.Size)
+	fmt.Printf("cold1: SHA-256 of %d MiB on one thread: %.3f s (%.0f MB/s); direct %.3f s\n", l.Size/MiB, hash, float64(l.Size)/hash/1e6, d)
+	times["SHA-256 s, one thread"] = []float64{hash}
 	rep.add(&row{
 		ID: "cold1", Label: fmt.Sprintf("Cold %d MiB GET, one client", l.Size/MiB), Figure: fmt.Sprintf("cold %d MiB GET, one client: time ÷ direct from upstream", l.Size/MiB), Unit: "s",
 		Berth: b, BerthNote: fmt.Sprintf("%.0f upstream GET", maxf(gets)), Proxy: ptr(p), RefName: "direct", Reference: ptr(d),
@@ -121,7 +125,13 @@ type coldRun struct {
 // cold blob at once through hc (released together); client 0 checks the
 // digest.
 func coldClients(ctx context.Context, e *env, hc *http.Client, name, dir string, l blob, repo string, n, bufSize int, perf string) (coldRun, error) {
-	p, addr, err := startServer(ctx, e, name, dir)
+	start := startServer
+	if name == floorName {
+		start = func(ctx context.Context, e *env, _, dir string) (*proc, string, error) {
+			return startGoFloor(ctx, e.gofloor, dir, l.Path)
+		}
+	}
+	p, addr, err := start(ctx, e, name, dir)
 	if err != nil {
 		return coldRun{}, err
 	}
@@ -131,12 +141,12 @@ func coldClients(ctx context.Context, e *env, hc *http.Client, name, dir string,
 	if perf != "" && name == berthName {
 		stopPerf = e.perf(ctx, p, perf)
 	}
-	if (e.pprofDir != "" || e.smaps) && name == berthName {
-		label := fmt.Sprintf("%s-%d-clients", name, n)
+	if (e.pprofDir != "" || e.smaps) && name != proxyName {
+		label := fmt.Sprintf("%s-%d-clients", strings.Fields(name)[0], n)
 		done, sampled := make(chan struct{}), make(chan struct{})
 		defer func() { <-sampled }()
 		defer close(done)
-		if e.pprofDir != "" {
+		if e.pprofDir != "" && name == berthName {
 			go e.profileHalfway(ctx, p, l.Size, label, done)
 		}
 		go func() {
@@ -222,11 +232,24 @@ func benchRSS(ctx context.Context, e *env, o *opts, rep *report, img *image) err
 		return err
 	}
 	h := float64(c.hwm) / MiB
-	rep.add(&row{
+	w := &row{
 		ID: "rss500", Label: fmt.Sprintf("Peak RSS, %d cold clients", o.rssClients), Figure: fmt.Sprintf("peak RSS, %d cold clients of one %d MiB blob", o.rssClients, l.Size/MiB), Unit: "MiB",
 		Berth: h, BerthNote: fmt.Sprintf("wall %.1f s, %d upstream GET(s)", c.wall, c.gets), RatioOf: "berth peak RSS, MiB", Ratio: h,
 		Target: "≤ 32 MiB", TargetOp: "<=", TargetVal: 32, Samples: map[string][]float64{berthName: {h}},
-	})
+	}
+	if e.gofloor != "" {
+		// The same clients, served the blob's file by the smallest
+		// net/http server: the memory any Go server on net/http needs for
+		// them, whatever it does besides.
+		f, err := coldClients(ctx, e, farClient, floorName, filepath.Join(e.work, "rss-floor"), l, img.Repo, o.rssClients, 64<<10, "")
+		if err != nil {
+			return err
+		}
+		fh := float64(f.hwm) / MiB
+		w.RefName, w.Reference, w.RefNote = floorName, ptr(fh), fmt.Sprintf("wall %.1f s", f.wall)
+		w.Samples[floorName] = []float64{fh}
+	}
+	rep.add(w)
 	return nil
 }
 
@@ -280,7 +303,7 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 		}
 		stopPerf := e.perf(ctx, ts[1].p, "hit")
 		times := map[string][]float64{}
-		for i := range o.rounds * 3 { // a hit is short: three GETs a round
+		for i := range o.rounds * 9 { // a hit is short (0.1 s): nine GETs a round, for a steady median
 			// Each round starts with the next target: a fixed order would
 			// give one server the moments after another's GET (its
 			// garbage collection, its socket teardown) every time.

@@ -66,6 +66,7 @@ func main() {
 	flag.StringVar(&e.berth, "berth", "", "berth binary")
 	flag.StringVar(&e.registry, "registry", "", "distribution registry binary")
 	flag.StringVar(&e.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
+	flag.StringVar(&e.gofloor, "gofloor", "", "the Go floor server (test/bench/gofloor): the peak-RSS row's reference, the same clients served a file by the smallest net/http server; empty: no reference")
 	flag.StringVar(&e.wrk, "wrk", "wrk", "wrk binary (manifest req/s)")
 	flag.StringVar(&e.containerd, "containerd", "containerd", "containerd binary (the pull figure)")
 	flag.StringVar(&e.ctr, "ctr", "ctr", "ctr binary of that containerd")

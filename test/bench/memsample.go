@@ -45,7 +45,7 @@ func samplePeak(ctx context.Context, pid int, dir, name string, done <-chan stru
 					fmt.Println("smaps:", err)
 				}
 			}
-			fmt.Printf("peak resident set (VmRSS %.1f MiB), by kind of mapping:\n%s", float64(best)/MiB, bestText)
+			fmt.Printf("%s: peak resident set (VmRSS %.1f MiB), by kind of mapping:\n%s", name, float64(best)/MiB, bestText)
 			return
 		case <-ctx.Done():
 			return

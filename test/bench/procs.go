@@ -149,6 +149,26 @@ func startRegistry(ctx context.Context, bin, dir, name, remote string) (*proc, s
 	return p, addr, nil
 }
 
+// startGoFloor runs the Go floor server (test/bench/gofloor) serving file.
+func startGoFloor(ctx context.Context, bin, dir, file string) (*proc, string, error) {
+	if bin == "" {
+		return nil, "", fmt.Errorf("no Go floor server (-gofloor)")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	addr := freeAddr()
+	p, err := startProc("gofloor", dir, nil, bin, "-addr", addr, "-file", file)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.WaitHTTP("http://"+addr+"/", 200, 30*time.Second); err != nil {
+		p.stop(5 * time.Second)
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
 // peerOpts makes a berth node a cluster member.
 type peerOpts struct {
 	Name, Bind, Join, SecretFile string

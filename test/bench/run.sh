@@ -42,9 +42,10 @@ fi
 echo "berth $rev, $(nproc) cores, $(go version | cut -d' ' -f3)"
 (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$work/berth" ./cmd/berth)
 go build -tags bench -o "$work/bench" ./test/bench
+CGO_ENABLED=0 go build -trimpath -o "$work/gofloor" ./test/bench/gofloor
 timeout --signal=TERM --kill-after=30s "${BENCH_TIMEOUT:-45m}" \
 	"$work/bench" -berth "$work/berth" -registry "$tools/bin/registry" \
-	-nginx "$(command -v nginx || echo /usr/sbin/nginx)" -wrk "$(command -v wrk || echo wrk)" \
+	-gofloor "$work/gofloor" -nginx "$(command -v nginx || echo /usr/sbin/nginx)" -wrk "$(command -v wrk || echo wrk)" \
 	-containerd "$(command -v containerd || echo containerd)" -ctr "$(command -v ctr || echo ctr)" \
 	-containerd2 "$tools/containerd2/bin" \
 	-work "$work" -rev "$rev" -command "test/bench/run.sh${*:+ $*}" "$@" &

@@ -19,6 +19,7 @@ import (
 // counting proxy in front of the upstream registry.
 type env struct {
 	berth, registry, nginx, work string
+	gofloor                      string // the Go floor server (test/bench/gofloor), or "" for none
 	wrk, containerd, ctr         string
 	containerd2                  string        // directory of containerd 2.x's binaries
 	ctrImg                       *image        // the containerd figures' image, pushed once
