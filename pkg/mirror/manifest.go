@@ -73,6 +73,14 @@ func (m *Mirror) manifestByDigest(ctx context.Context, req oci.Request) (Manifes
 }
 
 func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, error) {
+	man, err := m.fetchManifestFrom(ctx, req)
+	if err == nil {
+		m.prefetch(req, man.MediaType, man.Data)
+	}
+	return man, err
+}
+
+func (m *Mirror) fetchManifestFrom(ctx context.Context, req oci.Request) (Manifest, error) {
 	d := req.Digest
 	if req.Via == oci.ViaClient {
 		desc, data, err := m.peers.FetchManifest(ctx, req)
@@ -91,7 +99,10 @@ func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, 
 }
 
 // keepManifest verifies data against d and stores it: a manifest fetched
-// cold (a miss) for req. Its blobs are prefetched for a client's request.
+// cold (a miss) for req. Its caller prefetches its blobs (Mirror.prefetch)
+// once everything the client's answer waits for is done: started sooner,
+// the prefetch's transfers and disk writes would slow that answer (a cold
+// tag's mapping is stored, and synced, after its manifest).
 func (m *Mirror) keepManifest(req oci.Request, d digest.Digest, mediaType string, data []byte) (Manifest, error) {
 	if got := d.Algorithm().FromBytes(data); got != d {
 		return Manifest{}, fmt.Errorf("manifest %s: got %s: %w", d, got, oci.ErrDigestMismatch)
@@ -102,7 +113,6 @@ func (m *Mirror) keepManifest(req oci.Request, d digest.Digest, mediaType string
 	if err := m.store.Put(d, mediaType, data); err != nil {
 		m.log.Warn("store manifest", "digest", d, "err", err)
 	}
-	m.prefetch(req, mediaType, data)
 	return Manifest{Descriptor: oci.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, Data: data}, nil
 }
 
@@ -140,6 +150,9 @@ func (m *Mirror) resolveTag(ctx context.Context, req oci.Request) (oci.Descripto
 		t := cache.Tag{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Checked: m.cfg.Now()}
 		if err := m.store.SetTag(key, t); err != nil {
 			m.log.Warn("store tag", "repo", repo, "tag", tag, "err", err)
+		}
+		if data != nil { // fetched cold (revalidate kept it): the answer is ready
+			m.prefetch(req, desc.MediaType, data)
 		}
 		return answer{desc, data}, nil
 	})

@@ -447,3 +447,54 @@ func TestPrefetchYieldsToTheFillAClientReads(t *testing.T) {
 		}
 	}
 }
+
+// tagAtBlobGET is a transport that records, at each upstream blob GET,
+// whether the store already held the tag's mapping.
+type tagAtBlobGET struct {
+	base  http.RoundTripper
+	store func() *cache.Store
+	key   string
+	mu    sync.Mutex
+	seen  []bool
+}
+
+func (r *tagAtBlobGET) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+		_, err := r.store().Tag(r.key)
+		r.mu.Lock()
+		r.seen = append(r.seen, err == nil)
+		r.mu.Unlock()
+	}
+	return r.base.RoundTrip(req)
+}
+
+// The prefetch of a cold tag's blobs starts once the tag's answer is
+// ready, its mapping stored (and synced): started before, its transfers
+// and disk writes delayed the client's HEAD by tens of milliseconds on a
+// busy disk (a containerd pull's first request), for nothing.
+func TestColdTagPrefetchStartsAfterTheTagIsStored(t *testing.T) {
+	rec := &tagAtBlobGET{key: cache.TagKey(mirrortest.Registry, "team/app", "v1")}
+	p := mirrortest.New(t, func(base *http.Transport) http.RoundTripper { rec.base = base; return rec })
+	rec.store = func() *cache.Store { return p.Store }
+	m := mirror.New(p.Store, nil, p.Upstream, mirror.Config{TagTTL: ttl, PrefetchConcurrency: 4})
+	t.Cleanup(m.Close)
+	img, err := random.Image(64<<10, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Up.Push(t, "team/app", "v1", img)
+	if _, err := m.Manifest(t.Context(), p.Repo.Manifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitPrefetch()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.seen) != len(blobsOf(t, img)) {
+		t.Fatalf("the prefetch made %d blob GETs, want %d", len(rec.seen), len(blobsOf(t, img)))
+	}
+	for i, stored := range rec.seen {
+		if !stored {
+			t.Fatalf("blob GET %d of the prefetch went upstream before the tag's mapping was stored (seen %v)", i, rec.seen)
+		}
+	}
+}
