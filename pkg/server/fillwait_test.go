@@ -18,7 +18,6 @@ import (
 
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/test/upstreamtest"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
 // TestFillingBlobQueuesLittleInAStalledClientsSocket: the response of a
@@ -112,23 +111,7 @@ func waitFillingHandlers(t *testing.T, want int) {
 // returns the layer's blob path on a registry and its size.
 func pushBigLayer(t *testing.T, up *upstreamtest.Registry, repo string) (string, int64) {
 	t.Helper()
-	img, err := random.Image(16<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Push(t, repo, "v1", img)
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dg, err := layers[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	size, err := layers[0].Size()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dg, size := up.PushLayer(t, repo, 16<<20)
 	return "/v2/" + repo + "/blobs/" + dg.String(), size
 }
 

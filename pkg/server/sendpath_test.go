@@ -12,7 +12,6 @@ import (
 
 	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/test/upstreamtest"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
 // A cached blob goes out through the whole server, the registry handler
@@ -25,20 +24,8 @@ import (
 // the sends instead of timing them.
 func TestCachedBlobHitTakesTheBlockingSend(t *testing.T) {
 	up := upstreamtest.New(t)
-	img, err := random.Image(4<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Push(t, "big/hit", "v1", img)
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dg, err := layers[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := layers[0].Compressed()
+	layer, dg, _ := up.PushLayer(t, "big/hit", 4<<20)
+	rc, err := layer.Compressed()
 	if err != nil {
 		t.Fatal(err)
 	}

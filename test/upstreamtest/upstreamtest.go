@@ -21,6 +21,7 @@ import (
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // storage for the in-process registry
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
@@ -276,6 +277,31 @@ func (r *Registry) Push(t testing.TB, repo, tag string, img v1.Image) v1.Hash {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// PushLayer pushes repo:v1, an image of one random layer of size bytes
+// (its file's; the gzipped blob is a little larger), and returns that
+// layer with its blob's digest and size.
+func (r *Registry) PushLayer(t testing.TB, repo string, size int64) (v1.Layer, v1.Hash, int64) {
+	t.Helper()
+	img, err := random.Image(size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Push(t, repo, "v1", img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := layers[0].Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layers[0], d, n
 }
 
 // PushIndex writes idx as host/repo:tag.
