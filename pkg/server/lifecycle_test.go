@@ -20,7 +20,6 @@ import (
 	"github.com/berth-registry/berth/pkg/server"
 	"github.com/berth-registry/berth/test/proctest"
 	"github.com/berth-registry/berth/test/upstreamtest"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -68,13 +67,7 @@ func waitRefused(t *testing.T, addr string) {
 // and returns the layer's digest.
 func oneLayer(t *testing.T, up *upstreamtest.Registry, repo string, size int64) string {
 	t.Helper()
-	img, err := random.Image(size, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Push(t, repo, "v1", img)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
+	_, d, _ := up.PushLayer(t, repo, size)
 	return d.String()
 }
 

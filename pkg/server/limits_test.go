@@ -21,14 +21,7 @@ import (
 // the layer's digest and size, warm in the node's store.
 func bigBlob(t *testing.T, up *upstreamtest.Registry, n *node, size int64) (string, int64) {
 	t.Helper()
-	img, err := random.Image(size, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Push(t, "big/one", "v1", img)
-	layers, _ := img.Layers()
-	dg, _ := layers[0].Digest()
-	size, _ = layers[0].Size()
+	_, dg, size := up.PushLayer(t, "big/one", size)
 	if resp, body := get(t, http.MethodGet, n.URL+"/v2/big/one/blobs/"+dg.String()); resp.StatusCode != 200 || int64(len(body)) != size {
 		t.Fatalf("warm: %d, %d bytes", resp.StatusCode, len(body))
 	}
