@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 
 	"github.com/berth-registry/berth/pkg/oci"
 	"github.com/opencontainers/go-digest"
@@ -122,11 +121,7 @@ func (c *Cluster) FetchRange(ctx context.Context, req oci.Request, size, offset,
 // exactly that range of a blob of size bytes is taken.
 func (c *Cluster) tryRange(ctx context.Context, cancel context.CancelCauseFunc, m member, req oci.Request, size, offset, end int64) (*peerBody, error) {
 	repo, d := req.Repo, req.Digest
-	hdr := http.Header{
-		"Range":             {"bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(end-1, 10)},
-		oci.RelayHopHeader:  {strconv.Itoa(relayHops(req, offset, end))},
-		oci.RelaySizeHeader: {strconv.FormatInt(size, 10)},
-	}
+	hdr := blobHeader(req, true, size, offset, end) // FetchRange checked 0 <= offset < end <= size
 	resp, err := c.ask(ctx, cancel, m, oci.ViaPeerRelay, http.MethodGet, blobPath(repo, d), repo.Registry, c.relayTimeout(), hdr)
 	if err != nil {
 		return nil, err

@@ -69,21 +69,11 @@ type blobResult struct {
 // past a smaller blob's end comes to that end.
 func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m member, via oci.Via, req oci.Request, offset, end int64) (blobResult, error) {
 	repo, d := req.Repo, req.Digest
-	hdr := http.Header{}
-	switch {
-	case end > offset:
-		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(end-1, 10))
-	case offset > 0:
-		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
-	}
 	ttfb := c.cfg.Timeout
 	if via == oci.ViaPeerRelay {
-		hdr.Set(oci.RelayHopHeader, strconv.Itoa(relayHops(req, offset, end)))
 		ttfb = c.relayTimeout()
-		if req.RelaySize > 0 {
-			hdr.Set(oci.RelaySizeHeader, strconv.FormatInt(req.RelaySize, 10))
-		}
 	}
+	hdr := blobHeader(req, via == oci.ViaPeerRelay, req.RelaySize, offset, end)
 	resp, err := c.ask(ctx, cancel, m, via, http.MethodGet, blobPath(repo, d), repo.Registry, ttfb, hdr)
 	if err != nil {
 		return blobResult{}, err
@@ -118,6 +108,27 @@ func (c *Cluster) tryBlob(ctx context.Context, cancel context.CancelCauseFunc, m
 		}
 	}
 	return blobResult{body: body, size: size}, nil
+}
+
+// blobHeader is the header of a request for a blob's bytes [offset, end):
+// end -1 asks to the end, and offset 0 with it for the whole blob (no
+// Range). A relay request also carries its hop count (see relayHops) and
+// the blob's size when it is known (size > 0).
+func blobHeader(req oci.Request, relay bool, size, offset, end int64) http.Header {
+	hdr := http.Header{}
+	switch {
+	case end > offset:
+		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(end-1, 10))
+	case offset > 0:
+		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	if relay {
+		hdr.Set(oci.RelayHopHeader, strconv.Itoa(relayHops(req, offset, end)))
+		if size > 0 {
+			hdr.Set(oci.RelaySizeHeader, strconv.FormatInt(size, 10))
+		}
+	}
+	return hdr
 }
 
 // manifestResult is a verified manifest from a peer.
