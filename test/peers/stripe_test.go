@@ -26,17 +26,8 @@ func stripeOpts(n, k int) map[int]nodetest.Member {
 // and returns that layer's digest and size.
 func pushLayer(t *testing.T, up *upstreamtest.Registry) (digest.Digest, int64) {
 	t.Helper()
-	img := randomImage(t, 4<<20, 1)
-	up.Push(t, "team/app", "v1", img)
-	ls, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	size, err := ls[0].Size()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return blobs(t, img)[1], size
+	_, d, size := up.PushLayer(t, "team/app", 4<<20)
+	return digest.Digest(d.String()), size
 }
 
 func stripePlan(nodes []*node, d digest.Digest, size int64, k int) *peer.Plan {
