@@ -7,7 +7,6 @@ import (
 	"github.com/berth-registry/berth/peer"
 	"github.com/berth-registry/berth/test/nodetest"
 	"github.com/berth-registry/berth/test/upstreamtest"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
 // startPeerNodes starts two nodes, n0 and n1, that gossip with each other
@@ -23,14 +22,7 @@ func startPeerNodes(t *testing.T, up *upstreamtest.Registry) map[string]*node {
 
 func TestMetricsCountPeerBytes(t *testing.T) {
 	up := upstreamtest.New(t)
-	img, err := random.Image(512<<10, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Push(t, "p/app", "v1", img)
-	layers, _ := img.Layers()
-	dg, _ := layers[0].Digest()
-	size, _ := layers[0].Size()
+	_, dg, size := up.PushLayer(t, "p/app", 512<<10)
 	nodes := startPeerNodes(t, up)
 	rank := peer.Rank(dg.String(), []string{"n0", "n1"})
 	owner, asker := nodes[rank[0]], nodes[rank[1]]

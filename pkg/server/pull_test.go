@@ -105,13 +105,7 @@ func TestPullImageBytesEqualUpstream(t *testing.T) {
 
 func TestConcurrentColdClientsCauseOneUpstreamFetch(t *testing.T) {
 	up := upstreamtest.New(t)
-	img, err := random.Image(64<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Push(t, "big/blob", "v1", img)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
+	layer, d, _ := up.PushLayer(t, "big/blob", 64<<20)
 	n := startNode(t, up)
 	url := n.URL + "/v2/big/blob/blobs/" + d.String()
 
@@ -174,7 +168,7 @@ func TestConcurrentColdClientsCauseOneUpstreamFetch(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	full, _ := io.ReadAll(mustOpen(t, layers[0]))
+	full, _ := io.ReadAll(mustOpen(t, layer))
 	if !bytes.Equal(part, full[1000:2000]) {
 		t.Fatal("range bytes differ from the blob's")
 	}
