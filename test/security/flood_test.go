@@ -55,8 +55,19 @@ func newFloodSetup(t *testing.T, layerSize int64, cfg map[string]any) *floodSetu
 	if got, body := s.b.floodGet(plain, http.MethodGet, "real/app/manifests/v1"); got != "200 " {
 		t.Fatalf("warm-up manifest: %s %.200s", got, body)
 	}
-	if got, _ := s.b.floodGet(plain, http.MethodGet, "real/app/blobs/"+s.layer); got != "200 " {
-		t.Fatalf("warm-up blob: %s", got)
+	// The config and the layer: each GET joins the blob's prefetch (or
+	// starts the fill the prefetch then skips) and returns when it is
+	// stored, so no upstream transfer is under way when the upstream's
+	// connections are closed below; one cut mid-body would open the
+	// upstream's circuit and fail the floods' requests with 503.
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{cfgName.String(), s.layer} {
+		if got, _ := s.b.floodGet(plain, http.MethodGet, "real/app/blobs/"+d); got != "200 " {
+			t.Fatalf("warm-up blob %s: %s", d, got)
+		}
 	}
 	s.b.floodGet(plain, http.MethodGet, "real/app/blobs/sha256:"+strings.Repeat("1", 64))
 	s.up.CloseClientConnections()
