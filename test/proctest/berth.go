@@ -69,6 +69,7 @@ func RunBerth(t testing.TB, bin string, cfg map[string]any, args ...string) *Ber
 	t.Cleanup(func() {
 		b.Stop(15 * time.Second)
 		if t.Failed() {
+			t.Logf("berth log, first warnings:\n%s", b.Warnings(20))
 			t.Logf("berth log:\n%s", b.Tail(12000))
 		}
 	})

@@ -127,6 +127,28 @@ func (p *Proc) Tail(n int) string {
 	return string(b)
 }
 
+// Warnings returns the log's first n warning and error lines other than
+// "request failed" (each failed request logs one: a flood's would hide
+// the cause), with their line numbers: what went wrong first, which a
+// long log's tail no longer shows.
+func (p *Proc) Warnings(n int) string {
+	b, err := os.ReadFile(p.Log)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for i, l := range strings.Split(string(b), "\n") {
+		if len(out) == n {
+			break
+		}
+		warn := strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`)
+		if warn && !strings.Contains(l, `msg="request failed"`) && !strings.Contains(l, `"msg":"request failed"`) {
+			out = append(out, fmt.Sprintf("%d: %s", i+1, l))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // noKeepAlive is the readiness probes' client: no connection outlives its
 // probe, so none counts against a process's connections or goroutines.
 var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
