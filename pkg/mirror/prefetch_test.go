@@ -320,6 +320,22 @@ func TestPrefetchSkipsBlobsUnderWay(t *testing.T) {
 	}
 }
 
+// prefetchMirror is a mirror with prefetch at concurrency 4 whose upstream
+// transport is wrap's, in front of a registry holding team/app:v1, an
+// image of n random layers of size bytes.
+func prefetchMirror(t *testing.T, wrap func(*http.Transport) http.RoundTripper, size int64, n int) (*mirrortest.Parts, *mirror.Mirror, v1.Image) {
+	t.Helper()
+	p := mirrortest.New(t, wrap)
+	m := mirror.New(p.Store, nil, p.Upstream, mirror.Config{TagTTL: ttl, PrefetchConcurrency: 4})
+	t.Cleanup(m.Close)
+	img, err := random.Image(size, int64(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Up.Push(t, "team/app", "v1", img)
+	return p, m, img
+}
+
 // holdBody is a transport that holds the body of one blob's upstream GET
 // after its first bytes until hold is closed (held says so), and reports
 // each other blob body's end, in order, on ended.
@@ -373,14 +389,7 @@ func (b *heldBody) Read(p []byte) (int, error) {
 // The old prefetch read its blobs to the end beside the client's fill.
 func TestPrefetchYieldsToTheFillAClientReads(t *testing.T) {
 	hb := &holdBody{hold: make(chan struct{}), held: make(chan struct{}, 1), ended: make(chan string, 16)}
-	p := mirrortest.New(t, func(base *http.Transport) http.RoundTripper { hb.base = base; return hb })
-	m := mirror.New(p.Store, nil, p.Upstream, mirror.Config{TagTTL: ttl, PrefetchConcurrency: 4})
-	t.Cleanup(m.Close)
-	img, err := random.Image(1<<20, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Up.Push(t, "team/app", "v1", img)
+	p, m, img := prefetchMirror(t, func(base *http.Transport) http.RoundTripper { hb.base = base; return hb }, 1<<20, 2)
 	ds := blobsOf(t, img) // config, L1, L2
 	cfg, l1, l2 := ds[0], ds[1], ds[2]
 	hb.blob = l2.String()
@@ -474,15 +483,8 @@ func (r *tagAtBlobGET) RoundTrip(req *http.Request) (*http.Response, error) {
 // busy disk (a containerd pull's first request), for nothing.
 func TestColdTagPrefetchStartsAfterTheTagIsStored(t *testing.T) {
 	rec := &tagAtBlobGET{key: cache.TagKey(mirrortest.Registry, "team/app", "v1")}
-	p := mirrortest.New(t, func(base *http.Transport) http.RoundTripper { rec.base = base; return rec })
+	p, m, img := prefetchMirror(t, func(base *http.Transport) http.RoundTripper { rec.base = base; return rec }, 64<<10, 4)
 	rec.store = func() *cache.Store { return p.Store }
-	m := mirror.New(p.Store, nil, p.Upstream, mirror.Config{TagTTL: ttl, PrefetchConcurrency: 4})
-	t.Cleanup(m.Close)
-	img, err := random.Image(64<<10, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Up.Push(t, "team/app", "v1", img)
 	if _, err := m.Manifest(t.Context(), p.Repo.Manifest("v1")); err != nil {
 		t.Fatal(err)
 	}
