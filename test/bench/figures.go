@@ -284,6 +284,16 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 		addrs[name] = addr
 		ts = append(ts, target{name: name, p: p, url: blobURL(addr, img.Repo, l.Digest)})
 	}
+	if e.gofloor != "" && o.figures["hit"] {
+		// The smallest Go server on net/http serving the same file (Go's
+		// own sendfile path): what a Go server gets without berth's send.
+		p, addr, err := startGoFloor(ctx, e.gofloor, filepath.Join(dir, "gofloor"), l.Path)
+		if err != nil {
+			return err
+		}
+		defer p.stop(5 * time.Second)
+		ts = append(ts, target{name: floorName, p: p, url: "http://" + addr + "/" + filepath.Base(l.Path)})
+	}
 	for _, t := range ts { // the first GET fills the cache (verified), the second checks it
 		for i := range 2 {
 			want := l.Digest
@@ -327,6 +337,9 @@ func benchWarm(ctx context.Context, e *env, o *opts, rep *report, img *image, da
 		}
 		n, b, p := median(times["nginx"]), median(times[berthName]), median(times[proxyName])
 		fmt.Printf("hit: nginx %.3fs, berth %.3fs, proxy %.3fs; upstream blob GETs %d\n", n, b, p, ups)
+		if fl := times[floorName]; len(fl) > 0 {
+			fmt.Printf("hit: %s %.3fs (%s), nginx time ÷ its time %.2f, per round: %s\n", floorName, median(fl), cpu[floorName], n/median(fl), spread(times["nginx"], fl))
+		}
 		fmt.Printf("hit: nginx time ÷ berth time per round: %s\n", spread(times["nginx"], times[berthName]))
 		rep.add(&row{
 			ID: "hit", Label: fmt.Sprintf("%d MiB hit, one client", l.Size/MiB), Figure: fmt.Sprintf("%d MiB hit, one client: nginx time ÷ server time", l.Size/MiB), Unit: "s",
