@@ -72,6 +72,8 @@ func (m *Mirror) manifestByDigest(ctx context.Context, req oci.Request) (Manifes
 	return v.(Manifest), nil
 }
 
+// fetchManifest fetches and keeps the manifest req names by digest, then
+// prefetches its blobs.
 func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, error) {
 	man, err := m.fetchManifestFrom(ctx, req)
 	if err == nil {
@@ -80,6 +82,8 @@ func (m *Mirror) fetchManifest(ctx context.Context, req oci.Request) (Manifest, 
 	return man, err
 }
 
+// fetchManifestFrom fetches the manifest from the peers (for a client) or
+// else the upstream, and keeps it.
 func (m *Mirror) fetchManifestFrom(ctx context.Context, req oci.Request) (Manifest, error) {
 	d := req.Digest
 	if req.Via == oci.ViaClient {
