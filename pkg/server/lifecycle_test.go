@@ -73,6 +73,20 @@ func oneLayer(t *testing.T, up *upstreamtest.Registry, repo string, size int64) 
 
 // running runs srv on a new listener until stop (a SIGTERM) and returns
 // its address and Run's result, once it returns.
+// returned waits, at most within, for Run (done) to return nil, when says
+// by when it should have.
+func returned(t *testing.T, done <-chan error, within time.Duration, when string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v, want nil", err)
+		}
+	case <-time.After(within):
+		t.Fatalf("Run did not return %s", when)
+	}
+}
+
 func running(t *testing.T, srv *server.Server) (addr string, stop context.CancelFunc, done <-chan error) {
 	t.Helper()
 	ln := listen(t)
@@ -116,14 +130,7 @@ func TestShutdownLetsADownloadUnderWayFinish(t *testing.T) {
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d {
 		t.Fatalf("body %s, want %s", got, d)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after the last response")
-	}
+	returned(t, done, 30*time.Second, "after the last response")
 	if !srv.Store().Has(digest.Digest(d)) {
 		t.Fatal("the blob downloaded during shutdown was not stored")
 	}
@@ -152,14 +159,7 @@ func TestShutdownGivesFillsTheGrace(t *testing.T) {
 	case <-time.After(200 * time.Millisecond): // the upstream holds the body: the fill cannot have ended
 	}
 	release()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after the fill ended")
-	}
+	returned(t, done, 30*time.Second, "after the fill ended")
 	srv.Close() // cancels what still runs: nothing should
 	if !srv.Store().Has(digest.Digest(d)) {
 		t.Fatal("the blob filled during shutdown was not stored")
@@ -190,14 +190,7 @@ func TestShutdownCutsResponsesAndFillsAfterTheGrace(t *testing.T) {
 	left.Body.Close() // a fill no client waits for
 	start := time.Now()
 	stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after the grace: %v, want nil", err)
-		}
-	case <-time.After(grace + 20*time.Second): // slack for a loaded machine
-		t.Fatal("Run outlived its grace")
-	}
+	returned(t, done, grace+20*time.Second, "within its grace (and slack for a loaded machine)")
 	took := time.Since(start)
 	if _, err := io.Copy(io.Discard, resp.Body); err == nil {
 		t.Fatal("a response cut by the grace ended cleanly")

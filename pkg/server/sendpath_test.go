@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-registry/berth/pkg/config"
 	"github.com/berth-registry/berth/test/upstreamtest"
 )
 
@@ -35,13 +34,7 @@ func TestCachedBlobHitTakesTheBlockingSend(t *testing.T) {
 		t.Fatalf("layer: %d bytes, %v; want at least %d", len(want), err, 2*blockingMin)
 	}
 
-	cfg, err := config.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
-	cfg.DefaultRegistry = up.Host
-	cfg.Cache.Dir = t.TempDir()
+	cfg := up.BerthConfig(t)
 	cfg.Listen.MaxConns = 16 // the connection limit's wrapper in the chain too
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -208,14 +208,8 @@ func TestTLSMissingCertificateFailsNew(t *testing.T) {
 // testConfig is a validated single-node config in front of up.
 func testConfig(t *testing.T, up *upstreamtest.Registry) *config.Config {
 	t.Helper()
-	cfg, err := config.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := up.BerthConfig(t)
 	cfg.Listen.Addr = "127.0.0.1:0"
-	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
-	cfg.DefaultRegistry = up.Host
-	cfg.Cache.Dir = t.TempDir()
 	cfg.Cache.GCInterval = 0
 	cfg.ShutdownGrace = config.Duration(10 * time.Second)
 	if err := cfg.Validate(); err != nil {

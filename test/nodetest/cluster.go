@@ -55,7 +55,7 @@ func StartMember(t testing.TB, up *upstreamtest.Registry, bind string, seeds []s
 	if secret == "" {
 		secret = "the cluster secret"
 	}
-	cfg := testConfig(t, up)
+	cfg := up.BerthConfig(t)
 	cfg.Cache.GCInterval = 0
 	cfg.ShutdownGrace = config.Duration(time.Second)
 	cfg.Peers = config.Peers{

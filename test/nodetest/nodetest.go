@@ -35,7 +35,7 @@ type Node struct {
 // its graceful shutdown, and stops when the test ends.
 func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Config)) *Node {
 	t.Helper()
-	cfg := testConfig(t, up)
+	cfg := up.BerthConfig(t)
 	// Shutdown counts a connection accepted but never used as busy for 5s
 	// (net/http), and a client's pool can leave one: allow more than that.
 	cfg.ShutdownGrace = config.Duration(15 * time.Second)
@@ -58,20 +58,6 @@ func Start(t testing.TB, up *upstreamtest.Registry, mutate ...func(*config.Confi
 	n := &Node{Server: srv}
 	n.setAddrs(ln, admin)
 	return n
-}
-
-// testConfig is the embedded default config with up as the only (and
-// default) registry and a store in a temp dir.
-func testConfig(t testing.TB, up *upstreamtest.Registry) *config.Config {
-	t.Helper()
-	cfg, err := config.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Registries = []config.Registry{{Name: up.Host, Endpoints: []string{up.URL}}}
-	cfg.DefaultRegistry = up.Host
-	cfg.Cache.Dir = t.TempDir()
-	return cfg
 }
 
 // newServer validates cfg and makes a server on it.

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/berth-registry/berth/pkg/config"
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // storage for the in-process registry
@@ -277,6 +278,21 @@ func (r *Registry) Push(t testing.TB, repo, tag string, img v1.Image) v1.Hash {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// BerthConfig is berth's embedded default config with r as its only (and
+// default) registry and the store in a temp dir of t's; not validated, so
+// a test can change it first.
+func (r *Registry) BerthConfig(t testing.TB) *config.Config {
+	t.Helper()
+	cfg, err := config.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Registries = []config.Registry{{Name: r.Host, Endpoints: []string{r.URL}}}
+	cfg.DefaultRegistry = r.Host
+	cfg.Cache.Dir = t.TempDir()
+	return cfg
 }
 
 // PushLayer pushes repo:v1, an image of one random layer of size bytes
