@@ -25,9 +25,9 @@ import (
 // slowLimit times in a row on the blob. The bytes are not
 // verified here: the caller (the store's fill) hashes them once and calls
 // the body's Blame when the blob fails its digest, which suspects the peer.
-// A Read blocked longer than IdleTimeout fails (a stall, see stalled). Any error means "go
-// upstream" (ErrNoPeer when nobody was there to ask). It blocks until a
-// peer's final response headers or failure.
+// A Read blocked longer than IdleTimeout fails (a stall, see stalled).
+// Any error means "go upstream" (ErrNoPeer when nobody was there to
+// ask). It blocks until a peer's final response headers or failure.
 func (c *Cluster) FetchBlob(ctx context.Context, req oci.Request, offset int64) (io.ReadCloser, int64, error) {
 	return c.fetchBlob(ctx, req, offset, -1)
 }

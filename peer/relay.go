@@ -227,8 +227,9 @@ func (c *Cluster) relayBlob(ctx context.Context, req oci.Request, offset, end in
 // for blob d, one at a time with try, and returns the first answer, the
 // peer that gave it and how it came ("parent", "failover"); "upstream"
 // with ErrNoPeer (joined with what each source said) once the plan says
-// so or every source failed; "" with ctx's error when ctx ended. Suspected sources are skipped, and those that
-// stalled slowLimit times in a row on the blob; a live source that stalled
+// so or every source failed; "" with ctx's error when ctx ended.
+// Suspected sources are skipped, and those that stalled slowLimit times in
+// a row on the blob; a live source that stalled
 // or sent no answer in time fewer times is asked again (askAgain): it is
 // slow, and the upstream would send its bytes a second time.
 func askSources[T any](ctx context.Context, c *Cluster, p *Plan, s, self int, d digest.Digest, try func(context.Context, context.CancelCauseFunc, member) (T, error)) (r T, peer, from string, err error) {

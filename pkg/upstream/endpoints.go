@@ -24,8 +24,8 @@ import (
 // timeout, not one per request. With every endpoint open a call fails at
 // once (and the mirror answers tags from the cache), except while a probe
 // is under way: then it waits for the probe's answer, at most probeWait,
-// so the first request after a registry came back is served, not failed. Each failed probe
-// doubles the back-off, with jitter, up to a cap (see newBackOff): a
+// so the first request after a registry came back is served, not failed.
+// Each failed probe doubles the back-off, with jitter, up to a cap (see newBackOff): a
 // registry down for an hour is probed a dozen times, not 120, and the nodes
 // of a cluster opened by one outage do not probe in step. An answer resets
 // it.
